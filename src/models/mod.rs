@@ -1,0 +1,3 @@
+//! Model implementations, one folder per model, each mirroring its upstream module tree.
+
+pub mod voxtral;

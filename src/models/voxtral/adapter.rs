@@ -1,0 +1,52 @@
+//! Audio-to-text adapter (`multi_modal_projector`; Mistral `audio_language_projection`).
+//!
+//! Mirrors `VoxtralRealtimeMultiModalProjector` (huggingface/transformers
+//! `models/voxtral_realtime/modeling_voxtral_realtime.py`): the encoder output
+//! `[b, frames, d_enc]` is regrouped row-major to `[b, frames/4, 4*d_enc]`
+//! (frames 4k..4k+3 side by side), then `linear_2(gelu(linear_1(x)))`, no biases.
+
+use crate::nn::mlp::linear;
+use crate::trace::Scope;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Tensor};
+
+/// Two-layer GELU projector from grouped encoder frames to decoder width.
+#[derive(Module, Debug)]
+pub struct MultiModalProjector {
+    /// `[downsample * d_enc] -> [d_dec]`, no bias (Mistral `audio_language_projection.0`).
+    pub linear_1: Linear,
+    /// `[d_dec] -> [d_dec]`, no bias (Mistral `audio_language_projection.2`).
+    pub linear_2: Linear,
+}
+
+impl MultiModalProjector {
+    /// Randomly initialised (replaced by a checkpoint when loading).
+    pub fn new(d_in: usize, d_dec: usize, device: &Device) -> Self {
+        Self {
+            linear_1: LinearConfig::new(d_in, d_dec).with_bias(false).init(device),
+            linear_2: LinearConfig::new(d_dec, d_dec)
+                .with_bias(false)
+                .init(device),
+        }
+    }
+
+    /// `[b, tokens, downsample*d_enc]` -> `[b, tokens, d_dec]`.
+    pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
+        scope.input(&x);
+        let h = linear(&self.linear_1, x, &scope.child("linear_1"));
+        let act = scope.child("act");
+        act.input(&h);
+        let h = act.output(gelu(h));
+        let h = linear(&self.linear_2, h, &scope.child("linear_2"));
+        scope.output(h)
+    }
+}
+
+/// Regroup `[b, frames, d]` into `[b, frames/factor, factor*d]` (upstream `reshape`).
+/// `frames` must be a multiple of `factor`.
+pub fn group_frames(x: Tensor<3>, factor: usize) -> Tensor<3> {
+    let [b, t, d] = x.dims();
+    x.reshape([b, t / factor, factor * d])
+}

@@ -1,0 +1,290 @@
+//! Voxtral Mini 4B Realtime configuration, read from Mistral `params.json` or HF `config.json`.
+//!
+//! Field names follow the field's terms; each doc names the upstream keys (Mistral `params.json`
+//! / transformers `VoxtralRealtime*Config` in
+//! `src/transformers/models/voxtral_realtime/configuration_voxtral_realtime.py`).
+
+use crate::nn::RopeStyle;
+use serde_json::Value;
+use std::path::Path;
+
+/// Errors reading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON.
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: serde_json::Error,
+    },
+    /// A required key is missing or has the wrong type.
+    #[error("{path}: key `{key}`: {problem}")]
+    Key {
+        /// File path.
+        path: String,
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Audio encoder ("whisper_encoder" / `audio_tower`) hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderConfig {
+    /// Model width. Mistral `encoder_args.dim`; HF `audio_config.hidden_size`. Released: 1280.
+    pub d_model: usize,
+    /// Transformer layers. Mistral `n_layers`; HF `num_hidden_layers`. Released: 32.
+    pub n_layers: usize,
+    /// Attention heads (no GQA). Mistral `n_heads`; HF `num_attention_heads`. Released: 32.
+    pub n_heads: usize,
+    /// Channels per head. Mistral/HF `head_dim`. Released: 64.
+    pub head_dim: usize,
+    /// SwiGLU hidden width. Mistral `hidden_dim`; HF `intermediate_size`. Released: 5120.
+    pub intermediate_size: usize,
+    /// Log-mel bins. Mistral `audio_encoding_args.num_mel_bins`; HF `num_mel_bins`. Released: 128.
+    pub num_mel_bins: usize,
+    /// RoPE base. Mistral `rope_theta`; HF `rope_parameters.rope_theta`. Released: 1e6.
+    pub rope_theta: f64,
+    /// Sliding attention window in encoder frames (20 ms each), including the current frame.
+    /// Mistral/HF `sliding_window`. Released: 750.
+    pub sliding_window: usize,
+    /// RMSNorm epsilon. Mistral `norm_eps`; HF `rms_norm_eps`. Released: 1e-5.
+    pub norm_eps: f64,
+}
+
+/// Text decoder (`language_model`) hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    /// Model width. Mistral `dim`; HF `text_config.hidden_size`. Released: 3072.
+    pub d_model: usize,
+    /// Layers. Mistral `n_layers`; HF `num_hidden_layers`. Released: 26.
+    pub n_layers: usize,
+    /// Query heads. Mistral `n_heads`; HF `num_attention_heads`. Released: 32.
+    pub n_heads: usize,
+    /// Key/value heads (GQA). Mistral `n_kv_heads`; HF `num_key_value_heads`. Released: 8.
+    pub n_kv_heads: usize,
+    /// Channels per head. Mistral/HF `head_dim`. Released: 128.
+    pub head_dim: usize,
+    /// SwiGLU hidden width. Mistral `hidden_dim`; HF `intermediate_size`. Released: 9216.
+    pub intermediate_size: usize,
+    /// Vocabulary size (tokens). Mistral/HF `vocab_size`. Released: 131072.
+    pub vocab_size: usize,
+    /// RoPE base. Mistral `rope_theta`; HF `rope_parameters.rope_theta`. Released: 1e6.
+    pub rope_theta: f64,
+    /// Sliding attention window in tokens, including the current one. Released: 8192.
+    pub sliding_window: usize,
+    /// RMSNorm epsilon. Mistral `norm_eps`; HF `rms_norm_eps`. Released: 1e-5.
+    pub norm_eps: f64,
+    /// LM head shares the token embedding. Mistral `tied_embeddings`; HF `tie_word_embeddings`.
+    pub tied_embeddings: bool,
+    /// Bottleneck width of the ADA RMSNorm time conditioning. Mistral
+    /// `ada_rms_norm_t_cond_dim`; HF hard-codes 32. Released: 32.
+    pub ada_t_cond_dim: usize,
+}
+
+/// Whole-model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoxtralConfig {
+    /// Audio encoder.
+    pub encoder: EncoderConfig,
+    /// Text decoder.
+    pub decoder: DecoderConfig,
+    /// Encoder frames grouped into one adapter token. Mistral
+    /// `downsample_args.downsample_factor`; HF `downsample_factor`. Released: 4.
+    pub downsample_factor: usize,
+    /// RoPE layout the checkpoint's q/k rows assume: interleaved for Mistral
+    /// `consolidated.safetensors`, half-split for HF `model.safetensors`.
+    pub rope_style: RopeStyle,
+}
+
+impl VoxtralConfig {
+    /// The released Voxtral Mini 4B Realtime (mistralai/Voxtral-Mini-4B-Realtime-2602
+    /// `params.json`), Mistral weight layout.
+    pub fn mini_4b_realtime() -> Self {
+        Self {
+            encoder: EncoderConfig {
+                d_model: 1280,
+                n_layers: 32,
+                n_heads: 32,
+                head_dim: 64,
+                intermediate_size: 5120,
+                num_mel_bins: 128,
+                rope_theta: 1e6,
+                sliding_window: 750,
+                norm_eps: 1e-5,
+            },
+            decoder: DecoderConfig {
+                d_model: 3072,
+                n_layers: 26,
+                n_heads: 32,
+                n_kv_heads: 8,
+                head_dim: 128,
+                intermediate_size: 9216,
+                vocab_size: 131072,
+                rope_theta: 1e6,
+                sliding_window: 8192,
+                norm_eps: 1e-5,
+                tied_embeddings: true,
+                ada_t_cond_dim: 32,
+            },
+            downsample_factor: 4,
+            rope_style: RopeStyle::Interleaved,
+        }
+    }
+
+    /// Read Mistral `params.json` (layout: interleaved RoPE).
+    ///
+    /// # Errors
+    /// Unreadable file, invalid JSON, or a missing/mistyped key (named in the error).
+    pub fn from_params_json(path: &Path) -> Result<Self, ConfigError> {
+        let j = Json::read(path)?;
+        let e = "multimodal.whisper_model_args.encoder_args";
+        Ok(Self {
+            encoder: EncoderConfig {
+                d_model: j.usize(&format!("{e}.dim"))?,
+                n_layers: j.usize(&format!("{e}.n_layers"))?,
+                n_heads: j.usize(&format!("{e}.n_heads"))?,
+                head_dim: j.usize(&format!("{e}.head_dim"))?,
+                intermediate_size: j.usize(&format!("{e}.hidden_dim"))?,
+                num_mel_bins: j.usize(&format!("{e}.audio_encoding_args.num_mel_bins"))?,
+                rope_theta: j.f64(&format!("{e}.rope_theta"))?,
+                sliding_window: j.usize(&format!("{e}.sliding_window"))?,
+                norm_eps: j.f64(&format!("{e}.norm_eps"))?,
+            },
+            decoder: DecoderConfig {
+                d_model: j.usize("dim")?,
+                n_layers: j.usize("n_layers")?,
+                n_heads: j.usize("n_heads")?,
+                n_kv_heads: j.usize("n_kv_heads")?,
+                head_dim: j.usize("head_dim")?,
+                intermediate_size: j.usize("hidden_dim")?,
+                vocab_size: j.usize("vocab_size")?,
+                rope_theta: j.f64("rope_theta")?,
+                sliding_window: j.usize("sliding_window")?,
+                norm_eps: j.f64("norm_eps")?,
+                tied_embeddings: j.bool_or("tied_embeddings", true)?,
+                ada_t_cond_dim: j.usize("ada_rms_norm_t_cond_dim")?,
+            },
+            downsample_factor: j
+                .usize("multimodal.whisper_model_args.downsample_args.downsample_factor")?,
+            rope_style: RopeStyle::Interleaved,
+        })
+    }
+
+    /// Read HF `config.json` (`VoxtralRealtimeConfig`; layout: half-split RoPE).
+    ///
+    /// # Errors
+    /// Unreadable file, invalid JSON, or a missing/mistyped key (named in the error).
+    pub fn from_hf_config_json(path: &Path) -> Result<Self, ConfigError> {
+        let j = Json::read(path)?;
+        let a = "audio_config";
+        let t = "text_config";
+        let theta = |p: &str| -> Result<f64, ConfigError> {
+            j.f64(&format!("{p}.rope_parameters.rope_theta"))
+                .or_else(|_| j.f64(&format!("{p}.rope_theta")))
+        };
+        Ok(Self {
+            encoder: EncoderConfig {
+                d_model: j.usize(&format!("{a}.hidden_size"))?,
+                n_layers: j.usize(&format!("{a}.num_hidden_layers"))?,
+                n_heads: j.usize(&format!("{a}.num_attention_heads"))?,
+                head_dim: j.usize(&format!("{a}.head_dim"))?,
+                intermediate_size: j.usize(&format!("{a}.intermediate_size"))?,
+                num_mel_bins: j.usize(&format!("{a}.num_mel_bins"))?,
+                rope_theta: theta(a)?,
+                sliding_window: j.usize(&format!("{a}.sliding_window"))?,
+                norm_eps: j.f64(&format!("{a}.rms_norm_eps"))?,
+            },
+            decoder: DecoderConfig {
+                d_model: j.usize(&format!("{t}.hidden_size"))?,
+                n_layers: j.usize(&format!("{t}.num_hidden_layers"))?,
+                n_heads: j.usize(&format!("{t}.num_attention_heads"))?,
+                n_kv_heads: j.usize(&format!("{t}.num_key_value_heads"))?,
+                head_dim: j.usize(&format!("{t}.head_dim"))?,
+                intermediate_size: j.usize(&format!("{t}.intermediate_size"))?,
+                vocab_size: j.usize(&format!("{t}.vocab_size"))?,
+                rope_theta: theta(t)?,
+                sliding_window: j.usize(&format!("{t}.sliding_window"))?,
+                norm_eps: j.f64(&format!("{t}.rms_norm_eps"))?,
+                tied_embeddings: j.bool_or("tie_word_embeddings", true)?,
+                // transformers hard-codes the ADA bottleneck (VoxtralRealtimeTextAdaRmsNorm).
+                ada_t_cond_dim: 32,
+            },
+            downsample_factor: j.usize("downsample_factor")?,
+            rope_style: RopeStyle::HalfSplit,
+        })
+    }
+}
+
+struct Json {
+    path: String,
+    value: Value,
+}
+
+impl Json {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Self { path: p, value })
+    }
+
+    fn get(&self, key: &str) -> Result<&Value, ConfigError> {
+        let mut v = &self.value;
+        for part in key.split('.') {
+            v = v.get(part).ok_or_else(|| ConfigError::Key {
+                path: self.path.clone(),
+                key: key.to_string(),
+                problem: "missing".into(),
+            })?;
+        }
+        Ok(v)
+    }
+
+    fn err(&self, key: &str, problem: &str) -> ConfigError {
+        ConfigError::Key {
+            path: self.path.clone(),
+            key: key.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, ConfigError> {
+        self.get(key)?
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| self.err(key, "expected a non-negative integer"))
+    }
+
+    fn f64(&self, key: &str) -> Result<f64, ConfigError> {
+        self.get(key)?
+            .as_f64()
+            .ok_or_else(|| self.err(key, "expected a number"))
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            Err(_) => Ok(default),
+            Ok(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(key, "expected a boolean")),
+        }
+    }
+}

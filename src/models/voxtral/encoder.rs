@@ -1,0 +1,233 @@
+//! Causal audio encoder (`model.audio_tower`; Mistral `whisper_encoder`).
+//!
+//! Mirrors `VoxtralRealtimeEncoder`, `VoxtralRealtimeEmbedder`, `VoxtralRealtimeEncoderLayer`
+//! in huggingface/transformers `models/voxtral_realtime/modeling_voxtral_realtime.py`:
+//! conv1 (k=3, stride 1, 2 zeros left) + GELU, conv2 (k=3, stride 2, 1 zero left) + GELU,
+//! transpose to `[b, frames, d_model]`, then pre-norm layers with RoPE attention over a causal
+//! sliding window and a SwiGLU MLP, then a final RMSNorm. No positional embedding is added.
+
+use super::config::EncoderConfig;
+use crate::nn::attention::{Attention, AttentionConfig, KvCache};
+use crate::nn::{CausalConv1d, RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
+use crate::trace::Scope;
+use burn::module::Module;
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// The conv stem (`embedder`).
+#[derive(Module, Debug)]
+pub struct Embedder {
+    /// `num_mel_bins -> d_model`, k=3, stride 1 (Mistral `conv_layers.0.conv`).
+    pub conv1: CausalConv1d,
+    /// `d_model -> d_model`, k=3, stride 2 (Mistral `conv_layers.1.conv`).
+    pub conv2: CausalConv1d,
+}
+
+impl Embedder {
+    /// `[b, mels, frames]` -> `[b, frames/2, d_model]`.
+    pub fn forward(&self, features: Tensor<3>, scope: &Scope) -> Tensor<3> {
+        scope.input(&features);
+        let c1 = scope.child("conv1");
+        c1.input(&features);
+        let h = gelu(c1.output(self.conv1.forward(features)));
+        let c2 = scope.child("conv2");
+        c2.input(&h);
+        let h = gelu(c2.output(self.conv2.forward(h)));
+        scope.output(h.swap_dims(1, 2))
+    }
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    /// Pre-attention norm (Mistral `attention_norm`).
+    pub self_attn_layer_norm: RMSNorm,
+    /// Attention; biases on q, v, o but not k (Mistral `attention.wq/wk/wv/wo`).
+    pub self_attn: Attention,
+    /// Pre-MLP norm (Mistral `ffn_norm`).
+    pub final_layer_norm: RMSNorm,
+    /// SwiGLU; `down_proj` has a bias (Mistral `feed_forward.w1/w3/w2`).
+    pub mlp: SwiGluMlp,
+}
+
+/// Everything a layer needs besides its weights for one call.
+pub struct Step<'a> {
+    /// Absolute position of the first frame.
+    pub pos0: usize,
+    /// RoPE cos `[seq, head_dim/2]`.
+    pub cos: &'a Tensor<2>,
+    /// RoPE sin `[seq, head_dim/2]`.
+    pub sin: &'a Tensor<2>,
+    /// RoPE layout of the weights.
+    pub style: RopeStyle,
+    /// Sliding window (positions, including the current one).
+    pub window: usize,
+    /// Position inputs in upstream form, built only when capture is on.
+    pub traced: Option<TracedPositions>,
+}
+
+/// Position inputs as upstream passes them to each layer (`position_embeddings` = (cos, sin)
+/// each `[1, seq, head_dim]` in half-split form, `position_ids [1, seq]`), for capture only.
+pub struct TracedPositions {
+    /// `[1, seq, head_dim]`.
+    pub cos: Tensor<3>,
+    /// `[1, seq, head_dim]`.
+    pub sin: Tensor<3>,
+    /// `[1, seq]` absolute positions.
+    pub ids: Tensor<2, Int>,
+}
+
+impl TracedPositions {
+    /// Build the upstream-form position inputs for `seq` positions from `pos0`.
+    pub fn new(cos: &Tensor<2>, sin: &Tensor<2>, pos0: usize, seq: usize) -> Self {
+        let full = |t: &Tensor<2>| Tensor::cat(vec![t.clone(), t.clone()], 1).unsqueeze::<3>();
+        let ids: Vec<i64> = (pos0..pos0 + seq).map(|p| p as i64).collect();
+        Self {
+            cos: full(cos),
+            sin: full(sin),
+            ids: Tensor::from_data(TensorData::new(ids, [1, seq]), &cos.device()),
+        }
+    }
+
+    /// Record `in.position_embeddings.0/.1` and `in.position_ids` under `scope`.
+    pub fn record(&self, scope: &Scope) {
+        scope.record("in.position_embeddings.0", &self.cos);
+        scope.record("in.position_embeddings.1", &self.sin);
+        scope.record_int("in.position_ids", &self.ids);
+    }
+}
+
+impl EncoderLayer {
+    /// `[b, seq, d_model]` -> `[b, seq, d_model]`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        step: &Step,
+        cache: Option<&mut KvCache>,
+        scope: &Scope,
+    ) -> Tensor<3> {
+        scope.input(&x);
+        if let Some(tp) = &step.traced {
+            tp.record(scope);
+            tp.record(&scope.child("self_attn"));
+        }
+        let n1 = scope.child("self_attn_layer_norm");
+        n1.input(&x);
+        let h = n1.output(self.self_attn_layer_norm.forward(x.clone()));
+        let h = self.self_attn.forward(
+            h,
+            step.pos0,
+            step.cos,
+            step.sin,
+            step.style,
+            step.window,
+            cache,
+            &scope.child("self_attn"),
+        );
+        let x = x + h;
+        let n2 = scope.child("final_layer_norm");
+        n2.input(&x);
+        let h = n2.output(self.final_layer_norm.forward(x.clone()));
+        let h = self.mlp.forward(h, &scope.child("mlp"));
+        scope.output(x + h)
+    }
+}
+
+/// The audio encoder.
+#[derive(Module, Debug)]
+pub struct AudioEncoder {
+    /// Conv stem.
+    pub embedder: Embedder,
+    /// Transformer layers.
+    pub layers: Vec<EncoderLayer>,
+    /// Final norm (Mistral `transformer.norm`).
+    pub norm: RMSNorm,
+}
+
+impl AudioEncoder {
+    /// Randomly initialised encoder of the given shape.
+    pub fn new(cfg: &EncoderConfig, device: &Device) -> Self {
+        let attn = AttentionConfig {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_heads,
+            head_dim: cfg.head_dim,
+            biases: [true, false, true, true],
+        };
+        Self {
+            embedder: Embedder {
+                conv1: CausalConv1d::new(cfg.num_mel_bins, cfg.d_model, 3, 1, device),
+                conv2: CausalConv1d::new(cfg.d_model, cfg.d_model, 3, 2, device),
+            },
+            layers: (0..cfg.n_layers)
+                .map(|_| EncoderLayer {
+                    self_attn_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+                    self_attn: Attention::new(&attn, device),
+                    final_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+                    mlp: SwiGluMlp::new(cfg.d_model, cfg.intermediate_size, true, device),
+                })
+                .collect(),
+            norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+        }
+    }
+
+    /// Offline pass: `[b, mels, frames]` (frames even) -> `[b, frames/2, d_model]` after the
+    /// final norm, with the causal sliding-window mask over all frames at once.
+    pub fn forward(
+        &self,
+        features: Tensor<3>,
+        cfg: &EncoderConfig,
+        style: RopeStyle,
+        scope: &Scope,
+    ) -> Tensor<3> {
+        scope.record("in.input_features", &features);
+        let h = self.embedder.forward(features, &scope.child("embedder"));
+        let seq = h.dims()[1];
+        let rope = RotaryEmbedding {
+            theta: cfg.rope_theta,
+            head_dim: cfg.head_dim,
+        };
+        let (cos, sin) = rope.tables(0, seq, &h.device());
+        let traced = record_rope(&scope.child("rotary_emb"), &h, &cos, &sin, 0);
+        let step = Step {
+            pos0: 0,
+            cos: &cos,
+            sin: &sin,
+            style,
+            window: cfg.sliding_window,
+            traced,
+        };
+        let mut h = h;
+        let layers = scope.child("layers");
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h, &step, None, &layers.index(i));
+        }
+        let n = scope.child("norm");
+        n.input(&h);
+        let h = n.output(self.norm.forward(h));
+        scope.record("out.last_hidden_state", &h);
+        h
+    }
+}
+
+/// Record the rotary module as upstream calls it (`in.0` = hidden states, `in.position_ids`)
+/// and returns it (`out.0` = cos, `out.1` = sin, each `[1, seq, head_dim]` = `cat(t, t)`: the
+/// frequency content is the same for both RoPE layouts). Returns the traced position inputs
+/// for the layers, or `None` when capture is off.
+pub fn record_rope(
+    scope: &Scope,
+    hidden: &Tensor<3>,
+    cos: &Tensor<2>,
+    sin: &Tensor<2>,
+    pos0: usize,
+) -> Option<TracedPositions> {
+    if !scope.enabled() {
+        return None;
+    }
+    let tp = TracedPositions::new(cos, sin, pos0, cos.dims()[0]);
+    scope.input(hidden);
+    scope.record_int("in.position_ids", &tp.ids);
+    scope.record("out.0", &tp.cos);
+    scope.record("out.1", &tp.sin);
+    Some(tp)
+}

@@ -1,0 +1,414 @@
+//! Weight loading for Voxtral Realtime from Mistral `consolidated.safetensors` + `params.json`
+//! or HF `model.safetensors` + `config.json`, through burn-store (memory-mapped, BF16/F16 cast to
+//! F32).
+//!
+//! Before any tensor is applied the safetensors header is checked against the tensors the
+//! configuration implies (names in HF form, PyTorch shapes): a missing, extra or mis-shaped
+//! tensor is a [`LoadError::Tensors`] listing every problem with the tensor name, the expected
+//! and the found shape. Mistral names are mapped to HF names with the table of the transformers
+//! converter (huggingface/transformers
+//! `models/voxtral_realtime/convert_voxtral_realtime_weights_to_hf.py`), without its RoPE
+//! permutation: Mistral weights run with interleaved RoPE instead.
+
+use super::config::{ConfigError, VoxtralConfig};
+use super::model::Voxtral;
+use burn::store::{
+    FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
+use burn::tensor::{DType, Device};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which checkpoint layout a folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Mistral: `consolidated.safetensors` + `params.json` (+ `tekken.json`); interleaved RoPE.
+    Mistral,
+    /// Hugging Face: `model.safetensors` + `config.json`; half-split RoPE.
+    Hf,
+}
+
+/// Errors loading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The folder holds neither layout.
+    #[error(
+        "{0}: no checkpoint found (expected consolidated.safetensors + params.json, or model.safetensors + config.json)"
+    )]
+    NotFound(PathBuf),
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The weights file cannot be opened or its header is invalid (truncated, corrupt).
+    #[error("{path}: {message}")]
+    File {
+        /// Weights file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Tensors missing, unexpected or of the wrong shape/dtype.
+    #[error("{path}: {} tensor problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Tensors {
+        /// Weights file.
+        path: PathBuf,
+        /// One line per problem: name, expected and found shape.
+        problems: Vec<String>,
+    },
+}
+
+/// Find the layout of a checkpoint folder (Mistral preferred when both are present).
+pub fn detect_layout(dir: &Path) -> Result<WeightLayout, LoadError> {
+    if dir.join("consolidated.safetensors").is_file() && dir.join("params.json").is_file() {
+        Ok(WeightLayout::Mistral)
+    } else if dir.join("model.safetensors").is_file() && dir.join("config.json").is_file() {
+        Ok(WeightLayout::Hf)
+    } else {
+        Err(LoadError::NotFound(dir.to_path_buf()))
+    }
+}
+
+/// Mistral-name -> HF-name rules (regex, replacement), applied first match wins.
+pub fn mistral_to_hf_rules() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.0\.conv\.",
+            "model.audio_tower.embedder.conv1.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.conv_layers\.1\.conv\.",
+            "model.audio_tower.embedder.conv2.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.attention\.w([qkvo])\.",
+            "model.audio_tower.layers.${1}.self_attn.${2}_proj.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.attention_norm\.",
+            "model.audio_tower.layers.${1}.self_attn_layer_norm.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.ffn_norm\.",
+            "model.audio_tower.layers.${1}.final_layer_norm.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.feed_forward\.w1\.",
+            "model.audio_tower.layers.${1}.mlp.gate_proj.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.feed_forward\.w2\.",
+            "model.audio_tower.layers.${1}.mlp.down_proj.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.(\d+)\.feed_forward\.w3\.",
+            "model.audio_tower.layers.${1}.mlp.up_proj.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.norm\.",
+            "model.audio_tower.norm.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.0\.",
+            "model.multi_modal_projector.linear_1.",
+        ),
+        (
+            r"^mm_streams_embeddings\.embedding_module\.audio_language_projection\.2\.",
+            "model.multi_modal_projector.linear_2.",
+        ),
+        (
+            r"^(mm_streams_embeddings\.embedding_module\.)?tok_embeddings\.",
+            "model.language_model.embed_tokens.",
+        ),
+        (
+            r"^layers\.(\d+)\.attention\.w([qkvo])\.",
+            "model.language_model.layers.${1}.self_attn.${2}_proj.",
+        ),
+        (
+            r"^layers\.(\d+)\.attention_norm\.",
+            "model.language_model.layers.${1}.input_layernorm.",
+        ),
+        (
+            r"^layers\.(\d+)\.ffn_norm\.",
+            "model.language_model.layers.${1}.post_attention_layernorm.",
+        ),
+        (
+            r"^layers\.(\d+)\.feed_forward\.w1\.",
+            "model.language_model.layers.${1}.mlp.gate_proj.",
+        ),
+        (
+            r"^layers\.(\d+)\.feed_forward\.w2\.",
+            "model.language_model.layers.${1}.mlp.down_proj.",
+        ),
+        (
+            r"^layers\.(\d+)\.feed_forward\.w3\.",
+            "model.language_model.layers.${1}.mlp.up_proj.",
+        ),
+        (
+            r"^layers\.(\d+)\.ada_rms_norm_t_cond\.0\.",
+            "model.language_model.layers.${1}.ada_rms_norm.linear1.",
+        ),
+        (
+            r"^layers\.(\d+)\.ada_rms_norm_t_cond\.2\.",
+            "model.language_model.layers.${1}.ada_rms_norm.linear2.",
+        ),
+        (r"^norm\.", "model.language_model.norm."),
+        (r"^output\.", "lm_head."),
+    ]
+}
+
+/// Map one Mistral tensor name to its HF name (`None` when no rule matches).
+pub fn mistral_to_hf(name: &str) -> Option<String> {
+    for (pat, rep) in mistral_to_hf_rules() {
+        let re = Regex::new(pat).expect("static pattern");
+        if re.is_match(name) {
+            return Some(re.replace(name, rep).into_owned());
+        }
+    }
+    None
+}
+
+/// Every tensor the configuration implies, HF names with PyTorch shapes.
+pub fn expected_tensors(cfg: &VoxtralConfig) -> BTreeMap<String, Vec<usize>> {
+    let mut m = BTreeMap::new();
+    let e = &cfg.encoder;
+    let d = &cfg.decoder;
+    let a = "model.audio_tower";
+    m.insert(
+        format!("{a}.embedder.conv1.weight"),
+        vec![e.d_model, e.num_mel_bins, 3],
+    );
+    m.insert(format!("{a}.embedder.conv1.bias"), vec![e.d_model]);
+    m.insert(
+        format!("{a}.embedder.conv2.weight"),
+        vec![e.d_model, e.d_model, 3],
+    );
+    m.insert(format!("{a}.embedder.conv2.bias"), vec![e.d_model]);
+    let eq = e.n_heads * e.head_dim;
+    for i in 0..e.n_layers {
+        let p = format!("{a}.layers.{i}");
+        m.insert(format!("{p}.self_attn_layer_norm.weight"), vec![e.d_model]);
+        m.insert(format!("{p}.final_layer_norm.weight"), vec![e.d_model]);
+        m.insert(format!("{p}.self_attn.q_proj.weight"), vec![eq, e.d_model]);
+        m.insert(format!("{p}.self_attn.q_proj.bias"), vec![eq]);
+        m.insert(format!("{p}.self_attn.k_proj.weight"), vec![eq, e.d_model]);
+        m.insert(format!("{p}.self_attn.v_proj.weight"), vec![eq, e.d_model]);
+        m.insert(format!("{p}.self_attn.v_proj.bias"), vec![eq]);
+        m.insert(format!("{p}.self_attn.o_proj.weight"), vec![e.d_model, eq]);
+        m.insert(format!("{p}.self_attn.o_proj.bias"), vec![e.d_model]);
+        m.insert(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![e.intermediate_size, e.d_model],
+        );
+        m.insert(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![e.intermediate_size, e.d_model],
+        );
+        m.insert(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![e.d_model, e.intermediate_size],
+        );
+        m.insert(format!("{p}.mlp.down_proj.bias"), vec![e.d_model]);
+    }
+    m.insert(format!("{a}.norm.weight"), vec![e.d_model]);
+    m.insert(
+        "model.multi_modal_projector.linear_1.weight".into(),
+        vec![d.d_model, e.d_model * cfg.downsample_factor],
+    );
+    m.insert(
+        "model.multi_modal_projector.linear_2.weight".into(),
+        vec![d.d_model, d.d_model],
+    );
+    let l = "model.language_model";
+    m.insert(
+        format!("{l}.embed_tokens.weight"),
+        vec![d.vocab_size, d.d_model],
+    );
+    let q = d.n_heads * d.head_dim;
+    let kv = d.n_kv_heads * d.head_dim;
+    for i in 0..d.n_layers {
+        let p = format!("{l}.layers.{i}");
+        m.insert(format!("{p}.input_layernorm.weight"), vec![d.d_model]);
+        m.insert(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![d.d_model],
+        );
+        m.insert(format!("{p}.self_attn.q_proj.weight"), vec![q, d.d_model]);
+        m.insert(format!("{p}.self_attn.k_proj.weight"), vec![kv, d.d_model]);
+        m.insert(format!("{p}.self_attn.v_proj.weight"), vec![kv, d.d_model]);
+        m.insert(format!("{p}.self_attn.o_proj.weight"), vec![d.d_model, q]);
+        m.insert(
+            format!("{p}.ada_rms_norm.linear1.weight"),
+            vec![d.ada_t_cond_dim, d.d_model],
+        );
+        m.insert(
+            format!("{p}.ada_rms_norm.linear2.weight"),
+            vec![d.d_model, d.ada_t_cond_dim],
+        );
+        m.insert(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![d.intermediate_size, d.d_model],
+        );
+        m.insert(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![d.intermediate_size, d.d_model],
+        );
+        m.insert(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![d.d_model, d.intermediate_size],
+        );
+    }
+    m.insert(format!("{l}.norm.weight"), vec![d.d_model]);
+    if !d.tied_embeddings {
+        m.insert("lm_head.weight".into(), vec![d.vocab_size, d.d_model]);
+    }
+    m
+}
+
+/// Check a safetensors file's header against the configuration: every problem is listed.
+/// Returns nothing when the file matches. `lm_head.weight` in a tied checkpoint is accepted
+/// (transformers may save the tied copy) and ignored.
+pub fn check_header(
+    path: &Path,
+    cfg: &VoxtralConfig,
+    layout: WeightLayout,
+) -> Result<(), LoadError> {
+    let file_err = |message: String| LoadError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
+    // SAFETY: the file is opened read-only and not modified while mapped.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_err(e.to_string()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
+        .map_err(|e| file_err(format!("invalid safetensors header: {e}")))?;
+    let expected = expected_tensors(cfg);
+    let mut found: BTreeMap<String, (String, Vec<usize>, safetensors::Dtype)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, info) in meta.tensors() {
+        let hf = match layout {
+            WeightLayout::Hf => Some(name.clone()),
+            WeightLayout::Mistral => mistral_to_hf(&name),
+        };
+        match hf {
+            Some(hf) => {
+                found.insert(hf, (name.clone(), info.shape.clone(), info.dtype));
+            }
+            None => problems.push(format!("unexpected tensor {name} {:?}", info.shape)),
+        }
+    }
+    for (hf, want) in &expected {
+        match found.get(hf) {
+            None => problems.push(format!("missing tensor {hf}: expected shape {want:?}")),
+            Some((orig, shape, dtype)) => {
+                if shape != want {
+                    problems.push(format!(
+                        "tensor {orig}: expected shape {want:?}, found {shape:?}"
+                    ));
+                }
+                use safetensors::Dtype as T;
+                if !matches!(dtype, T::F32 | T::F16 | T::BF16 | T::F64) {
+                    problems.push(format!(
+                        "tensor {orig}: expected a float dtype, found {dtype:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for (hf, (orig, shape, _)) in &found {
+        let tied_copy = hf == "lm_head.weight" && cfg.decoder.tied_embeddings;
+        if !expected.contains_key(hf) && !tied_copy {
+            problems.push(format!("unexpected tensor {orig} {shape:?}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Tensors {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+impl Voxtral {
+    /// Load a checkpoint folder (layout detected with [`detect_layout`]) onto `device`.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and, for tensor problems, each tensor with its expected
+    /// and found shape.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        let layout = detect_layout(dir)?;
+        Self::load_layout(dir, layout, device)
+    }
+
+    /// Load a checkpoint folder of the given layout.
+    ///
+    /// # Errors
+    /// See [`Voxtral::load`].
+    pub fn load_layout(
+        dir: &Path,
+        layout: WeightLayout,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        let (cfg, weights) = match layout {
+            WeightLayout::Mistral => (
+                VoxtralConfig::from_params_json(&dir.join("params.json"))?,
+                dir.join("consolidated.safetensors"),
+            ),
+            WeightLayout::Hf => (
+                VoxtralConfig::from_hf_config_json(&dir.join("config.json"))?,
+                dir.join("model.safetensors"),
+            ),
+        };
+        Self::load_weights(cfg, &weights, layout, device)
+    }
+
+    /// Build a model of shape `cfg` and fill it from `weights` (a safetensors file in
+    /// `layout`). The header is checked first (see [`check_header`]).
+    ///
+    /// # Errors
+    /// See [`Voxtral::load`].
+    pub fn load_weights(
+        cfg: VoxtralConfig,
+        weights: &Path,
+        layout: WeightLayout,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
+        check_header(weights, &cfg, layout)?;
+        let mut model = Voxtral::random(cfg, device);
+        let mut store = SafetensorsStore::from_file(weights)
+            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+            .allow_partial(false);
+        if layout == WeightLayout::Mistral {
+            let remapper =
+                KeyRemapper::from_patterns(mistral_to_hf_rules()).map_err(|e| LoadError::File {
+                    path: weights.to_path_buf(),
+                    message: format!("key remapping: {e}"),
+                })?;
+            store = store.remap(remapper);
+        }
+        let result = model
+            .net
+            .load_from(&mut store)
+            .map_err(|e| LoadError::File {
+                path: weights.to_path_buf(),
+                message: format!("{e}"),
+            })?;
+        let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        problems.extend(
+            result
+                .missing
+                .iter()
+                .map(|(name, why)| format!("missing tensor {name}: {why}")),
+        );
+        if !problems.is_empty() {
+            return Err(LoadError::Tensors {
+                path: weights.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(model)
+    }
+}

@@ -1,0 +1,172 @@
+//! The whole Voxtral Realtime model: root module (parameter paths = HF state-dict keys) and a
+//! wrapper that carries the configuration and runs the offline forward pass.
+
+use super::adapter::{MultiModalProjector, group_frames};
+use super::config::VoxtralConfig;
+use super::decoder::TextModel;
+use super::encoder::AudioEncoder;
+use super::time_embedding::time_embedding;
+use crate::nn::attention::KvCache;
+use crate::trace::Scope;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+
+/// `VoxtralRealtimeModel`: encoder, projector, decoder (time embedding has no weights).
+#[derive(Module, Debug)]
+pub struct VoxtralRealtimeModel {
+    /// Audio encoder (`model.audio_tower`).
+    pub audio_tower: AudioEncoder,
+    /// Adapter (`model.multi_modal_projector`).
+    pub multi_modal_projector: MultiModalProjector,
+    /// Text decoder (`model.language_model`).
+    pub language_model: TextModel,
+}
+
+/// `VoxtralRealtimeForConditionalGeneration`: the model plus an untied LM head if the
+/// checkpoint has one (the released model ties it to `embed_tokens`).
+#[derive(Module, Debug)]
+pub struct VoxtralRealtime {
+    /// The model.
+    pub model: VoxtralRealtimeModel,
+    /// Untied LM head `[d_model] -> [vocab]`; `None` when tied (released model).
+    pub lm_head: Option<Linear>,
+}
+
+/// A loaded (or randomly built) model with its configuration.
+#[derive(Debug)]
+pub struct Voxtral {
+    /// The Burn module tree.
+    pub net: VoxtralRealtime,
+    /// Hyper-parameters and RoPE layout.
+    pub config: VoxtralConfig,
+}
+
+impl Voxtral {
+    /// A model with random weights of the configured shape (benchmarks at full size without
+    /// the checkpoint: `Voxtral::random(VoxtralConfig::mini_4b_realtime(), &device)`).
+    pub fn random(config: VoxtralConfig, device: &Device) -> Self {
+        let net = VoxtralRealtime {
+            model: VoxtralRealtimeModel {
+                audio_tower: AudioEncoder::new(&config.encoder, device),
+                multi_modal_projector: MultiModalProjector::new(
+                    config.encoder.d_model * config.downsample_factor,
+                    config.decoder.d_model,
+                    device,
+                ),
+                language_model: TextModel::new(&config.decoder, device),
+            },
+            lm_head: (!config.decoder.tied_embeddings).then(|| {
+                LinearConfig::new(config.decoder.d_model, config.decoder.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
+        };
+        Self { net, config }
+    }
+
+    /// Audio embeddings `[b, tokens, d_dec]` from log-mel `[b, mels, frames]` (frames a multiple
+    /// of `2 * downsample_factor`): encoder, frame grouping, projector
+    /// (upstream `get_audio_features`).
+    pub fn audio_embeds(&self, features: Tensor<3>, scope: &Scope) -> Tensor<3> {
+        let m = &self.net.model;
+        let enc = m.audio_tower.forward(
+            features,
+            &self.config.encoder,
+            self.config.rope_style,
+            &scope.child("audio_tower"),
+        );
+        let grouped = group_frames(enc, self.config.downsample_factor);
+        m.multi_modal_projector
+            .forward(grouped, &scope.child("multi_modal_projector"))
+    }
+
+    /// Time conditioning `t_cond [1, d_dec]` for `delay_tokens` (80 ms each; 6 = 480 ms).
+    pub fn t_cond(&self, delay_tokens: f32, scope: &Scope, device: &Device) -> Tensor<2> {
+        let s = scope.child("time_embedding");
+        if s.enabled() {
+            s.input(&Tensor::<1>::from_floats([delay_tokens], device));
+        }
+        let t = time_embedding(delay_tokens, self.config.decoder.d_model, device);
+        s.output(t).unsqueeze::<2>()
+    }
+
+    /// Token embeddings `[b, n, d_dec]` of `ids [b, n]`.
+    pub fn embed(&self, ids: Tensor<2, Int>, scope: &Scope) -> Tensor<3> {
+        let s = scope.child("embed_tokens");
+        s.record_int("in.0", &ids);
+        s.output(self.net.model.language_model.embed_tokens.forward(ids))
+    }
+
+    /// Logits `[b, n, vocab]` from final hidden states `[b, n, d_dec]` (tied to the
+    /// embedding unless the checkpoint has its own head).
+    pub fn lm_head(&self, h: Tensor<3>, scope: &Scope) -> Tensor<3> {
+        let s = scope.child("lm_head");
+        s.input(&h);
+        let logits = match &self.net.lm_head {
+            Some(head) => head.forward(h),
+            None => {
+                let w = self.net.model.language_model.embed_tokens.weight.val();
+                h.matmul(w.transpose().unsqueeze::<3>())
+            }
+        };
+        s.output(logits)
+    }
+
+    /// Teacher-forced offline forward pass (upstream `forward`): log-mel `[1, mels, frames]`
+    /// and `input_ids [1, n]` with `n = frames / 8` -> logits `[1, n, vocab]`.
+    /// At every position the decoder input is `embed(ids) + audio_embeds`.
+    pub fn forward(
+        &self,
+        features: Tensor<3>,
+        input_ids: Tensor<2, Int>,
+        delay_tokens: f32,
+        scope: &Scope,
+    ) -> Tensor<3> {
+        let device = features.device();
+        let ms = scope.child("model");
+        ms.record_int("in.input_ids", &input_ids);
+        ms.record("in.input_features", &features);
+        let lm = ms.child("language_model");
+        let tok = self.embed(input_ids, &lm);
+        let audio = self.audio_embeds(features, &ms);
+        let inputs = tok + audio.clone();
+        let t_cond = self.t_cond(delay_tokens, &ms, &device);
+        let h = self.net.model.language_model.forward(
+            inputs,
+            &t_cond,
+            0,
+            &self.config.decoder,
+            self.config.rope_style,
+            None,
+            &lm,
+        );
+        ms.record("out.last_hidden_state", &h);
+        ms.record("out.audio_hidden_states", &audio);
+        let logits = self.lm_head(h, scope);
+        scope.record("logits", &logits);
+        logits
+    }
+
+    /// One incremental decoder step: `inputs_embeds [1, s, d_dec]` at positions
+    /// `pos0..pos0+s`, updating one KV cache per layer; returns logits `[1, s, vocab]`.
+    pub fn decode_step(
+        &self,
+        inputs_embeds: Tensor<3>,
+        t_cond: &Tensor<2>,
+        pos0: usize,
+        caches: &mut [KvCache],
+    ) -> Tensor<3> {
+        let off = Scope::off();
+        let h = self.net.model.language_model.forward(
+            inputs_embeds,
+            t_cond,
+            pos0,
+            &self.config.decoder,
+            self.config.rope_style,
+            Some(caches),
+            &off,
+        );
+        self.lm_head(h, &off)
+    }
+}

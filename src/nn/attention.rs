@@ -1,0 +1,237 @@
+//! Causal sliding-window multi-head attention with grouped-query heads (GQA) and a KV cache.
+//!
+//! Mirrors `VoxtralRealtimeAttention` (encoder: q, v, o biases, no k bias) and
+//! `VoxtralRealtimeTextAttention` (decoder: no biases, GQA) with `eager_attention_forward` in
+//! huggingface/transformers `models/voxtral_realtime/modeling_voxtral_realtime.py`. The window
+//! includes the current position: key `j` is visible from query `i` when `i - window < j <= i`
+//! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
+
+use super::mlp::linear;
+use super::rope::{RopeStyle, apply_rope};
+use crate::trace::Scope;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+/// Shape and bias settings of an attention block.
+#[derive(Debug, Clone)]
+pub struct AttentionConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (GQA when fewer than `n_heads`).
+    pub n_kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Biases on q, k, v, o.
+    pub biases: [bool; 4],
+}
+
+/// Multi-head attention projections (`q_proj`, `k_proj`, `v_proj`, `o_proj`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[d_model] -> [n_heads * head_dim]`.
+    pub q_proj: Linear,
+    /// `[d_model] -> [n_kv_heads * head_dim]`.
+    pub k_proj: Linear,
+    /// `[d_model] -> [n_kv_heads * head_dim]`.
+    pub v_proj: Linear,
+    /// `[n_heads * head_dim] -> [d_model]`.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+}
+
+/// Keys and values of past positions for one attention layer, bounded by the sliding window.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// `[batch, n_kv_heads, cached, head_dim]` after RoPE.
+    pub k: Option<Tensor<4>>,
+    /// `[batch, n_kv_heads, cached, head_dim]`.
+    pub v: Option<Tensor<4>>,
+    /// Absolute position of the first cached entry.
+    pub start: usize,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map(|k| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Absolute position one past the last cached entry.
+    pub fn end(&self) -> usize {
+        self.start + self.len()
+    }
+}
+
+impl Attention {
+    /// Randomly initialised projections (replaced by a checkpoint when loading).
+    pub fn new(cfg: &AttentionConfig, device: &Device) -> Self {
+        let q = cfg.n_heads * cfg.head_dim;
+        let kv = cfg.n_kv_heads * cfg.head_dim;
+        let [bq, bk, bv, bo] = cfg.biases;
+        Self {
+            q_proj: LinearConfig::new(cfg.d_model, q).with_bias(bq).init(device),
+            k_proj: LinearConfig::new(cfg.d_model, kv)
+                .with_bias(bk)
+                .init(device),
+            v_proj: LinearConfig::new(cfg.d_model, kv)
+                .with_bias(bv)
+                .init(device),
+            o_proj: LinearConfig::new(q, cfg.d_model).with_bias(bo).init(device),
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+        }
+    }
+
+    /// Attend `x [batch, seq, d_model]` at absolute positions `pos0 .. pos0 + seq`.
+    ///
+    /// `cos`/`sin` are `[seq, head_dim/2]` for those positions. With a `cache`, the new keys
+    /// and values are appended and entries older than `window - 1` positions before the last
+    /// query are dropped afterwards, so the cache never exceeds `window` entries after a
+    /// single-token step. Records `in.hidden_states`, the projections and `out.0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pos0: usize,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        style: RopeStyle,
+        window: usize,
+        cache: Option<&mut KvCache>,
+        scope: &Scope,
+    ) -> Tensor<3> {
+        scope.record("in.hidden_states", &x);
+        let [b, s, _] = x.dims();
+        let hd = self.head_dim;
+        let q = linear(&self.q_proj, x.clone(), &scope.child("q_proj"));
+        let k = linear(&self.k_proj, x.clone(), &scope.child("k_proj"));
+        let v = linear(&self.v_proj, x, &scope.child("v_proj"));
+        let q = q.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2);
+        let k = k.reshape([b, s, self.n_kv_heads, hd]).swap_dims(1, 2);
+        let v = v.reshape([b, s, self.n_kv_heads, hd]).swap_dims(1, 2);
+        let q = apply_rope(q, cos, sin, style);
+        let k = apply_rope(k, cos, sin, style);
+
+        let (k_all, v_all, k_start) = match cache {
+            None => (k, v, pos0),
+            Some(c) => {
+                let cached_end = c.end();
+                let (k_all, v_all, start) = match (c.k.take(), c.v.take()) {
+                    (Some(pk), Some(pv)) => {
+                        assert_eq!(cached_end, pos0, "KV cache positions must be contiguous");
+                        (
+                            Tensor::cat(vec![pk, k], 2),
+                            Tensor::cat(vec![pv, v], 2),
+                            c.start,
+                        )
+                    }
+                    _ => (k, v, pos0),
+                };
+                // Keep what the next query (at pos0 + s) can still see: positions > pos0 + s - window.
+                let total = k_all.dims()[2];
+                let keep_from = (pos0 + s)
+                    .saturating_sub(window.saturating_sub(1))
+                    .max(start);
+                let drop = keep_from - start;
+                if drop > 0 {
+                    c.k = Some(k_all.clone().narrow(2, drop, total - drop));
+                    c.v = Some(v_all.clone().narrow(2, drop, total - drop));
+                    c.start = start + drop;
+                } else {
+                    c.k = Some(k_all.clone());
+                    c.v = Some(v_all.clone());
+                    c.start = start;
+                }
+                (k_all, v_all, start)
+            }
+        };
+
+        let out = attend(
+            q,
+            k_all,
+            v_all,
+            pos0,
+            k_start,
+            window,
+            self.n_heads / self.n_kv_heads,
+        );
+        let out = out.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
+        let out = linear(&self.o_proj, out, &scope.child("o_proj"));
+        scope.record("out.0", &out);
+        out
+    }
+}
+
+/// Scaled dot-product attention with a causal sliding-window mask built from absolute
+/// positions: `q [b, n_heads, s, hd]` at `q0..`, `k`/`v [b, n_kv_heads, t, hd]` at `k0..`.
+/// Query head `j` uses key/value head `j / n_rep` (transformers `repeat_kv`).
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    q0: usize,
+    k0: usize,
+    window: usize,
+    n_rep: usize,
+) -> Tensor<4> {
+    let [b, h, s, hd] = q.dims();
+    let t = k.dims()[2];
+    let k = repeat_kv(k, n_rep);
+    let v = repeat_kv(v, n_rep);
+    let scale = (hd as f64).powf(-0.5);
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    let mask = sliding_window_mask(q0, s, k0, t, window, &scores.device());
+    let scores = scores.mask_fill(
+        mask.unsqueeze::<4>().expand([b, h, s, t]),
+        f32::NEG_INFINITY,
+    );
+    softmax(scores, 3).matmul(v)
+}
+
+/// Expand `[b, n_kv, t, hd]` to `[b, n_kv * n_rep, t, hd]`, each kv head repeated `n_rep`
+/// times consecutively (transformers `repeat_kv`).
+pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, n_kv, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, n_kv, n_rep, t, hd])
+        .reshape([b, n_kv * n_rep, t, hd])
+}
+
+/// `[s, t]` boolean mask, `true` where key position `k0 + j` is NOT visible from query position
+/// `q0 + i` (future, or `window` or more positions back).
+pub fn sliding_window_mask(
+    q0: usize,
+    s: usize,
+    k0: usize,
+    t: usize,
+    window: usize,
+    device: &Device,
+) -> Tensor<2, Bool> {
+    let mut m = Vec::with_capacity(s * t);
+    for i in 0..s {
+        let qp = q0 + i;
+        for j in 0..t {
+            let kp = k0 + j;
+            m.push(kp > qp || kp + window <= qp);
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [s, t]), device)
+}

@@ -1,0 +1,69 @@
+//! Causal 1-D convolution: left zero padding of `kernel - stride`, no right padding.
+//!
+//! Mirrors `VoxtralRealtimeCausalConv1d` (huggingface/transformers
+//! `src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py`): the padding is
+//! part of the module's forward, so the hook input `in.0` is the unpadded signal. Parameters keep
+//! the PyTorch `Conv1d` names and layout (`weight [c_out, c_in, kernel]`, `bias [c_out]`).
+
+use burn::module::{Module, Param};
+use burn::tensor::module::conv1d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// Conv1d with causal (left-only) padding.
+#[derive(Module, Debug)]
+pub struct CausalConv1d {
+    /// `[c_out, c_in, kernel]`.
+    pub weight: Param<Tensor<3>>,
+    /// `[c_out]`.
+    pub bias: Param<Tensor<1>>,
+    /// Stride in frames.
+    pub stride: usize,
+}
+
+impl CausalConv1d {
+    /// A randomly initialised conv (weights are replaced by a checkpoint when loading).
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+        let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [c_out, c_in, kernel],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([c_out], device)),
+            stride,
+        }
+    }
+
+    /// Number of zero frames padded on the left: `kernel - stride` (upstream `left_pad`).
+    pub fn left_pad(&self) -> usize {
+        let [_, _, k] = self.weight.val().dims();
+        k - self.stride
+    }
+
+    /// `[batch, c_in, frames]` -> `[batch, c_out, ceil-free frames / stride]`, padding the left
+    /// with `left_pad()` zeros. Output frames = `(frames + left_pad - kernel) / stride + 1`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let pad = self.left_pad();
+        let x = if pad > 0 {
+            let [b, c, _] = x.dims();
+            let zeros = Tensor::zeros([b, c, pad], &x.device());
+            Tensor::cat(vec![zeros, x], 2)
+        } else {
+            x
+        };
+        self.forward_padded(x)
+    }
+
+    /// Convolution on an input that already carries its left context (streaming: the context
+    /// comes from the previous chunk instead of zeros).
+    pub fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
+        conv1d(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
+            ConvOptions::new([self.stride], [0], [1], 1),
+        )
+    }
+}

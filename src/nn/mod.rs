@@ -1,0 +1,14 @@
+//! Neural-network layers shared by the models (Voxtral Realtime now, Whisper next), each named
+//! by its upstream term and mirroring one upstream PyTorch class.
+
+pub mod attention;
+pub mod conv;
+pub mod mlp;
+pub mod rms_norm;
+pub mod rope;
+
+pub use attention::{Attention, AttentionConfig, KvCache};
+pub use conv::CausalConv1d;
+pub use mlp::SwiGluMlp;
+pub use rms_norm::RMSNorm;
+pub use rope::{RopeStyle, RotaryEmbedding};

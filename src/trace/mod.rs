@@ -1,0 +1,294 @@
+//! Recording of intermediate tensors under stable, hierarchical capture names.
+//!
+//! A capture name is the upstream PyTorch module path (as `named_modules()` of the transformers
+//! model prints it) followed by `.in.<i|kwarg>` or `.out[.<i|field>]`, exactly like the forward
+//! hooks in `reference/` name their dumps, so a Burn dump and a PyTorch dump join name by name.
+//! Where the Burn structure has no upstream twin, the name starts with `voxtrace.` to say so.
+//!
+//! Models take a [`Scope`] in their forward functions. A disabled scope (the default,
+//! [`Scope::off`]) carries no path and makes every `record` call a single branch, so capture
+//! costs nothing measurable when off. An enabled scope forwards tensors to a [`Tracer`], which
+//! applies a name filter *before* reading any tensor data and then hands the values to a sink:
+//! in memory ([`Tracer::in_memory`]) or streamed to a temporary file and finalised as a
+//! safetensors dump in the `trace-v1` format ([`Tracer::to_file`]).
+//!
+//! # The `trace-v1` file format
+//! A safetensors file; tensor names are capture names; `__metadata__` holds
+//! `voxtrace.format = "trace-v1"`, `voxtrace.order` (JSON array of names in execution order),
+//! `voxtrace.source` (free text: framework, backend, dtype) and optional `voxtrace.*` keys.
+
+mod filter;
+mod writer;
+
+pub use filter::NameFilter;
+pub use writer::{TraceError, TraceWriter};
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// One recorded tensor, held in memory: name, shape, dtype and values.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Capture name (see module docs).
+    pub name: String,
+    /// Shape in upstream layout, e.g. `[batch, seq, d_model]`.
+    pub shape: Vec<usize>,
+    /// Values; floats are stored as f32, integer tensors as i64.
+    pub data: CapturedData,
+}
+
+/// Values of a [`Captured`] tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CapturedData {
+    /// Float tensor values, row-major.
+    F32(Vec<f32>),
+    /// Integer tensor values (token ids), row-major.
+    I64(Vec<i64>),
+}
+
+impl CapturedData {
+    /// Values as f32 (integers converted), row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            CapturedData::F32(v) => v.clone(),
+            CapturedData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+}
+
+enum Sink {
+    Memory(Vec<Captured>),
+    File(TraceWriter),
+}
+
+/// Receives tensors from enabled [`Scope`]s; owns the name filter and the sink.
+///
+/// Errors while streaming to disk (disk full, ...) are kept and returned by
+/// [`Tracer::finish`]; recording never panics.
+pub struct Tracer {
+    filter: NameFilter,
+    state: Mutex<TracerState>,
+}
+
+struct TracerState {
+    sink: Sink,
+    error: Option<TraceError>,
+    count: usize,
+}
+
+impl Tracer {
+    /// A tracer that keeps every accepted tensor in memory (tests, small models).
+    pub fn in_memory(filter: NameFilter) -> Self {
+        Self::with_sink(filter, Sink::Memory(Vec::new()))
+    }
+
+    /// A tracer that streams accepted tensors to a temporary file next to `out` and, on
+    /// [`Tracer::finish`], writes a `trace-v1` safetensors file at `out` (atomic rename), so a
+    /// long clip never needs all tensors in memory.
+    ///
+    /// # Errors
+    /// The temporary file cannot be created in the folder of `out`.
+    pub fn to_file(filter: NameFilter, out: &Path, source: &str) -> Result<Self, TraceError> {
+        Ok(Self::with_sink(
+            filter,
+            Sink::File(TraceWriter::create(out, source)?),
+        ))
+    }
+
+    fn with_sink(filter: NameFilter, sink: Sink) -> Self {
+        Self {
+            filter,
+            state: Mutex::new(TracerState {
+                sink,
+                error: None,
+                count: 0,
+            }),
+        }
+    }
+
+    /// The root scope of this tracer: an empty module path.
+    pub fn root(&self) -> Scope<'_> {
+        Scope {
+            tracer: Some(self),
+            path: String::new(),
+        }
+    }
+
+    /// Whether a tensor of this name would be recorded.
+    pub fn accepts(&self, name: &str) -> bool {
+        self.filter.matches(name)
+    }
+
+    /// Number of tensors recorded so far.
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.count).unwrap_or(0)
+    }
+
+    /// Whether nothing has been recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, name: String, data: TensorData) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.error.is_some() {
+            return;
+        }
+        let shape = data.shape().to_vec();
+        let values = match data.dtype() {
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::U8 | DType::U32 => data
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .map(CapturedData::I64),
+            _ => data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map(CapturedData::F32),
+        };
+        let values = match values {
+            Ok(v) => v,
+            Err(e) => {
+                state.error = Some(TraceError::Data {
+                    name,
+                    message: format!("{e:?}"),
+                });
+                return;
+            }
+        };
+        state.count += 1;
+        let captured = Captured {
+            name,
+            shape,
+            data: values,
+        };
+        let result = match &mut state.sink {
+            Sink::Memory(v) => {
+                v.push(captured);
+                Ok(())
+            }
+            Sink::File(w) => w.append(&captured),
+        };
+        if let Err(e) = result {
+            state.error = Some(e);
+        }
+    }
+
+    /// Finish recording. For a file tracer, writes the dump (temporary file, then rename) and
+    /// returns no tensors; for a memory tracer, returns the tensors in execution order.
+    ///
+    /// # Errors
+    /// Any error met while recording or writing.
+    pub fn finish(self) -> Result<Vec<Captured>, TraceError> {
+        let state = self.state.into_inner().map_err(|_| TraceError::Poisoned)?;
+        if let Some(e) = state.error {
+            return Err(e);
+        }
+        match state.sink {
+            Sink::Memory(v) => Ok(v),
+            Sink::File(w) => {
+                w.finish()?;
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+/// A position in the module tree during a forward pass: the tracer (if capture is on) and the
+/// module path of the current module.
+///
+/// Cloning is cheap when capture is off (no path is built).
+#[derive(Clone)]
+pub struct Scope<'a> {
+    tracer: Option<&'a Tracer>,
+    path: String,
+}
+
+impl Scope<'static> {
+    /// A disabled scope: every record call is a no-op.
+    pub fn off() -> Self {
+        Scope {
+            tracer: None,
+            path: String::new(),
+        }
+    }
+}
+
+impl<'a> Scope<'a> {
+    /// Whether this scope records anything.
+    pub fn enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// The module path of this scope (`""` at the root or when disabled).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The scope of a child module, e.g. `scope.child("layers").child("0")`.
+    pub fn child(&self, name: &str) -> Scope<'a> {
+        match self.tracer {
+            None => Scope {
+                tracer: None,
+                path: String::new(),
+            },
+            Some(t) => Scope {
+                tracer: Some(t),
+                path: if self.path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{}.{}", self.path, name)
+                },
+            },
+        }
+    }
+
+    /// The child scope for element `index` of a module list (`layers.3`).
+    pub fn index(&self, index: usize) -> Scope<'a> {
+        if self.tracer.is_none() {
+            return Scope::off();
+        }
+        self.child(&index.to_string())
+    }
+
+    fn full_name(&self, suffix: &str) -> String {
+        if self.path.is_empty() {
+            suffix.to_string()
+        } else {
+            format!("{}.{}", self.path, suffix)
+        }
+    }
+
+    /// Record a float tensor as `<path>.<suffix>`, e.g. `suffix = "out"` or `"in.0"`.
+    pub fn record<const D: usize>(&self, suffix: &str, tensor: &Tensor<D>) {
+        if let Some(t) = self.tracer {
+            let name = self.full_name(suffix);
+            if t.accepts(&name) {
+                t.push(name, tensor.clone().into_data());
+            }
+        }
+    }
+
+    /// Record an integer tensor (token ids) as `<path>.<suffix>`.
+    pub fn record_int<const D: usize>(&self, suffix: &str, tensor: &Tensor<D, Int>) {
+        if let Some(t) = self.tracer {
+            let name = self.full_name(suffix);
+            if t.accepts(&name) {
+                t.push(name, tensor.clone().into_data());
+            }
+        }
+    }
+
+    /// Record the input (`in.0`) of this module.
+    pub fn input<const D: usize>(&self, tensor: &Tensor<D>) {
+        self.record("in.0", tensor);
+    }
+
+    /// Record the output (`out`) of this module and return it, for use in expressions.
+    pub fn output<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<D> {
+        self.record("out", &tensor);
+        tensor
+    }
+}

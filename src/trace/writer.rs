@@ -1,0 +1,189 @@
+//! Streaming writer for `trace-v1` safetensors dumps.
+//!
+//! Tensor bytes are appended to a temporary data file as they are recorded (only names, shapes
+//! and offsets stay in memory). [`TraceWriter::finish`] writes header + data into a second
+//! temporary file in the destination folder and renames it over the destination, so an
+//! interrupted run never leaves a half-written dump and never clobbers an existing one.
+
+use super::{Captured, CapturedData};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Errors while recording or writing a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// An I/O error on the named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A tensor could not be read back from the backend.
+    #[error("tensor {name}: {message}")]
+    Data {
+        /// Capture name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The same capture name was recorded twice (a model bug: names must be unique).
+    #[error("capture name recorded twice: {0}")]
+    Duplicate(String),
+    /// A previous panic poisoned the tracer lock.
+    #[error("tracer state poisoned by an earlier panic")]
+    Poisoned,
+}
+
+struct Entry {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    start: u64,
+    end: u64,
+}
+
+/// Appends tensors to a temporary file and finalises a `trace-v1` safetensors dump.
+pub struct TraceWriter {
+    out: PathBuf,
+    source: String,
+    data: BufWriter<File>,
+    data_path: tempfile::TempPath,
+    entries: Vec<Entry>,
+    seen: std::collections::HashSet<String>,
+    offset: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TraceError + '_ {
+    move |source| TraceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn parent_dir(out: &Path) -> PathBuf {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl TraceWriter {
+    /// Start a dump that will be written to `out`; `source` goes to `voxtrace.source`.
+    ///
+    /// # Errors
+    /// The temporary data file cannot be created next to `out`.
+    pub fn create(out: &Path, source: &str) -> Result<Self, TraceError> {
+        let dir = parent_dir(out);
+        let tmp = tempfile::Builder::new()
+            .prefix(".voxtrace-trace-")
+            .suffix(".data")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        let (file, data_path) = tmp.into_parts();
+        Ok(Self {
+            out: out.to_path_buf(),
+            source: source.to_string(),
+            data: BufWriter::new(file),
+            data_path,
+            entries: Vec::new(),
+            seen: Default::default(),
+            offset: 0,
+        })
+    }
+
+    /// Append one tensor (little-endian bytes).
+    ///
+    /// # Errors
+    /// I/O errors on the temporary file; a name recorded twice.
+    pub fn append(&mut self, t: &Captured) -> Result<(), TraceError> {
+        if !self.seen.insert(t.name.clone()) {
+            return Err(TraceError::Duplicate(t.name.clone()));
+        }
+        let path = self.data_path.to_path_buf();
+        let (dtype, bytes): (&'static str, Vec<u8>) = match &t.data {
+            CapturedData::F32(v) => ("F32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            CapturedData::I64(v) => ("I64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        self.data.write_all(&bytes).map_err(io(&path))?;
+        let start = self.offset;
+        self.offset += bytes.len() as u64;
+        self.entries.push(Entry {
+            name: t.name.clone(),
+            dtype,
+            shape: t.shape.clone(),
+            start,
+            end: self.offset,
+        });
+        Ok(())
+    }
+
+    /// Write the safetensors file: header (with `voxtrace.order`) then the data, into a
+    /// temporary file that is renamed to the destination.
+    ///
+    /// # Errors
+    /// I/O errors, naming the file.
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        let data_path = self.data_path.to_path_buf();
+        self.data.flush().map_err(io(&data_path))?;
+        let mut data_file = self.data.into_inner().map_err(|e| TraceError::Io {
+            path: data_path.clone(),
+            source: e.into_error(),
+        })?;
+
+        let mut header = serde_json::Map::new();
+        let order: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        let mut meta = BTreeMap::new();
+        meta.insert("voxtrace.format".to_string(), "trace-v1".to_string());
+        meta.insert(
+            "voxtrace.order".to_string(),
+            serde_json::to_string(&order).expect("strings serialise"),
+        );
+        meta.insert("voxtrace.source".to_string(), self.source.clone());
+        header.insert(
+            "__metadata__".to_string(),
+            serde_json::to_value(&meta).expect("map serialises"),
+        );
+        for e in &self.entries {
+            header.insert(
+                e.name.clone(),
+                serde_json::json!({
+                    "dtype": e.dtype,
+                    "shape": e.shape,
+                    "data_offsets": [e.start, e.end],
+                }),
+            );
+        }
+        let mut header_bytes = serde_json::to_vec(&header).expect("header serialises");
+        // Pad the header with spaces to a multiple of 8 bytes, as the safetensors crate does.
+        while header_bytes.len() % 8 != 0 {
+            header_bytes.push(b' ');
+        }
+
+        let dir = parent_dir(&self.out);
+        let out_tmp = tempfile::Builder::new()
+            .prefix(".voxtrace-trace-")
+            .suffix(".safetensors")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        let tmp_path = out_tmp.path().to_path_buf();
+        {
+            let mut w = BufWriter::new(out_tmp.as_file());
+            w.write_all(&(header_bytes.len() as u64).to_le_bytes())
+                .map_err(io(&tmp_path))?;
+            w.write_all(&header_bytes).map_err(io(&tmp_path))?;
+            data_file.seek(SeekFrom::Start(0)).map_err(io(&data_path))?;
+            std::io::copy(&mut data_file, &mut w).map_err(io(&tmp_path))?;
+            w.flush().map_err(io(&tmp_path))?;
+        }
+        out_tmp.as_file().sync_all().map_err(io(&tmp_path))?;
+        out_tmp.persist(&self.out).map_err(|e| TraceError::Io {
+            path: self.out.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}
