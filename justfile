@@ -38,9 +38,15 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# Regenerate every fixture from the upstream PyTorch code (needs `just setup-reference`).
+# Regenerate every fixture from the upstream code (needs `just setup-reference`).
 reference:
     {{ref_py}} reference/voxtral_tiny.py --out fixtures/voxtral_tiny
+    {{ref_py}} reference/make_tiny_tekken.py
+    {{ref_py}} reference/tekken_decode_cases.py
+    {{ref_py}} reference/pad_cases.py
+    {{ref_py}} reference/audio_features.py
+    {{ref_py}} reference/make_compare_fixtures.py fixtures/compare
+    {{ref_py}} reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
 
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:

@@ -1,8 +1,16 @@
 //! voxtrace: port speech-to-text transformers to Burn and prove the port right, layer by layer.
 //!
-//! Modules, one per concept: [`nn`] (layers shared by the models), [`models`] (Voxtral
-//! Realtime, Whisper), [`trace`] (recording intermediate tensors under upstream names).
+//! One module per concept: [`audio`] (decoding, resampling, log-mel, padding), [`tokenizer`]
+//! (Tekken), [`nn`] (layers shared by the models), [`models`] (Voxtral Realtime, Whisper),
+//! [`trace`] (recording intermediate tensors under upstream names), [`compare`] (per-tensor
+//! drift between two dumps), [`eval`] (WER scoring),
+//! [`cli`] (the `voxtrace` command).
 
+pub mod audio;
+pub mod cli;
+pub mod compare;
+pub mod eval;
 pub mod models;
 pub mod nn;
+pub mod tokenizer;
 pub mod trace;

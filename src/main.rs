@@ -1,1 +1,5 @@
-fn main() {}
+//! The `voxtrace` binary: see `voxtrace --help`.
+
+fn main() -> std::process::ExitCode {
+    voxtrace::cli::main()
+}

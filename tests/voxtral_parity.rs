@@ -46,20 +46,6 @@ fn trace_forward(model: &Voxtral, dump: &Dump) -> Vec<Captured> {
     tracer.finish().unwrap()
 }
 
-/// Mistral q/k rows are interleaved per head; map a captured `[.., n_heads*head_dim]` tensor
-/// back to the HF half-split row order (inverse of the converter's `permute_for_rope`).
-fn interleaved_to_half_split(v: &[f32], head_dim: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0.0; v.len()];
-    for (h, chunk) in v.chunks_exact(head_dim).enumerate() {
-        for j in 0..half {
-            out[h * head_dim + j] = chunk[2 * j];
-            out[h * head_dim + half + j] = chunk[2 * j + 1];
-        }
-    }
-    out
-}
-
 fn check_all(layout: WeightLayout) {
     let dump = read_dump(&voxtral_fixture("dumps/cards-001.safetensors"));
     let model = load(layout);
@@ -78,12 +64,8 @@ fn check_all(layout: WeightLayout) {
             ));
             continue;
         }
-        let mut a = c.data.to_f32();
-        let permuted =
-            c.name.contains(".self_attn.q_proj.out") || c.name.contains(".self_attn.k_proj.out");
-        if layout == WeightLayout::Mistral && permuted {
-            a = interleaved_to_half_split(&a, 16);
-        }
+        // Mistral-layout runs record q/k projections in upstream (half-split) row order.
+        let a = c.data.to_f32();
         let (ok, max) = allclose(&a, &r.f32, ATOL, RTOL);
         compared += 1;
         if !ok {

@@ -118,8 +118,8 @@ impl Attention {
         scope.record("in.hidden_states", &x);
         let [b, s, _] = x.dims();
         let hd = self.head_dim;
-        let q = linear(&self.q_proj, x.clone(), &scope.child("q_proj"));
-        let k = linear(&self.k_proj, x.clone(), &scope.child("k_proj"));
+        let q = rope_proj(&self.q_proj, x.clone(), hd, style, &scope.child("q_proj"));
+        let k = rope_proj(&self.k_proj, x.clone(), hd, style, &scope.child("k_proj"));
         let v = linear(&self.v_proj, x, &scope.child("v_proj"));
         let q = q.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2);
         let k = k.reshape([b, s, self.n_kv_heads, hd]).swap_dims(1, 2);
@@ -175,6 +175,37 @@ impl Attention {
         scope.record("out.0", &out);
         out
     }
+}
+
+/// Apply a q or k projection and record it. Capture names promise the upstream tensor, and
+/// upstream (transformers) holds q/k rows in half-split order; with interleaved (Mistral)
+/// weights the recorded `out` is therefore permuted back to half-split order per head (the
+/// inverse of the converter's `permute_for_rope`), so Mistral and HF runs join name by name.
+fn rope_proj(
+    layer: &Linear,
+    x: Tensor<3>,
+    head_dim: usize,
+    style: RopeStyle,
+    scope: &Scope,
+) -> Tensor<3> {
+    scope.input(&x);
+    let y = layer.forward(x);
+    if scope.enabled() {
+        match style {
+            RopeStyle::HalfSplit => scope.record("out", &y),
+            RopeStyle::Interleaved => {
+                let [b, s, w] = y.dims();
+                let heads = w / head_dim;
+                let upstream = y
+                    .clone()
+                    .reshape([b, s, heads, head_dim / 2, 2])
+                    .swap_dims(3, 4)
+                    .reshape([b, s, w]);
+                scope.record("out", &upstream);
+            }
+        }
+    }
+    y
 }
 
 /// Scaled dot-product attention with a causal sliding-window mask built from absolute

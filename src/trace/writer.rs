@@ -159,7 +159,7 @@ impl TraceWriter {
         }
         let mut header_bytes = serde_json::to_vec(&header).expect("header serialises");
         // Pad the header with spaces to a multiple of 8 bytes, as the safetensors crate does.
-        while header_bytes.len() % 8 != 0 {
+        while !header_bytes.len().is_multiple_of(8) {
             header_bytes.push(b' ');
         }
 

@@ -86,7 +86,7 @@ pub fn allclose(actual: &[f32], reference: &[f32], atol: f32, rtol: f32) -> (boo
     let mut max = 0f32;
     for (&a, &r) in actual.iter().zip(reference) {
         let d = (a - r).abs();
-        if !(d <= atol + rtol * r.abs()) {
+        if d.is_nan() || d > atol + rtol * r.abs() {
             ok = false;
         }
         if d.is_nan() || d > max {

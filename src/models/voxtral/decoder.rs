@@ -139,6 +139,7 @@ impl TextModel {
 
     /// Decoder pass over `inputs_embeds [b, seq, d_model]` at positions `pos0..pos0+seq`.
     /// With `caches` (one per layer) keys/values are kept for later steps.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         inputs_embeds: Tensor<3>,

@@ -21,6 +21,7 @@ pub mod encoder;
 pub mod generate;
 pub mod loader;
 pub mod model;
+pub mod pipeline;
 pub mod time_embedding;
 
 pub use config::{ConfigError, DecoderConfig, EncoderConfig, VoxtralConfig};

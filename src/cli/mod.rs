@@ -1,0 +1,72 @@
+//! The `voxtrace` command line: one subcommand per job, each in its own file.
+
+mod trace;
+mod transcribe;
+
+use burn::tensor::Device;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Port speech-to-text transformers to Burn and prove the port right, layer by layer.
+#[derive(Parser, Debug)]
+#[command(name = "voxtrace", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a model on audio and record every intermediate tensor under its upstream name.
+    Trace(trace::TraceArgs),
+    /// Per-tensor drift between two dumps (safetensors, .npz, folder of .npy): table, JSON, HTML.
+    Compare(crate::compare::CompareArgs),
+    /// Transcribe audio files (offline greedy schedule).
+    Transcribe(transcribe::TranscribeArgs),
+    /// Compute model input features (padded log-mel) of an audio file to a safetensors dump.
+    Features(crate::audio::cli::FeaturesArgs),
+}
+
+/// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
+/// the cargo features of the same names.
+///
+/// # Errors
+/// An unknown name or a backend not compiled in.
+pub fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "flex" | "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        other => anyhow::bail!(
+            "unknown or not compiled-in device {other:?} (available: flex{}{})",
+            if cfg!(feature = "ndarray") {
+                ", ndarray"
+            } else {
+                ""
+            },
+            if cfg!(feature = "wgpu") { ", wgpu" } else { "" }
+        ),
+    }
+}
+
+/// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare, eval),
+/// 2 could not run (bad input, missing file).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Trace(a) => trace::run(a),
+        Command::Compare(a) => crate::compare::run(a),
+        Command::Transcribe(a) => transcribe::run(a),
+        Command::Features(a) => crate::audio::cli::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `voxtrace trace`: record every intermediate tensor of one forward pass to a `trace-v1`
+//! safetensors file.
+//!
+//! Like `reference/voxtral_tiny.py`: greedy offline generation first, then one teacher-forced
+//! forward pass on the generated sequence with capture on, so the dump joins name by name with
+//! the upstream dump. Top-level entries `input_features`, `input_ids`, `generated_ids`,
+//! `logits` are recorded too.
+
+use crate::models::voxtral::generate::generate_offline;
+use crate::models::voxtral::pipeline::prepare_offline;
+use crate::models::voxtral::{Voxtral, loader::detect_layout};
+use crate::tokenizer::Tekken;
+use crate::trace::{NameFilter, Tracer};
+use anyhow::Context;
+use burn::tensor::{Int, Tensor, TensorData};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `voxtrace trace`.
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Checkpoint folder: Mistral (consolidated.safetensors + params.json + tekken.json) or HF
+    /// (model.safetensors + config.json, tekken.json for audio input).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).
+    #[arg(required_unless_present = "inputs")]
+    pub audio: Option<PathBuf>,
+    /// Take `input_features` and `input_ids` from this dump instead of computing them from
+    /// audio (replays an upstream run exactly).
+    #[arg(long, conflicts_with = "audio")]
+    pub inputs: Option<PathBuf>,
+    /// Tekken tokenizer (default: MODEL/tekken.json); gives BOS, [STREAMING_PAD], EOS and the
+    /// audio settings (left pad, delay).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Output dump (safetensors, `trace-v1`); written atomically.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Record only names matching these patterns (glob, or `re:REGEX`); repeatable.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Transcription delay in ms (multiple of 80).
+    #[arg(long, default_value_t = 480.0)]
+    pub delay_ms: f64,
+    /// Compute device: flex (default), ndarray or wgpu when compiled in.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+}
+
+/// Run `voxtrace trace`.
+///
+/// # Errors
+/// Unreadable model, tokenizer, audio or dump; an output that cannot be written.
+pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    let device = super::device(&args.device)?;
+    let filter = NameFilter::parse(&args.filter).map_err(anyhow::Error::msg)?;
+    let layout = detect_layout(&args.model)?;
+    let model = Voxtral::load_layout(&args.model, layout, &device)?;
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.model.join("tekken.json"));
+    let tok = Tekken::from_file(&tok_path)?;
+    let audio_cfg = tok
+        .audio()
+        .cloned()
+        .unwrap_or_else(crate::audio::AudioConfig::voxtral_realtime);
+    let delay_tokens = audio_cfg.n_delay_tokens(Some(args.delay_ms))?;
+    let (features, dump_ids) = match (&args.audio, &args.inputs) {
+        (Some(audio), _) => {
+            let samples = crate::audio::load_mono_16k(audio)?;
+            (
+                prepare_offline(&samples, &tok, args.delay_ms, &device)?.features,
+                None,
+            )
+        }
+        (None, Some(dump)) => {
+            let (f, i) = read_inputs(dump)?;
+            (
+                Tensor::<3>::from_data(f, &device),
+                Some(Tensor::<2, Int>::from_data(i, &device)),
+            )
+        }
+        (None, None) => anyhow::bail!("give an AUDIO file or --inputs DUMP"),
+    };
+    let n_tokens = features.dims()[2] / audio_cfg.audio_length_per_tok();
+    let mut prompt = vec![tok.bos_id()? as i64];
+    let pad = tok.streaming_pad_id()? as i64;
+    prompt.extend(std::iter::repeat_n(
+        pad,
+        audio_cfg.n_left_pad_tokens()? + delay_tokens,
+    ));
+    let g = generate_offline(
+        &model,
+        features.clone(),
+        &prompt,
+        delay_tokens as f32,
+        Some(tok.eos_id()? as i64),
+    );
+    let generated = g.sequence.clone();
+    // The teacher-forced pass needs one id per audio token: replay the dump's ids, or our own
+    // generated sequence padded with [STREAMING_PAD] after an early EOS.
+    let ids = match dump_ids {
+        Some(ids) => ids,
+        None => {
+            let mut seq = g.sequence;
+            seq.resize(n_tokens.max(seq.len()), pad);
+            let n = seq.len();
+            Tensor::<2, Int>::from_data(TensorData::new(seq, [1, n]), &device)
+        }
+    };
+    let delay = delay_tokens as f32;
+    let source = format!(
+        "voxtrace {} burn 0.22.1 {} f32",
+        env!("CARGO_PKG_VERSION"),
+        args.device
+    );
+    let tracer = Tracer::to_file(filter, &args.out, &source)?;
+    let root = tracer.root();
+    let n = generated.len();
+    root.record_int(
+        "generated_ids",
+        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), &device),
+    );
+    root.record("input_features", &features);
+    root.record_int("input_ids", &ids);
+    let _ = model.forward(features, ids, delay, &root);
+    let count = tracer.len();
+    tracer
+        .finish()
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("recorded {count} tensors to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read `input_features` (f32) and `input_ids` (i64) from a safetensors dump.
+fn read_inputs(path: &std::path::Path) -> anyhow::Result<(TensorData, TensorData)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    let get = |name: &str| {
+        st.tensor(name)
+            .with_context(|| format!("{}: no tensor {name}", path.display()))
+    };
+    let f = get("input_features")?;
+    let i = get("input_ids")?;
+    anyhow::ensure!(
+        f.dtype() == safetensors::Dtype::F32 && i.dtype() == safetensors::Dtype::I64,
+        "{}: input_features must be F32 and input_ids I64 (found {:?}, {:?})",
+        path.display(),
+        f.dtype(),
+        i.dtype()
+    );
+    let fv: Vec<f32> = f
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let iv: Vec<i64> = i
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Ok((
+        TensorData::new(fv, f.shape().to_vec()),
+        TensorData::new(iv, i.shape().to_vec()),
+    ))
+}

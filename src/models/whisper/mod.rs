@@ -1,0 +1,3 @@
+//! Whisper tiny.en (OpenAI), second model: real trained weights.
+
+pub mod ct2;

@@ -1,0 +1,115 @@
+//! The instrument end to end, through the real binary: `voxtrace trace` on a fixture clip, then
+//! `voxtrace compare` against the upstream PyTorch dump passes; with one weight perturbed the
+//! comparison fails (exit 1) and names the first layer the perturbation reaches.
+
+mod common;
+
+use common::voxtral_fixture;
+use safetensors::tensor::TensorView;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn voxtrace(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+        .args(args)
+        .output()
+        .expect("run voxtrace")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn trace(model: &Path, out: &Path) {
+    let dump = voxtral_fixture("dumps/cards-001.safetensors");
+    let tok = voxtral_fixture("mistral/tekken.json");
+    let o = voxtrace(&[
+        "trace",
+        "--model",
+        s(model),
+        "--tokenizer",
+        s(&tok),
+        "--inputs",
+        s(&dump),
+        "--out",
+        s(out),
+    ]);
+    assert!(
+        o.status.success(),
+        "trace failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn compare(actual: &Path, json: &Path) -> (i32, serde_json::Value) {
+    let dump = voxtral_fixture("dumps/cards-001.safetensors");
+    let o = voxtrace(&["compare", s(&dump), s(actual), "--json", s(json)]);
+    let code = o.status.code().unwrap();
+    let text = std::fs::read_to_string(json).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (code, serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn trace_then_compare_passes_against_the_upstream_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["hf", "mistral"] {
+        let run = dir.path().join(format!("{layout}.safetensors"));
+        trace(&voxtral_fixture(layout), &run);
+        let (code, report) = compare(&run, &dir.path().join(format!("{layout}.json")));
+        assert_eq!(
+            code, 0,
+            "{layout}: compare failed, first failure {}",
+            report["summary"]["first_failure"]
+        );
+    }
+}
+
+/// Rewrite a safetensors file with `delta` added to element 0 of tensor `name`.
+fn perturb(src: &Path, dst: &Path, name: &str, delta: f32) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let t = owned
+        .iter_mut()
+        .find(|t| t.0 == name)
+        .expect("tensor to perturb");
+    assert_eq!(t.1, safetensors::Dtype::F32);
+    let x = f32::from_le_bytes(t.3[0..4].try_into().unwrap()) + delta;
+    t.3[0..4].copy_from_slice(&x.to_le_bytes());
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, dst).unwrap();
+}
+
+#[test]
+fn a_perturbed_weight_fails_and_names_the_first_layer_it_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model: PathBuf = dir.path().join("hf");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(voxtral_fixture("hf/config.json"), model.join("config.json")).unwrap();
+    perturb(
+        &voxtral_fixture("hf/model.safetensors"),
+        &model.join("model.safetensors"),
+        "model.audio_tower.layers.1.mlp.up_proj.weight",
+        0.05,
+    );
+    let run = dir.path().join("run.safetensors");
+    trace(&model, &run);
+    let (code, report) = compare(&run, &dir.path().join("r.json"));
+    assert_eq!(code, 1, "a perturbed model must fail the comparison");
+    assert_eq!(
+        report["summary"]["first_failure"],
+        "model.audio_tower.layers.1.mlp.up_proj.out"
+    );
+}
