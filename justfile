@@ -63,3 +63,27 @@ compare reference actual *args:
 # Benchmarks (ratios against peers in the same run).
 bench:
     cargo bench
+
+# Materialise the corpus audio: ../shared/audio when present, else the manifest's Debian packages (apt-get download, dpkg-deb -x, ffmpeg/sox) into corpus-cache/; lists missing clips.
+corpus manifest="audio_samples/manifest.tsv":
+    bash reference/corpus_materialise.sh {{manifest}} {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache
+
+# The main job: transcribe the corpus with every available system, score WER, write reports/<run-id>/report.html (extra args go to `voxtrace eval`, e.g. --run-id X).
+eval *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache | tail -n1)
+    systems=(--system "voxtral-tiny-burn=voxtral:fixtures/voxtral_tiny/mistral")
+    ref=()
+    if [ -f fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json ]; then
+        systems+=(--system "voxtral-tiny-torch=transcripts:fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json")
+        ref=(--reference-system voxtral-tiny-torch)
+    fi
+    if [ -f fixtures/whisper_tiny_en/transformers_transcripts.json ]; then
+        systems+=(--system "whisper-tiny.en-torch=transcripts:fixtures/whisper_tiny_en/transformers_transcripts.json")
+    fi
+    cargo run --release -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
+
+# Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
+eval-check *args:
+    cargo run --release -- eval-check --history reports/history.jsonl {{args}}

@@ -61,11 +61,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 AUDIO_DIR = (REPO_ROOT / ".." / "shared" / "audio").resolve()
 DEFAULT_OUT = REPO_ROOT / "fixtures" / "voxtral_tiny"
 
-# Seed 8 was picked from a scan of seeds {20261122, 1..15} (same init scales) as the one with the
-# most distinct greedy ids (>= 12 on every clip), the shortest repeats (longest run 5) and the
-# largest top-1/top-2 logit margin over all greedy steps (>= 0.0109), so that a port with
-# ~1e-4 logit error still reproduces the ids exactly.
-SEED = 26
+# Seed 286 was picked from a scan of seeds 100, 102, .., 398 (same init scales as below) as the
+# one that meets: >= 10 distinct greedy ids and longest run <= 8 on every clip, min top-1/top-2
+# logit margin >= 0.01 over all greedy steps, with the lowest f32-vs-f64 ratio (see README.md,
+# "Numerical floor"), so that a port with ~1e-5 logit error reproduces the ids exactly.
+SEED = 286
 SYNTH_SEED = 8  # numpy seed of the synthetic clip's noise (independent of the weight seed)
 NUM_DELAY_TOKENS = 6
 TOTAL_IDS = 2048  # tekken ids: 1000 special + 1048 BPE ranks
@@ -74,7 +74,10 @@ BOS, EOS, STREAMING_PAD, STREAMING_WORD = 1, 2, 32, 33
 
 # ---------------------------------------------------------------------------------------------
 # Init tuning (see README.md). A naive N(0,1)/sqrt(fan_in) init makes greedy decoding repeat a
-# single token. These scales make the decoder output depend on the audio so that greedy decoding
+# single token; large gains (the previous version: linear_2 x64, decoder q/k x8) fix that but make
+# the model numerically ill-conditioned (residual RMS ~33, hard-max attention), so that f32 and
+# f64 differ by more than the atol 1e-5 / rtol 1e-4 parity tolerance. These moderate scales keep
+# every activation at RMS <= ~2.6 and attention score std <= ~2.5 while greedy decoding still
 # yields many distinct ids. They are applied BEFORE the bf16 rounding.
 #   EMB_SCALE        : std of the token embedding (= tied lm_head)
 #   AUDIO_OUT_SCALE  : extra gain on multi_modal_projector.linear_2 (audio embedding size
@@ -85,10 +88,11 @@ EMB_SCALE = 0.25
 AUDIO_OUT_SCALE = 2.0
 CONV_GAIN = 2.0
 ENC_O_GAIN = 0.5  # extra gain on the encoder self_attn.o_proj weights (context sensitivity)
-DEC_QK_GAIN = 1.5  # extra gain on decoder q_proj/k_proj weights (sharper, position-dependent attention)
+DEC_QK_GAIN = 1.5  # extra gain on decoder q_proj/k_proj weights (position-dependent attention)
 DEC_O_GAIN = 1.0  # extra gain on decoder self_attn.o_proj weights
-DEC_FINAL_NORM_GAIN = 1.0  # gain on the decoder final norm weight (logit scale with a small tied embedding)
-DEC_FINAL_NORM_RANDOM_SIGN = True  # random +-1 sign per channel of the decoder final norm weight
+DEC_FINAL_NORM_GAIN = 1.0  # gain on the decoder final norm weight (logit scale)
+DEC_FINAL_NORM_RANDOM_SIGN = True  # random +-1 per channel of the decoder final norm weight
+# (removes the tied-embedding self-bias e_x . (w * e_x) > 0 that makes greedy decoding repeat the fed id)
 DEC_DOWN_GAIN = 1.0  # extra gain on decoder mlp.down_proj weights
 EMB_ROW_LOG_SIGMA = 0.5  # per-row log-normal scale of the token embedding, exp(sigma * z)
 EMB_ROW_CLAMP = 2.0  # z = N(0,1) clamped to [-2, 2]: row scales in [e^-1, e^1] (bounds the largest logits)
@@ -1032,6 +1036,7 @@ def main(argv=None) -> int:
         assert floor_full["worst_ratio"] <= FLOOR_MAX_RATIO, floor_full["worst_tensor"]
     for c, f in floor_clips.items():
         assert f["logits_max_abs_diff"] <= FLOOR_MAX_LOGIT_DIFF, (c, f)
+        assert f["logits_ratio"] <= FLOOR_MAX_RATIO, (c, f)
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"total {time.time() - t_start:.1f} s", file=sys.stderr)
     return 0

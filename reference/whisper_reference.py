@@ -299,10 +299,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=str(REPO / "models-cache" / "whisper-tiny.en"))
     ap.add_argument("--skip-transcripts", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only time generate() per clip into <cache>/hf/generate_timings.tsv; writes no fixture",
+    )
+    ap.add_argument(
+        "--save-features",
+        metavar="NPZ",
+        help="also write WhisperFeatureExtractor log-mel [80, 3000] of every corpus clip to NPZ "
+        "(for reference/whisper_faster_whisper.py --hf-features; not a fixture)",
+    )
     args = ap.parse_args()
     cache = Path(args.cache)
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, args.threads))
 
     ct2_cfg = json.loads((cache / "config.json").read_text())
     version, spec, revision, variables, aliases = read_ct2(cache / "model.bin")
@@ -326,8 +338,9 @@ def main():
     model.set_attn_implementation("eager") if hasattr(model, "set_attn_implementation") else None
 
     hf_dir = cache / "hf"
-    model.save_pretrained(hf_dir)
-    print(f"saved {hf_dir}/model.safetensors")
+    if not args.timing_only:
+        model.save_pretrained(hf_dir)
+        print(f"saved {hf_dir}/model.safetensors")
 
     # State-dict summary for the Rust mapping test.
     summary = {
@@ -343,7 +356,8 @@ def main():
             for k, v in sd.items()
         ],
     }
-    atomic_json(summary, FIX / "hf_state_dict_summary.json")
+    if not args.timing_only:
+        atomic_json(summary, FIX / "hf_state_dict_summary.json")
 
     fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400)
 
@@ -361,22 +375,37 @@ def main():
 
     tok = Tokenizer.from_file(str(cache / "tokenizer.json"))
 
-    def full_sequence(ids):
-        # transformers' Whisper generate returns the tokens after the prompt; prepend it.
-        if ids[:2] != [SOT, NO_TIMESTAMPS]:
-            ids = [SOT, NO_TIMESTAMPS] + [i for i in ids if i not in (SOT, NO_TIMESTAMPS)]
-        if ids[-1] != EOT:
-            ids = ids + [EOT]
-        return ids
+    suppress = torch.tensor(sorted(set(ct2_cfg["suppress_ids"])), dtype=torch.int64)
+
+    def full_sequence(feats, ids):
+        """transformers 5.23 Whisper generate returns only the tokens after the prompt
+        [SOT, NO_TIMESTAMPS] and drops the final EOT. Put the prompt back, and put EOT back
+        only after checking that it is the model's next (non-suppressed) greedy token, i.e.
+        that generation stopped on EOT and not on max_length."""
+        assert SOT not in ids and NO_TIMESTAMPS not in ids, ids
+        if ids and ids[-1] == EOT:
+            return [SOT, NO_TIMESTAMPS] + ids
+        seq = [SOT, NO_TIMESTAMPS] + ids
+        with torch.no_grad():
+            last = model(input_features=feats, decoder_input_ids=torch.tensor([seq]), use_cache=False).logits[0, -1].clone()
+        last[suppress] = float("-inf")
+        nxt = int(last.argmax())
+        assert nxt == EOT, f"generation did not stop on EOT (next greedy token {nxt}, {len(seq)} tokens)"
+        return seq + [EOT]
+
+    if args.save_features:
+        feats_all = {cid: features(path)[0].numpy() for cid, path, _ in manifest_clips()}
+        np.savez(args.save_features, **feats_all)
+        print(f"wrote log-mel of {len(feats_all)} clips to {args.save_features}")
 
     # --- dumps ---
     source = f"pytorch {torch.__version__} transformers {transformers.__version__} eager f32 (CT2 float16 weights upcast)"
-    for clip in DUMP_CLIPS:
+    for clip in [] if args.timing_only else DUMP_CLIPS:
         path = AUDIO / f"{clip}.wav"
         feats = features(path)
-        gen = full_sequence(greedy(feats))
-        k = DECODER_POSITIONS[clip]
-        dec_in = torch.tensor([gen[:-1][:k]], dtype=torch.int64)
+        gen = full_sequence(feats, greedy(feats))
+        n_pos = DECODER_POSITIONS[clip]
+        dec_in = torch.tensor([gen[:-1][:n_pos]], dtype=torch.int64)
         rec = Recorder(model)
         with torch.no_grad():
             out = model(input_features=feats, decoder_input_ids=dec_in, use_cache=False, return_dict=True)
@@ -411,7 +440,7 @@ def main():
             "voxtrace.dropped": json.dumps(dropped),
             "voxtrace.slice_rule": f"every axis of length 1500 gathered at frames {ENC_FRAMES}, every axis of length 3000 at {MEL_FRAMES}; "
             f"not gathered: {sorted(FULL_TENSORS)}; per-tensor details in voxtrace.sliced",
-            "voxtrace.decoder_positions": f"teacher-forced decoder_input_ids = generated_ids[:-1][:{k}]",
+            "voxtrace.decoder_positions": f"teacher-forced decoder_input_ids = generated_ids[:-1][:{n_pos}] ({dec_in.shape[1]} positions)",
             "voxtrace.command": "/work/.venv/bin/python reference/whisper_reference.py",
         }
         dest = FIX / "dumps" / f"{clip}.safetensors"
@@ -421,31 +450,44 @@ def main():
     if args.skip_transcripts:
         return
 
-    # --- transcripts for every clip ---
+    # --- transcripts (or timings only) for every clip ---
     rows, timings = [], []
+    if args.timing_only:
+        greedy(features(AUDIO / "goforward.wav"))  # warm-up
     for cid, path, ref in manifest_clips():
         feats = features(path)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ids = greedy(feats)
-        dt = time.perf_counter() - t0
-        ids = full_sequence(ids)
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if args.timing_only:
+            timings.append((cid, len(ids) + 3, dt, cpu))  # + prompt (2) and EOT
+            print(f"{cid}\t{dt:.3f} s wall\t{cpu:.3f} s cpu")
+            continue
+        ids = full_sequence(feats, ids)
         text = tok.decode(ids, skip_special_tokens=True).strip()
         rows.append({"id": cid, "file": str(path.relative_to(AUDIO)), "token_ids": ids, "text": text, "reference": ref})
-        timings.append((cid, len(ids), dt))
-        print(f"{cid}\t{dt:.3f} s\t{len(ids)} tokens\t{text}")
-    atomic_json(
-        {
-            "source": f"transformers {transformers.__version__} WhisperForConditionalGeneration.generate, greedy (num_beams=1), "
-            f"prompt [{SOT}, {NO_TIMESTAMPS}], no timestamps, suppress_tokens/begin_suppress_tokens from CT2 config.json, f32 eager",
-            "command": "/work/.venv/bin/python reference/whisper_reference.py",
-            "clips": rows,
-        },
-        FIX / "transformers_transcripts.json",
-    )
+        timings.append((cid, len(ids), dt, cpu))
+        print(f"{cid}\t{dt:.3f} s wall\t{cpu:.3f} s cpu\t{len(ids)} tokens\t{text}")
+    if not args.timing_only:
+        atomic_json(
+            {
+                "source": f"transformers {transformers.__version__} WhisperForConditionalGeneration.generate, greedy (num_beams=1), "
+                f"prompt [{SOT}, {NO_TIMESTAMPS}], no timestamps, suppress_tokens/begin_suppress_tokens from CT2 config.json, f32 eager",
+                "command": "/work/.venv/bin/python reference/whisper_reference.py",
+                "clips": rows,
+            },
+            FIX / "transformers_transcripts.json",
+        )
+    hf_dir.mkdir(parents=True, exist_ok=True)
     with open(hf_dir / "generate_timings.tsv", "w") as fh:
-        fh.write(f"# {platform.processor() or platform.machine()} torch threads {torch.get_num_threads()}\nid\ttokens\tgenerate_s\n")
-        for cid, n, dt in timings:
-            fh.write(f"{cid}\t{n}\t{dt:.3f}\n")
+        load = os.getloadavg()
+        fh.write(
+            f"# {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__} threads {torch.get_num_threads()}, "
+            f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; generate() of one clip, log-mel excluded\n"
+            "id\ttokens\twall_s\tcpu_s\n"
+        )
+        for cid, n, dt, cpu in timings:
+            fh.write(f"{cid}\t{n}\t{dt:.3f}\t{cpu:.3f}\n")
 
 
 if __name__ == "__main__":

@@ -12,5 +12,6 @@ pub mod compare;
 pub mod eval;
 pub mod models;
 pub mod nn;
+pub mod report;
 pub mod tokenizer;
 pub mod trace;

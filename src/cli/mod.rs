@@ -1,5 +1,7 @@
 //! The `voxtrace` command line: one subcommand per job, each in its own file.
 
+mod eval;
+mod eval_check;
 mod trace;
 mod transcribe;
 
@@ -25,6 +27,10 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Compute model input features (padded log-mel) of an audio file to a safetensors dump.
     Features(crate::audio::cli::FeaturesArgs),
+    /// Transcribe a corpus with several systems, score WER, write reports/<run-id>/report.html.
+    Eval(eval::EvalArgs),
+    /// Compare an eval run with a baseline; exit 1 on a WER rise or a pinned-utterance change.
+    EvalCheck(eval_check::EvalCheckArgs),
 }
 
 /// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
@@ -61,6 +67,8 @@ pub fn main() -> ExitCode {
         Command::Compare(a) => crate::compare::run(a),
         Command::Transcribe(a) => transcribe::run(a),
         Command::Features(a) => crate::audio::cli::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::EvalCheck(a) => eval_check::run(a),
     };
     match result {
         Ok(code) => code,

@@ -12,3 +12,5 @@ pub mod align;
 pub mod manifest;
 pub mod metrics;
 pub mod normalize;
+pub mod runner;
+pub mod systems;

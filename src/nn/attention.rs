@@ -266,3 +266,37 @@ pub fn sliding_window_mask(
     }
     Tensor::from_data(TensorData::new(m, [s, t]), device)
 }
+
+/// Plain multi-head scaled dot-product attention that also returns the attention
+/// probabilities, for models without RoPE, GQA or sliding windows (Whisper).
+///
+/// `q [b, h, s, hd]`, `k`/`v [b, h, t, hd]`; `scores = q·kᵀ · scale`, then positions where
+/// `mask [s, t]` is `true` are set to `-inf` (no mask: every key is visible, as in
+/// cross-attention), softmax over the key axis. Returns `(output [b, h, s, hd],
+/// weights [b, h, s, t])`. Mirrors `eager_attention_forward` in huggingface/transformers
+/// `src/transformers/models/whisper/modeling_whisper.py` (which adds a float mask of
+/// `finfo.min` instead; both give exactly 0 after softmax).
+pub fn attend_with_weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f64,
+    mask: Option<Tensor<2, Bool>>,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, s, _] = q.dims();
+    let t = k.dims()[2];
+    let scores = q.matmul(k.swap_dims(2, 3));
+    let scores = if scale == 1.0 { scores } else { scores * scale };
+    let scores = match mask {
+        Some(m) => scores.mask_fill(m.unsqueeze::<4>().expand([b, h, s, t]), f32::NEG_INFINITY),
+        None => scores,
+    };
+    let weights = softmax(scores, 3);
+    (weights.clone().matmul(v), weights)
+}
+
+/// `[s, t]` causal mask (`true` = not visible) for queries at absolute positions
+/// `q0 .. q0 + s` over keys at `0 .. t`: key `j` is hidden from query `i` when `j > q0 + i`.
+pub fn causal_mask(q0: usize, s: usize, t: usize, device: &Device) -> Tensor<2, Bool> {
+    sliding_window_mask(q0, s, 0, t, q0 + s + 1, device)
+}

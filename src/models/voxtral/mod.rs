@@ -22,6 +22,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod pipeline;
+pub mod streaming;
 pub mod time_embedding;
 
 pub use config::{ConfigError, DecoderConfig, EncoderConfig, VoxtralConfig};

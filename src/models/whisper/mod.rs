@@ -1,3 +1,50 @@
 //! Whisper tiny.en (OpenAI), second model: real trained weights.
+//!
+//! The module tree mirrors transformers' `WhisperForConditionalGeneration`
+//! (huggingface/transformers `src/transformers/models/whisper/modeling_whisper.py`), so
+//! parameter paths equal HF state-dict keys and capture names equal forward-hook names:
+//!
+//! ```text
+//! model.encoder                 log-mel [b, 80, 3000] -> [b, 1500, 384]
+//!   .conv1 / .conv2             Conv1d k=3 pad 1 (stride 1, then 2), GELU after each
+//!   .embed_positions            sinusoidal table stored as weights [1500, 384], added
+//!   .layers.N                   LayerNorm -> self_attn (6 heads, no mask) -> + ;
+//!                               final_layer_norm -> fc1 -> GELU (activation_fn) -> fc2 -> +
+//!   .layer_norm
+//! model.decoder                 token ids [b, s] -> [b, s, 384]
+//!   .embed_tokens               [51864, 384]
+//!   .embed_positions            learned [448, 384]
+//!   .layers.N                   self_attn (causal) ; encoder_attn (cross, k/v from encoder) ; FFN
+//!   .layer_norm
+//! proj_out                      tied to embed_tokens -> logits [b, s, 51864]
+//! ```
+//!
+//! * [`ct2`]: CTranslate2 `model.bin` reader and mapping to transformers names.
+//! * [`config`]: [`WhisperConfig`] (shape) and [`GenerationSettings`] (greedy settings).
+//! * [`model`]: the Burn modules; attention maths from [`crate::nn::attention`].
+//! * [`loader`]: [`Whisper::load`] from a CTranslate2 or a transformers folder;
+//!   [`is_whisper_dir`] for the CLI.
+//! * [`decode`]: greedy decoding exactly as transformers `generate` for tiny.en, 30 s
+//!   windows, and the `tokenizer.json` wrapper [`WhisperTokenizer`].
+//!
+//! ```no_run
+//! use voxtrace::models::whisper::{Whisper, WhisperTokenizer};
+//! let device = burn::tensor::Device::flex();
+//! let dir = std::path::Path::new("models-cache/whisper-tiny.en");
+//! let model = Whisper::load(dir, &device)?;
+//! let tok = WhisperTokenizer::from_file(&dir.join("tokenizer.json"))?;
+//! let samples = voxtrace::audio::load_mono_16k("clip.wav")?;
+//! println!("{}", model.transcribe(&samples, &tok, &device)?.text);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+pub mod config;
 pub mod ct2;
+pub mod decode;
+pub mod loader;
+pub mod model;
+
+pub use config::{GenerationSettings, WhisperConfig};
+pub use decode::{GreedyOutput, Transcript, WhisperTokenizer, greedy_decode};
+pub use loader::{LoadError, Whisper, WhisperLayout, is_whisper_dir};
+pub use model::WhisperForConditionalGeneration;

@@ -1,0 +1,121 @@
+//! `voxtrace eval`: transcribe a corpus with one or more systems side by side, score WER, write
+//! `reports/<run-id>/{results.json, report.html, partial.jsonl}` and a `reports/history.jsonl`
+//! row. See [`crate::eval::runner`] for the scoring conventions and [`crate::eval::systems`] for
+//! the SPEC kinds.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::eval::runner::{RunOptions, headline, run_eval};
+use crate::eval::systems::SystemSpec;
+
+/// Arguments of `voxtrace eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Corpus manifest (TSV: id, file, duration_s, reference, source, license, ...).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
+    #[arg(long)]
+    pub audio_root: Option<PathBuf>,
+    /// A system as NAME=SPEC; SPEC is voxtral:DIR, transcripts:FILE.json, cmd:'COMMAND {audio}'
+    /// or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for several systems.
+    #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
+    pub systems: Vec<SystemSpec>,
+    /// Report every other system's agreement with this one (e.g. the upstream transcripts).
+    #[arg(long)]
+    pub reference_system: Option<String>,
+    /// Reports folder (holds <run-id>/ and history.jsonl).
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Run id (folder name); default the UTC time, e.g. 20261122T052000Z.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Continue an interrupted run: skip (system, clip) pairs already in partial.jsonl.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the per-system headline figures as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute device for model systems: flex (default), ndarray or wgpu when compiled in.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// `model` form field sent to http: systems.
+    #[arg(long, default_value = "mistralai/Voxtral-Mini-4B-Realtime-2602")]
+    pub http_model: String,
+}
+
+/// Run `voxtrace eval`. Exit code 0 when the run completed (failed or missing clips are
+/// reported, not fatal); errors (exit 2 from `main`) when it could not run.
+///
+/// # Errors
+/// Bad manifest, system that cannot be opened, unwritable reports folder.
+pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        manifest: args.manifest.clone(),
+        audio_root: args.audio_root.clone(),
+        systems: args.systems.clone(),
+        reference_system: args.reference_system.clone(),
+        out: args.out.clone(),
+        run_id: args.run_id.clone(),
+        resume: args.resume,
+        quiet: args.quiet,
+        device: args.device.clone(),
+        http_model: args.http_model.clone(),
+    };
+    let (run, dir) = run_eval(&opts)?;
+    if args.json {
+        let obj = serde_json::json!({
+            "run_id": run.run_id,
+            "results": dir.join("results.json"),
+            "report": dir.join("report.html"),
+            "corpus_sha256": run.provenance.corpus_sha256,
+            "n_clips": run.n_clips,
+            "missing": run.missing_clips.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            "systems": headline(&run),
+        });
+        println!("{obj}");
+    } else {
+        println!(
+            "run {} · {} clips ({} missing audio)",
+            run.run_id,
+            run.n_clips,
+            run.missing_clips.len()
+        );
+        for s in &run.systems {
+            let t = &s.totals;
+            let mut line = format!(
+                "  {:<16} WER {:>7.2}%  raw WER {:>7.2}%  CER {:>7.2}%  SER {:>6.1}%  scored {}/{}  failed {}  missing {}",
+                s.name,
+                t.wer * 100.0,
+                t.raw_wer * 100.0,
+                t.cer * 100.0,
+                t.ser * 100.0,
+                t.n_scored,
+                t.n_clips,
+                t.n_failed,
+                t.n_missing
+            );
+            if let (Some(rtf), Some(rtfx)) = (t.rtf, t.rtfx) {
+                line.push_str(&format!("  RTF {rtf:.3}  RTFx {rtfx:.2}"));
+            }
+            if let Some(a) = &s.agreement {
+                line.push_str(&format!(
+                    "  agreement with {} {:.2}% (exact {:.1}%)",
+                    a.reference_system,
+                    a.word_agreement * 100.0,
+                    a.exact_match_rate * 100.0
+                ));
+            }
+            println!("{line}");
+        }
+        for m in &run.missing_clips {
+            println!("  missing audio: {} ({})", m.id, m.path);
+        }
+        println!("report: {}", dir.join("report.html").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,555 @@
+//! Evaluation systems: anything that turns one corpus clip into text.
+//!
+//! A system is named on the command line as `NAME=SPEC` ([`SystemSpec::parse`]); the SPEC kinds
+//! are:
+//!
+//! | SPEC                    | what runs                                                                 |
+//! |-------------------------|---------------------------------------------------------------------------|
+//! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
+//! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
+//! | `cmd:COMMAND`           | `sh -c COMMAND` with `{audio}` replaced by the shell-quoted audio path; stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
+//! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
+//!
+//! Adding a kind (e.g. `whisper:DIR` once the Burn Whisper model exists) means one new
+//! [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one in [`SystemSpec::open`].
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::ManifestEntry;
+
+/// The kind of a system and its argument.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "arg", rename_all = "snake_case")]
+pub enum SystemKind {
+    /// Burn Voxtral Realtime checkpoint folder (Mistral or HF layout, with `tekken.json`).
+    Voxtral(PathBuf),
+    /// Precomputed transcripts JSON file (see [`load_transcripts`]).
+    Transcripts(PathBuf),
+    /// Shell command template containing `{audio}`.
+    Cmd(String),
+    /// Full URL of an OpenAI-compatible transcription endpoint.
+    Http(String),
+}
+
+/// A named system as given on the command line (`NAME=SPEC`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemSpec {
+    /// Display name, unique in a run (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// The SPEC as written.
+    pub spec: String,
+    /// Parsed kind.
+    pub kind: SystemKind,
+}
+
+/// Provenance of a system, recorded in `results.json` and the report header.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// `voxtral`, `transcripts`, `cmd` or `http`.
+    pub kind: String,
+    /// Model folder or transcripts file, if any.
+    pub model_path: Option<String>,
+    /// Weights file that was hashed (e.g. `consolidated.safetensors`), if any.
+    pub weights_file: Option<String>,
+    /// sha256 (hex) of [`SystemInfo::weights_file`] (for `transcripts:`, of the JSON file).
+    pub weights_sha256: Option<String>,
+    /// Compute backend, e.g. `burn 0.22.1 flex`; `external` for cmd/http; the `source` field of a
+    /// transcripts file.
+    pub backend: String,
+}
+
+/// What a system returned for one clip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transcription {
+    /// Transcript text (trimmed).
+    pub text: String,
+    /// Decoded audio length in seconds when the system decoded the audio itself (voxtral), else
+    /// `None` (the manifest `duration_s` is used).
+    pub audio_s: Option<f64>,
+}
+
+/// A running system.
+pub trait System {
+    /// Provenance (computed once when opened).
+    fn info(&self) -> &SystemInfo;
+    /// Transcribe one clip whose audio exists at `entry.path`.
+    ///
+    /// # Errors
+    /// Any failure of this clip (decode error, command exit status, HTTP error, id absent from a
+    /// transcripts file); the message is recorded as the utterance's error.
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription>;
+    /// Whether [`System::transcribe`] needs the audio file (false for `transcripts:`). Clips
+    /// whose audio is missing are reported as missing for every system regardless.
+    fn needs_audio(&self) -> bool {
+        true
+    }
+}
+
+impl SystemSpec {
+    /// Parse `NAME=SPEC`.
+    ///
+    /// # Errors
+    /// No `=`, an empty or ill-formed name, an unknown kind, an empty argument, a `cmd:` without
+    /// `{audio}`, an `http:` URL that does not start with `http://` or `https://`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let Some((name, spec)) = s.split_once('=') else {
+            bail!(
+                "--system {s:?}: expected NAME=SPEC (e.g. burn=voxtral:fixtures/voxtral_tiny/mistral)"
+            )
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bail!(
+                "--system {s:?}: name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
+            )
+        }
+        let Some((kind, arg)) = spec.split_once(':') else {
+            bail!(
+                "--system {s:?}: SPEC must be voxtral:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL"
+            )
+        };
+        if arg.trim().is_empty() {
+            bail!("--system {s:?}: empty argument after {kind}:")
+        }
+        let kind = match kind {
+            "voxtral" => SystemKind::Voxtral(PathBuf::from(arg)),
+            "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
+            "cmd" => {
+                if !arg.contains("{audio}") {
+                    bail!("--system {s:?}: a cmd: system needs the placeholder {{audio}}")
+                }
+                SystemKind::Cmd(arg.to_string())
+            }
+            "http" => {
+                if !(arg.starts_with("http://") || arg.starts_with("https://")) {
+                    bail!(
+                        "--system {s:?}: http: needs a full URL, e.g. http:http://127.0.0.1:8000/v1/audio/transcriptions"
+                    )
+                }
+                SystemKind::Http(arg.to_string())
+            }
+            other => bail!(
+                "--system {s:?}: unknown system kind {other:?} (known: voxtral, transcripts, cmd, http)"
+            ),
+        };
+        Ok(SystemSpec {
+            name: name.to_string(),
+            spec: spec.to_string(),
+            kind,
+        })
+    }
+
+    /// Open the system (load the model, read the transcripts file).
+    ///
+    /// `device` is the Burn device name for model systems (see [`crate::cli::device`]);
+    /// `http_model` is the `model` form field sent to `http:` systems.
+    ///
+    /// # Errors
+    /// Unreadable model folder, tokenizer or transcripts file; an unknown device.
+    pub fn open(&self, device: &str, http_model: &str) -> anyhow::Result<Box<dyn System>> {
+        Ok(match &self.kind {
+            SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
+            SystemKind::Transcripts(f) => Box::new(TranscriptsSystem::open(f)?),
+            SystemKind::Cmd(c) => Box::new(CmdSystem::new(c)),
+            SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model)),
+        })
+    }
+}
+
+/// sha256 (lower-case hex) of a file, streamed.
+///
+/// # Errors
+/// The file cannot be read; the message names it.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The weights file of a checkpoint folder: `consolidated.safetensors` (Mistral layout), else
+/// `model.safetensors` (HF), else the first `*.safetensors` by name.
+pub fn weights_file(dir: &Path) -> Option<PathBuf> {
+    for n in ["consolidated.safetensors", "model.safetensors"] {
+        let p = dir.join(n);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    v.sort();
+    v.into_iter().next()
+}
+
+// ---------------------------------------------------------------------------------------------
+// voxtral:DIR
+
+/// The Burn Voxtral Realtime port (offline greedy, [`crate::models::voxtral::pipeline`]), with a
+/// 480 ms transcription delay (the released default).
+pub struct VoxtralSystem {
+    info: SystemInfo,
+    device: burn::tensor::Device,
+    model: crate::models::voxtral::Voxtral,
+    tok: crate::tokenizer::Tekken,
+}
+
+impl VoxtralSystem {
+    /// Transcription delay used, ms.
+    pub const DELAY_MS: f64 = 480.0;
+
+    /// Load `dir` (with `tekken.json`) on `device`.
+    ///
+    /// # Errors
+    /// Unknown device, unreadable checkpoint or tokenizer.
+    pub fn open(dir: &Path, device: &str) -> anyhow::Result<Self> {
+        let dev = crate::cli::device(device)?;
+        let model = crate::models::voxtral::Voxtral::load(dir, &dev)
+            .with_context(|| format!("{}: cannot load the Voxtral checkpoint", dir.display()))?;
+        let tok = crate::tokenizer::Tekken::from_file(dir.join("tekken.json"))
+            .with_context(|| format!("{}: cannot load tekken.json", dir.display()))?;
+        let wf = weights_file(dir);
+        let sha = match &wf {
+            Some(p) => Some(sha256_file(p)?),
+            None => None,
+        };
+        Ok(VoxtralSystem {
+            info: SystemInfo {
+                kind: "voxtral".into(),
+                model_path: Some(dir.display().to_string()),
+                weights_file: wf.map(|p| p.display().to_string()),
+                weights_sha256: sha,
+                backend: format!(
+                    "burn 0.22.1 {device}, offline greedy, delay {} ms",
+                    Self::DELAY_MS
+                ),
+            },
+            device: dev,
+            model,
+            tok,
+        })
+    }
+}
+
+impl System for VoxtralSystem {
+    fn info(&self) -> &SystemInfo {
+        &self.info
+    }
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+        use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
+        let s = crate::audio::load_mono_16k(&entry.path)
+            .with_context(|| format!("{}: cannot decode audio", entry.path.display()))?;
+        let inp = prepare_offline(&s, &self.tok, Self::DELAY_MS, &self.device)?;
+        let (_, text) = transcribe_offline(&self.model, &self.tok, &inp)?;
+        Ok(Transcription {
+            text: text.trim().to_string(),
+            audio_s: Some(s.len() as f64 / 16_000.0),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// transcripts:FILE.json
+
+/// Read a transcripts file into `id -> text`.
+///
+/// Accepted shapes: `{"clips": [{"id": ..., "text": ...}, ...], "source": ...}` (the format of
+/// `reference/whisper_reference.py` and `reference/whisper_faster_whisper.py`), a bare array of
+/// `{"id", "text"}` objects, or a flat object `{"id": "text", ...}`. Returns the map and the
+/// `source` string if present.
+///
+/// # Errors
+/// Unreadable file, invalid JSON, an entry without string `id`/`text`, a duplicate id.
+pub fn load_transcripts(path: &Path) -> anyhow::Result<(HashMap<String, String>, Option<String>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read transcripts file", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let source = v.get("source").and_then(|s| s.as_str()).map(String::from);
+    let list = match &v {
+        serde_json::Value::Array(a) => Some(a),
+        serde_json::Value::Object(o) => match o.get("clips") {
+            Some(serde_json::Value::Array(a)) => Some(a),
+            Some(_) => bail!("{}: \"clips\" is not an array", path.display()),
+            None => None,
+        },
+        _ => bail!("{}: expected a JSON object or array", path.display()),
+    };
+    let mut map = HashMap::new();
+    let mut insert = |id: &str, t: &str| -> anyhow::Result<()> {
+        if map.insert(id.to_string(), t.to_string()).is_some() {
+            bail!("{}: duplicate id {id:?}", path.display())
+        }
+        Ok(())
+    };
+    match list {
+        Some(a) => {
+            for (i, c) in a.iter().enumerate() {
+                let id = c.get("id").and_then(|x| x.as_str());
+                let t = c.get("text").and_then(|x| x.as_str());
+                match (id, t) {
+                    (Some(id), Some(t)) => insert(id, t)?,
+                    _ => bail!(
+                        "{}: clip #{i} lacks a string \"id\" or \"text\"",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        None => {
+            for (k, val) in v.as_object().into_iter().flatten() {
+                if k == "source" || k == "command" {
+                    continue;
+                }
+                match val.as_str() {
+                    Some(t) => insert(k, t)?,
+                    None => bail!("{}: value of {k:?} is not a string", path.display()),
+                }
+            }
+        }
+    }
+    Ok((map, source))
+}
+
+/// Precomputed transcripts scored as a system.
+pub struct TranscriptsSystem {
+    info: SystemInfo,
+    texts: HashMap<String, String>,
+}
+
+impl TranscriptsSystem {
+    /// Read `path` ([`load_transcripts`]).
+    ///
+    /// # Errors
+    /// See [`load_transcripts`].
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let (texts, source) = load_transcripts(path)?;
+        Ok(TranscriptsSystem {
+            info: SystemInfo {
+                kind: "transcripts".into(),
+                model_path: Some(path.display().to_string()),
+                weights_file: Some(path.display().to_string()),
+                weights_sha256: Some(sha256_file(path)?),
+                backend: source.unwrap_or_else(|| "precomputed transcripts".into()),
+            },
+            texts,
+        })
+    }
+}
+
+impl System for TranscriptsSystem {
+    fn info(&self) -> &SystemInfo {
+        &self.info
+    }
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+        match self.texts.get(&entry.id) {
+            Some(t) => Ok(Transcription {
+                text: t.trim().to_string(),
+                audio_s: None,
+            }),
+            None => bail!(
+                "no transcript for id {:?} in {}",
+                entry.id,
+                self.info.model_path.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    fn needs_audio(&self) -> bool {
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cmd:COMMAND
+
+/// Quote `s` for POSIX `sh` (single quotes, `'` written as `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// An external command run through `sh -c` per clip.
+pub struct CmdSystem {
+    info: SystemInfo,
+    template: String,
+}
+
+impl CmdSystem {
+    /// `template` must contain `{audio}`.
+    pub fn new(template: &str) -> Self {
+        CmdSystem {
+            info: SystemInfo {
+                kind: "cmd".into(),
+                backend: format!("external command: {template}"),
+                ..Default::default()
+            },
+            template: template.to_string(),
+        }
+    }
+}
+
+impl System for CmdSystem {
+    fn info(&self) -> &SystemInfo {
+        &self.info
+    }
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+        let audio = entry.path.to_string_lossy();
+        let cmd = self.template.replace("{audio}", &shell_quote(&audio));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start sh -c {cmd:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "command {cmd:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        }
+        let text = String::from_utf8(out.stdout)
+            .with_context(|| format!("command {cmd:?}: stdout is not UTF-8"))?;
+        Ok(Transcription {
+            text: text.trim().to_string(),
+            audio_s: None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// http:URL
+
+/// An OpenAI-compatible `/v1/audio/transcriptions` endpoint (vLLM serves Voxtral this way).
+/// Sends `multipart/form-data` with the audio as `file` and the `model` name; expects a JSON
+/// object with a string `text` (or, failing JSON, the plain-text body).
+pub struct HttpSystem {
+    info: SystemInfo,
+    url: String,
+    model: String,
+    agent: ureq::Agent,
+}
+
+impl HttpSystem {
+    /// Per-request timeout.
+    pub const TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// `url` is the full endpoint URL; `model` the form field value.
+    pub fn new(url: &str, model: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Self::TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        HttpSystem {
+            info: SystemInfo {
+                kind: "http".into(),
+                model_path: Some(model.to_string()),
+                backend: format!("OpenAI-compatible endpoint {url}"),
+                ..Default::default()
+            },
+            url: url.to_string(),
+            model: model.to_string(),
+            agent,
+        }
+    }
+}
+
+/// Build a `multipart/form-data` body with text `fields` and one file part `file`
+/// (`application/octet-stream`); returns `(content_type, body)`.
+pub fn multipart_body(fields: &[(&str, &str)], filename: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = format!("voxtrace-{}", hex(&Sha256::digest(file)[..12]));
+    let mut b = Vec::with_capacity(file.len() + 512);
+    for (k, v) in fields {
+        b.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    let fname = filename.replace(['"', '\r', '\n'], "_");
+    b.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{fname}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    b.extend_from_slice(file);
+    b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), b)
+}
+
+impl System for HttpSystem {
+    fn info(&self) -> &SystemInfo {
+        &self.info
+    }
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+        let bytes = std::fs::read(&entry.path)
+            .with_context(|| format!("{}: cannot read audio", entry.path.display()))?;
+        let fname = entry
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "audio.wav".into());
+        let (ct, body) = multipart_body(
+            &[("model", &self.model), ("response_format", "json")],
+            &fname,
+            &bytes,
+        );
+        let mut resp = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", &ct)
+            .send(&body[..])
+            .with_context(|| format!("POST {}", self.url))?;
+        let status = resp.status();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("POST {}: cannot read the response body", self.url))?;
+        if !status.is_success() {
+            bail!("POST {} returned HTTP {status}: {}", self.url, text.trim())
+        }
+        let t = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => match v.get("text").and_then(|t| t.as_str()) {
+                Some(t) => t.to_string(),
+                None => bail!(
+                    "POST {}: JSON answer has no string \"text\": {text}",
+                    self.url
+                ),
+            },
+            Err(_) => text,
+        };
+        Ok(Transcription {
+            text: t.trim().to_string(),
+            audio_s: None,
+        })
+    }
+}

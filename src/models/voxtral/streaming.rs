@@ -1,0 +1,294 @@
+//! Streaming transcription: audio in 80 ms steps (1280 samples), one decoder token per step,
+//! bounded memory.
+//!
+//! The schedule of vLLM's `VoxtralRealtimeBuffer` (vllm-project/vllm
+//! `vllm/model_executor/models/voxtral_realtime.py`) and transformers' streaming path
+//! (`VoxtralRealtimeConv1dPaddingCache`, encoder/decoder caches in
+//! `models/voxtral_realtime/modeling_voxtral_realtime.py`; chunks of
+//! `8 * 160 + 400 = 1680` samples with `center=False` in `processing_voxtral_realtime.py`):
+//!
+//! * the stream starts with `left_pad` tokens of zeros (32 x 1280 samples);
+//! * audio token `k` is computed as soon as samples up to `1280 (k + 1) + 40` exist (the 2.5 ms
+//!   look-ahead): the log-mel of the window `[1280 k - 200, 1280 k + 1480)` without centring
+//!   gives frames `8k .. 8k+7` (the look-back only provides STFT context), identical to the
+//!   offline centred log-mel of the whole padded file;
+//! * the conv stem keeps its left context between steps (2 mel frames for conv1, 1 frame for
+//!   conv2), the encoder keeps a KV cache bounded by its sliding window (750 frames), the 4 new
+//!   encoder frames become one adapter vector;
+//! * the decoder prefills the prompt when its last audio token exists, then takes one step per
+//!   audio token with the previous token, keeping a KV cache bounded by its window (8192);
+//! * `finish` appends the right padding (alignment + `delay + 1 + 10` tokens of zeros) and
+//!   drains. Tokens equal the offline schedule's (tested).
+
+use super::adapter::group_frames;
+use super::encoder::Step;
+use super::model::Voxtral;
+use crate::audio::mel::LogMelExtractor;
+use crate::audio::{AudioConfig, AudioError};
+use crate::nn::RotaryEmbedding;
+use crate::nn::attention::KvCache;
+use crate::trace::Scope;
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// STFT look-back in samples: half a 400-sample window.
+const LOOK_BACK: usize = 200;
+/// Samples past a step's end that its last kept frame needs (2.5 ms at 16 kHz).
+const LOOK_AHEAD: usize = 40;
+
+/// One streaming transcription.
+pub struct StreamingSession<'a> {
+    model: &'a Voxtral,
+    device: Device,
+    mel: LogMelExtractor,
+    cfg: AudioConfig,
+    t_cond: Tensor<2>,
+    /// Samples not yet consumed beyond the STFT look-back; `buf[0]` is absolute sample `buf_start`.
+    buf: Vec<f32>,
+    buf_start: usize,
+    /// Absolute number of samples pushed so far (left padding included).
+    pushed: usize,
+    /// Number of real (unpadded) audio samples pushed.
+    real_samples: usize,
+    /// Next audio token to compute.
+    next_audio: usize,
+    conv1_ctx: Tensor<3>,
+    conv2_ctx: Tensor<3>,
+    enc_caches: Vec<KvCache>,
+    dec_caches: Vec<KvCache>,
+    prompt: Vec<i64>,
+    prompt_embeds: Vec<Tensor<3>>,
+    sequence: Vec<i64>,
+    eos: Option<i64>,
+    done: bool,
+    /// Total tokens (prompt + generated) allowed: the number of audio tokens, known at finish.
+    max_len: Option<usize>,
+}
+
+impl<'a> StreamingSession<'a> {
+    /// Start a stream: `prompt` = `[BOS] + [STREAMING_PAD] x (left_pad + delay)`, audio settings
+    /// `cfg` (tekken.json `audio`), `delay_tokens` for the time conditioning, `eos` to stop.
+    pub fn new(
+        model: &'a Voxtral,
+        cfg: AudioConfig,
+        prompt: Vec<i64>,
+        delay_tokens: usize,
+        eos: Option<i64>,
+        device: &Device,
+    ) -> Result<Self, AudioError> {
+        let e = &model.config.encoder;
+        let mut s = Self {
+            model,
+            device: device.clone(),
+            mel: LogMelExtractor::voxtral_realtime(),
+            t_cond: model.t_cond(delay_tokens as f32, &Scope::off(), device),
+            buf: Vec::new(),
+            buf_start: 0,
+            pushed: 0,
+            real_samples: 0,
+            next_audio: 0,
+            conv1_ctx: Tensor::zeros([1, e.num_mel_bins, 2], device),
+            conv2_ctx: Tensor::zeros([1, e.d_model, 1], device),
+            enc_caches: vec![KvCache::default(); e.n_layers],
+            dec_caches: vec![KvCache::default(); model.config.decoder.n_layers],
+            sequence: prompt.clone(),
+            prompt,
+            prompt_embeds: Vec::new(),
+            eos,
+            done: false,
+            max_len: None,
+            cfg,
+        };
+        let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
+        s.feed(&vec![0.0; left]);
+        Ok(s)
+    }
+
+    /// The prompt followed by the tokens generated so far.
+    pub fn sequence(&self) -> &[i64] {
+        &self.sequence
+    }
+
+    /// Number of prompt tokens at the start of [`Self::sequence`].
+    pub fn prompt_len(&self) -> usize {
+        self.prompt.len()
+    }
+
+    /// Encoder and decoder KV cache lengths (positions held), for memory checks.
+    pub fn cache_lengths(&self) -> (usize, usize) {
+        (
+            self.enc_caches.iter().map(KvCache::len).max().unwrap_or(0),
+            self.dec_caches.iter().map(KvCache::len).max().unwrap_or(0),
+        )
+    }
+
+    /// Whether EOS was generated (later audio is ignored).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Push 16 kHz mono samples; returns the tokens generated by this push.
+    ///
+    /// # Errors
+    /// A non-finite sample.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<i64>, AudioError> {
+        if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+            return Err(AudioError::InvalidInput {
+                what: "streaming audio".into(),
+                cause: format!("sample {i} is {} (non-finite)", samples[i]),
+            });
+        }
+        self.real_samples += samples.len();
+        Ok(self.feed(samples))
+    }
+
+    /// End of audio: append the right padding and drain; returns the last tokens.
+    ///
+    /// # Errors
+    /// Invalid audio settings (delay).
+    pub fn finish(&mut self, delay_ms: f64) -> Result<Vec<i64>, AudioError> {
+        let per_tok = self.cfg.raw_audio_length_per_tok();
+        let align = (per_tok - self.real_samples % per_tok) % per_tok;
+        let right = align + per_tok * self.cfg.n_right_pad_tokens(Some(delay_ms))?;
+        // As upstream `generate`: the sequence holds at most one id per audio token.
+        self.max_len = Some((self.pushed + right) / per_tok);
+        let mut out = self.feed(&vec![0.0; right]);
+        // The last token's look-ahead reaches past the padded end; the centred offline log-mel
+        // reflects zeros there, so zeros complete it exactly.
+        out.extend(self.feed(&vec![0.0; LOOK_AHEAD]));
+        Ok(out)
+    }
+
+    fn feed(&mut self, samples: &[f32]) -> Vec<i64> {
+        self.buf.extend_from_slice(samples);
+        self.pushed += samples.len();
+        let per_tok = self.cfg.raw_audio_length_per_tok();
+        let mut out = Vec::new();
+        while !self.done && self.pushed >= per_tok * (self.next_audio + 1) + LOOK_AHEAD {
+            if let Some(t) = self.audio_step() {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Compute audio token `next_audio` and, when due, one decoder step.
+    fn audio_step(&mut self) -> Option<i64> {
+        let per_tok = self.cfg.raw_audio_length_per_tok();
+        let k = self.next_audio;
+        let win_start = (per_tok * k) as isize - LOOK_BACK as isize;
+        let win_len = per_tok + 400;
+        let mut window = vec![0.0f32; win_len];
+        for (j, w) in window.iter_mut().enumerate() {
+            let abs = win_start + j as isize;
+            if abs >= self.buf_start as isize {
+                let i = (abs - self.buf_start as isize) as usize;
+                if i < self.buf.len() {
+                    *w = self.buf[i];
+                }
+            }
+        }
+        let mel = self
+            .mel
+            .compute(&window, false)
+            .expect("finite samples of the right length");
+        let feats = Tensor::<3>::from_data(
+            TensorData::new(mel.data, [1, mel.n_mels, mel.n_frames]),
+            &self.device,
+        );
+        let audio = self.encode_token(feats, k);
+        self.next_audio += 1;
+        // Drop samples no later window needs.
+        let keep_from = (per_tok * self.next_audio).saturating_sub(LOOK_BACK);
+        if keep_from > self.buf_start {
+            let drop = (keep_from - self.buf_start).min(self.buf.len());
+            self.buf.drain(..drop);
+            self.buf_start += drop;
+        }
+        self.decode(audio, k)
+    }
+
+    /// Conv stem with carried context, encoder with KV cache, adapter: 8 mel frames `[1, mels, 8]`
+    /// of audio token `k` -> audio embedding `[1, 1, d_dec]`.
+    fn encode_token(&mut self, feats: Tensor<3>, k: usize) -> Tensor<3> {
+        let m = &self.model.net.model;
+        let e = &self.model.config.encoder;
+        let frames = feats.dims()[2];
+        let x = Tensor::cat(vec![self.conv1_ctx.clone(), feats.clone()], 2);
+        self.conv1_ctx = feats.narrow(2, frames - 2, 2);
+        let h = gelu(m.audio_tower.embedder.conv1.forward_padded(x));
+        let n1 = h.dims()[2];
+        let x = Tensor::cat(vec![self.conv2_ctx.clone(), h.clone()], 2);
+        self.conv2_ctx = h.narrow(2, n1 - 1, 1);
+        let h = gelu(m.audio_tower.embedder.conv2.forward_padded(x)).swap_dims(1, 2);
+        let n = h.dims()[1];
+        let pos0 = k * n;
+        let rope = RotaryEmbedding {
+            theta: e.rope_theta,
+            head_dim: e.head_dim,
+        };
+        let (cos, sin) = rope.tables(pos0, n, &self.device);
+        let step = Step {
+            pos0,
+            cos: &cos,
+            sin: &sin,
+            style: self.model.config.rope_style,
+            window: e.sliding_window,
+            traced: None,
+        };
+        let off = Scope::off();
+        let mut h = h;
+        for (layer, cache) in m.audio_tower.layers.iter().zip(self.enc_caches.iter_mut()) {
+            h = layer.forward(h, &step, Some(cache), &off);
+        }
+        let h = m.audio_tower.norm.forward(h);
+        let grouped = group_frames(h, self.model.config.downsample_factor);
+        m.multi_modal_projector.forward(grouped, &off)
+    }
+
+    /// Decoder work for audio token `k` with embedding `audio [1, 1, d]`.
+    fn decode(&mut self, audio: Tensor<3>, k: usize) -> Option<i64> {
+        let l = self.prompt.len();
+        let off = Scope::off();
+        let ids = |v: Vec<i64>, dev: &Device| {
+            let n = v.len();
+            Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), dev)
+        };
+        if self.max_len.is_some_and(|m| self.sequence.len() >= m) {
+            self.done = true;
+            return None;
+        }
+        let logits = if k + 1 < l {
+            self.prompt_embeds.push(audio);
+            return None;
+        } else if k + 1 == l {
+            self.prompt_embeds.push(audio);
+            let audio = Tensor::cat(std::mem::take(&mut self.prompt_embeds), 1);
+            let emb = self
+                .model
+                .embed(ids(self.prompt.clone(), &self.device), &off)
+                + audio;
+            self.model
+                .decode_step(emb, &self.t_cond, 0, &mut self.dec_caches)
+        } else {
+            let last = *self.sequence.last().expect("non-empty sequence");
+            let emb = self.model.embed(ids(vec![last], &self.device), &off) + audio;
+            self.model
+                .decode_step(emb, &self.t_cond, k, &mut self.dec_caches)
+        };
+        let [_, s, v] = logits.dims();
+        let next: i64 = logits
+            .narrow(1, s - 1, 1)
+            .reshape([v])
+            .argmax(0)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("argmax is an integer tensor")[0];
+        self.sequence.push(next);
+        if Some(next) == self.eos {
+            self.done = true;
+        }
+        Some(next)
+    }
+}

@@ -1,0 +1,363 @@
+//! Whisper hyper-parameters and greedy-generation settings.
+//!
+//! [`WhisperConfig`] holds the fields of transformers' `WhisperConfig`
+//! (huggingface/transformers `src/transformers/models/whisper/configuration_whisper.py`) that
+//! the forward pass needs; it is read from a transformers `config.json` or derived from a
+//! CTranslate2 `model.bin` ([`super::ct2::whisper_dims`]). [`GenerationSettings`] holds the
+//! English-only greedy settings of `openai/whisper-tiny.en`'s `generation_config.json`, with the
+//! suppression lists read from CTranslate2's `config.json` (`suppress_ids`,
+//! `suppress_ids_begin`) or from a transformers `generation_config.json`.
+
+use super::ct2::WhisperDims;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Errors reading a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON of the expected form.
+    #[error("{path}: invalid configuration: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Shape of a Whisper model (transformers `WhisperConfig` names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhisperConfig {
+    /// Log-mel bins of the input features (80 for tiny.en).
+    pub num_mel_bins: usize,
+    /// Model width (384 for tiny.en).
+    pub d_model: usize,
+    /// Encoder layers (4).
+    pub encoder_layers: usize,
+    /// Decoder layers (4).
+    pub decoder_layers: usize,
+    /// Encoder attention heads (6; head_dim = d_model / heads = 64).
+    pub encoder_attention_heads: usize,
+    /// Decoder attention heads (6).
+    pub decoder_attention_heads: usize,
+    /// Encoder FFN width (1536).
+    pub encoder_ffn_dim: usize,
+    /// Decoder FFN width (1536).
+    pub decoder_ffn_dim: usize,
+    /// Vocabulary size (51864 for the English-only models).
+    pub vocab_size: usize,
+    /// Encoder positions = mel frames / 2 (1500 for 30 s).
+    pub max_source_positions: usize,
+    /// Decoder positions (448): the longest token sequence, prompt included.
+    pub max_target_positions: usize,
+}
+
+/// LayerNorm epsilon of every Whisper `nn.LayerNorm` (PyTorch default).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+impl From<WhisperDims> for WhisperConfig {
+    fn from(d: WhisperDims) -> Self {
+        Self {
+            num_mel_bins: d.num_mel_bins,
+            d_model: d.d_model,
+            encoder_layers: d.encoder_layers,
+            decoder_layers: d.decoder_layers,
+            encoder_attention_heads: d.encoder_attention_heads,
+            decoder_attention_heads: d.decoder_attention_heads,
+            encoder_ffn_dim: d.encoder_ffn_dim,
+            decoder_ffn_dim: d.decoder_ffn_dim,
+            vocab_size: d.vocab_size,
+            max_source_positions: d.max_source_positions,
+            max_target_positions: d.max_target_positions,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HfConfigJson {
+    model_type: Option<String>,
+    num_mel_bins: usize,
+    d_model: usize,
+    encoder_layers: usize,
+    decoder_layers: usize,
+    encoder_attention_heads: usize,
+    decoder_attention_heads: usize,
+    encoder_ffn_dim: usize,
+    decoder_ffn_dim: usize,
+    vocab_size: usize,
+    max_source_positions: usize,
+    max_target_positions: usize,
+    #[serde(default)]
+    activation_function: Option<String>,
+    #[serde(default)]
+    scale_embedding: Option<bool>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl WhisperConfig {
+    /// Whisper tiny.en (openai/whisper-tiny.en `config.json`).
+    pub fn tiny_en() -> Self {
+        Self {
+            num_mel_bins: 80,
+            d_model: 384,
+            encoder_layers: 4,
+            decoder_layers: 4,
+            encoder_attention_heads: 6,
+            decoder_attention_heads: 6,
+            encoder_ffn_dim: 1536,
+            decoder_ffn_dim: 1536,
+            vocab_size: 51864,
+            max_source_positions: 1500,
+            max_target_positions: 448,
+        }
+    }
+
+    /// Read a transformers Whisper `config.json`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if unreadable, not JSON, a field is missing, `model_type` is not
+    /// `whisper`, the activation is not `gelu`, `scale_embedding` is true (not implemented), or
+    /// d_model is not divisible by the head counts.
+    pub fn from_hf_config_json(path: &Path) -> Result<Self, ConfigError> {
+        let c: HfConfigJson = read_json(path)?;
+        let bad = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(t) = &c.model_type
+            && t != "whisper"
+        {
+            return Err(bad(format!("model_type is {t:?}, expected \"whisper\"")));
+        }
+        if let Some(a) = &c.activation_function
+            && a != "gelu"
+        {
+            return Err(bad(format!(
+                "activation_function {a:?} is not supported (only \"gelu\")"
+            )));
+        }
+        if c.scale_embedding == Some(true) {
+            return Err(bad("scale_embedding = true is not supported".into()));
+        }
+        let cfg = Self {
+            num_mel_bins: c.num_mel_bins,
+            d_model: c.d_model,
+            encoder_layers: c.encoder_layers,
+            decoder_layers: c.decoder_layers,
+            encoder_attention_heads: c.encoder_attention_heads,
+            decoder_attention_heads: c.decoder_attention_heads,
+            encoder_ffn_dim: c.encoder_ffn_dim,
+            decoder_ffn_dim: c.decoder_ffn_dim,
+            vocab_size: c.vocab_size,
+            max_source_positions: c.max_source_positions,
+            max_target_positions: c.max_target_positions,
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Check that heads divide d_model and no size is zero.
+    ///
+    /// # Errors
+    /// A message naming the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("num_mel_bins", self.num_mel_bins),
+            ("d_model", self.d_model),
+            ("encoder_layers", self.encoder_layers),
+            ("decoder_layers", self.decoder_layers),
+            ("encoder_attention_heads", self.encoder_attention_heads),
+            ("decoder_attention_heads", self.decoder_attention_heads),
+            ("encoder_ffn_dim", self.encoder_ffn_dim),
+            ("decoder_ffn_dim", self.decoder_ffn_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_source_positions", self.max_source_positions),
+            ("max_target_positions", self.max_target_positions),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} is 0"));
+            }
+        }
+        for h in [self.encoder_attention_heads, self.decoder_attention_heads] {
+            if !self.d_model.is_multiple_of(h) {
+                return Err(format!(
+                    "d_model {} is not divisible by {h} heads",
+                    self.d_model
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as a transformers `config.json` object (enough for
+    /// [`WhisperConfig::from_hf_config_json`] and `WhisperConfig.from_dict`).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "whisper",
+            "architectures": ["WhisperForConditionalGeneration"],
+            "num_mel_bins": self.num_mel_bins,
+            "d_model": self.d_model,
+            "encoder_layers": self.encoder_layers,
+            "decoder_layers": self.decoder_layers,
+            "encoder_attention_heads": self.encoder_attention_heads,
+            "decoder_attention_heads": self.decoder_attention_heads,
+            "encoder_ffn_dim": self.encoder_ffn_dim,
+            "decoder_ffn_dim": self.decoder_ffn_dim,
+            "vocab_size": self.vocab_size,
+            "max_source_positions": self.max_source_positions,
+            "max_target_positions": self.max_target_positions,
+            "activation_function": "gelu",
+            "scale_embedding": false,
+            "tie_word_embeddings": true,
+            "decoder_start_token_id": SOT,
+            "eos_token_id": EOT,
+            "pad_token_id": EOT,
+        })
+    }
+
+    /// Channels per encoder head.
+    pub fn encoder_head_dim(&self) -> usize {
+        self.d_model / self.encoder_attention_heads
+    }
+
+    /// Channels per decoder head.
+    pub fn decoder_head_dim(&self) -> usize {
+        self.d_model / self.decoder_attention_heads
+    }
+
+    /// Mel frames of one window (`2 * max_source_positions`, 3000 = 30 s at hop 160).
+    pub fn n_frames(&self) -> usize {
+        2 * self.max_source_positions
+    }
+}
+
+/// `<|startoftranscript|>` of the English-only vocabulary (decoder start token).
+pub const SOT: u32 = 50257;
+/// `<|endoftext|>` (EOS, also the pad token).
+pub const EOT: u32 = 50256;
+/// `<|notimestamps|>` of the English-only vocabulary.
+pub const NO_TIMESTAMPS: u32 = 50362;
+
+/// Greedy decoding settings (transformers `GenerationConfig` fields for Whisper).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationSettings {
+    /// Decoder prompt, `[50257, 50362]` for tiny.en without timestamps
+    /// (`<|startoftranscript|><|notimestamps|>`).
+    pub prompt: Vec<u32>,
+    /// End-of-text token; decoding stops after emitting it.
+    pub eos_token_id: u32,
+    /// Longest sequence in tokens, prompt included (`max_length` = 448).
+    pub max_length: usize,
+    /// Tokens whose logits are set to `-inf` at every step (`suppress_tokens`).
+    pub suppress_tokens: Vec<u32>,
+    /// Tokens suppressed at the first generated position only (`begin_suppress_tokens`,
+    /// `[220, 50256]`).
+    pub begin_suppress_tokens: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct Ct2ConfigJson {
+    suppress_ids: Vec<u32>,
+    suppress_ids_begin: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct HfGenerationJson {
+    #[serde(default)]
+    suppress_tokens: Option<Vec<u32>>,
+    #[serde(default)]
+    begin_suppress_tokens: Option<Vec<u32>>,
+    #[serde(default)]
+    max_length: Option<usize>,
+    #[serde(default)]
+    decoder_start_token_id: Option<u32>,
+    #[serde(default)]
+    no_timestamps_token_id: Option<u32>,
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+}
+
+impl GenerationSettings {
+    /// English-only, no timestamps, with the given suppression lists.
+    pub fn english_only(
+        suppress_tokens: Vec<u32>,
+        begin_suppress_tokens: Vec<u32>,
+        max_length: usize,
+    ) -> Self {
+        Self {
+            prompt: vec![SOT, NO_TIMESTAMPS],
+            eos_token_id: EOT,
+            max_length,
+            suppress_tokens,
+            begin_suppress_tokens,
+        }
+    }
+
+    /// From a CTranslate2 Whisper `config.json` (`suppress_ids`, `suppress_ids_begin`);
+    /// `max_length` is the model's `max_target_positions`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if unreadable or a list is missing.
+    pub fn from_ct2_config_json(path: &Path, max_length: usize) -> Result<Self, ConfigError> {
+        let c: Ct2ConfigJson = read_json(path)?;
+        Ok(Self::english_only(
+            c.suppress_ids,
+            c.suppress_ids_begin,
+            max_length,
+        ))
+    }
+
+    /// From a transformers `generation_config.json` (missing fields take the tiny.en values:
+    /// prompt `[decoder_start_token_id, no_timestamps_token_id]`, EOS 50256, `max_length`
+    /// = `default_max_length`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] if unreadable, or `suppress_tokens` / `begin_suppress_tokens` missing.
+    pub fn from_hf_generation_json(
+        path: &Path,
+        default_max_length: usize,
+    ) -> Result<Self, ConfigError> {
+        let c: HfGenerationJson = read_json(path)?;
+        let missing = |f: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!("{f} missing"),
+        };
+        let eos = match c.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32).unwrap_or(EOT),
+            _ => EOT,
+        };
+        Ok(Self {
+            prompt: vec![
+                c.decoder_start_token_id.unwrap_or(SOT),
+                c.no_timestamps_token_id.unwrap_or(NO_TIMESTAMPS),
+            ],
+            eos_token_id: eos,
+            max_length: c.max_length.unwrap_or(default_max_length),
+            suppress_tokens: c
+                .suppress_tokens
+                .ok_or_else(|| missing("suppress_tokens"))?,
+            begin_suppress_tokens: c
+                .begin_suppress_tokens
+                .ok_or_else(|| missing("begin_suppress_tokens"))?,
+        })
+    }
+}

@@ -1,0 +1,529 @@
+//! Weight loading for Whisper from a CTranslate2 folder (`model.bin` + `config.json` +
+//! `tokenizer.json`, read with [`super::ct2`]) or a transformers folder (`model.safetensors` +
+//! `config.json` [+ `generation_config.json`], read with burn-store).
+//!
+//! Both paths check the tensors against the set the configuration implies
+//! ([`expected_tensors`]: transformers names, PyTorch shapes) before building anything: a
+//! missing, unexpected or mis-shaped tensor is a [`LoadError::Tensors`] naming each tensor
+//! with its expected and found shape. `proj_out.weight` is tied to
+//! `model.decoder.embed_tokens.weight`: it may be present (it must then have the same shape)
+//! and is not loaded.
+
+use super::config::{ConfigError, GenerationSettings, WhisperConfig};
+use super::ct2::{Ct2Error, Ct2Model, HfTensor, to_hf_state_dict, whisper_dims};
+use super::model::{
+    Conv1d, WhisperAttention, WhisperDecoder, WhisperDecoderLayer, WhisperEncoder,
+    WhisperEncoderLayer, WhisperForConditionalGeneration, WhisperModel,
+};
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::store::{
+    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Which checkpoint layout a folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhisperLayout {
+    /// CTranslate2 (faster-whisper): `model.bin` + `config.json` + `tokenizer.json`.
+    Ct2,
+    /// transformers: `model.safetensors` + `config.json` (`model_type` = `whisper`).
+    Hf,
+}
+
+/// Errors loading a Whisper checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The folder holds neither layout.
+    #[error(
+        "{0}: no Whisper checkpoint found (expected model.bin + config.json + tokenizer.json, or model.safetensors + config.json with model_type \"whisper\")"
+    )]
+    NotFound(PathBuf),
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// CTranslate2 reader or mapping problem (names the file, offset, variable).
+    #[error(transparent)]
+    Ct2(#[from] Ct2Error),
+    /// The weights file cannot be opened or its header is invalid (truncated, corrupt).
+    #[error("{path}: {message}")]
+    File {
+        /// Weights file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Tensors missing, unexpected or of the wrong shape/dtype.
+    #[error("{path}: {} tensor problem(s):\n  {}", problems.len(), problems.join("\n  "))]
+    Tensors {
+        /// Weights file.
+        path: PathBuf,
+        /// One line per problem: name, expected and found shape.
+        problems: Vec<String>,
+    },
+}
+
+/// Whether `dir` holds a Whisper checkpoint this module can load: a CTranslate2 folder
+/// (`model.bin` + `tokenizer.json` + a `config.json` with `suppress_ids`) or a transformers
+/// folder (`model.safetensors` + `config.json` whose `model_type` is `whisper`). Never fails:
+/// unreadable files mean `false`.
+pub fn is_whisper_dir(dir: &Path) -> bool {
+    detect_layout(dir).is_ok()
+}
+
+fn config_json(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Find the layout of a checkpoint folder (CTranslate2 preferred when both are present).
+///
+/// # Errors
+/// [`LoadError::NotFound`] when neither layout is complete.
+pub fn detect_layout(dir: &Path) -> Result<WhisperLayout, LoadError> {
+    let cfg = config_json(dir);
+    if dir.join("model.bin").is_file()
+        && dir.join("tokenizer.json").is_file()
+        && cfg
+            .as_ref()
+            .is_some_and(|c| c.get("suppress_ids").is_some())
+    {
+        return Ok(WhisperLayout::Ct2);
+    }
+    if dir.join("model.safetensors").is_file()
+        && cfg
+            .as_ref()
+            .and_then(|c| c.get("model_type"))
+            .and_then(|t| t.as_str())
+            == Some("whisper")
+    {
+        return Ok(WhisperLayout::Hf);
+    }
+    Err(LoadError::NotFound(dir.to_path_buf()))
+}
+
+/// Every tensor the configuration implies: transformers names, PyTorch shapes
+/// (`nn.Linear` `[out, in]`, `nn.Conv1d` `[c_out, c_in, kernel]`). `proj_out.weight` is not
+/// listed (tied).
+pub fn expected_tensors(cfg: &WhisperConfig) -> BTreeMap<String, Vec<usize>> {
+    let d = cfg.d_model;
+    let mut m = BTreeMap::new();
+    let mut ins = |k: String, v: Vec<usize>| {
+        m.insert(k, v);
+    };
+    let e = "model.encoder";
+    ins(format!("{e}.conv1.weight"), vec![d, cfg.num_mel_bins, 3]);
+    ins(format!("{e}.conv1.bias"), vec![d]);
+    ins(format!("{e}.conv2.weight"), vec![d, d, 3]);
+    ins(format!("{e}.conv2.bias"), vec![d]);
+    ins(
+        format!("{e}.embed_positions.weight"),
+        vec![cfg.max_source_positions, d],
+    );
+    let attn = |ins: &mut dyn FnMut(String, Vec<usize>), p: &str| {
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            ins(format!("{p}.{proj}.weight"), vec![d, d]);
+            if proj != "k_proj" {
+                ins(format!("{p}.{proj}.bias"), vec![d]);
+            }
+        }
+    };
+    let ln = |ins: &mut dyn FnMut(String, Vec<usize>), p: &str| {
+        ins(format!("{p}.weight"), vec![d]);
+        ins(format!("{p}.bias"), vec![d]);
+    };
+    let fc = |ins: &mut dyn FnMut(String, Vec<usize>), p: &str, ffn: usize| {
+        ins(format!("{p}.fc1.weight"), vec![ffn, d]);
+        ins(format!("{p}.fc1.bias"), vec![ffn]);
+        ins(format!("{p}.fc2.weight"), vec![d, ffn]);
+        ins(format!("{p}.fc2.bias"), vec![d]);
+    };
+    for i in 0..cfg.encoder_layers {
+        let p = format!("{e}.layers.{i}");
+        attn(&mut ins, &format!("{p}.self_attn"));
+        ln(&mut ins, &format!("{p}.self_attn_layer_norm"));
+        fc(&mut ins, &p, cfg.encoder_ffn_dim);
+        ln(&mut ins, &format!("{p}.final_layer_norm"));
+    }
+    ln(&mut ins, &format!("{e}.layer_norm"));
+    let dd = "model.decoder";
+    ins(format!("{dd}.embed_tokens.weight"), vec![cfg.vocab_size, d]);
+    ins(
+        format!("{dd}.embed_positions.weight"),
+        vec![cfg.max_target_positions, d],
+    );
+    for i in 0..cfg.decoder_layers {
+        let p = format!("{dd}.layers.{i}");
+        attn(&mut ins, &format!("{p}.self_attn"));
+        ln(&mut ins, &format!("{p}.self_attn_layer_norm"));
+        attn(&mut ins, &format!("{p}.encoder_attn"));
+        ln(&mut ins, &format!("{p}.encoder_attn_layer_norm"));
+        fc(&mut ins, &p, cfg.decoder_ffn_dim);
+        ln(&mut ins, &format!("{p}.final_layer_norm"));
+    }
+    ln(&mut ins, &format!("{dd}.layer_norm"));
+    m
+}
+
+/// Compare found `(name, shape)` pairs with [`expected_tensors`]; one line per problem.
+pub fn tensor_problems<'a>(
+    cfg: &WhisperConfig,
+    found: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+) -> Vec<String> {
+    let expected = expected_tensors(cfg);
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<&str, &[usize]> = BTreeMap::new();
+    for (name, shape) in found {
+        seen.insert(name, shape);
+    }
+    for (name, want) in &expected {
+        match seen.get(name.as_str()) {
+            None => problems.push(format!("missing tensor {name}: expected shape {want:?}")),
+            Some(shape) if *shape != want.as_slice() => problems.push(format!(
+                "tensor {name}: expected shape {want:?}, found {shape:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    let tied = [cfg.vocab_size, cfg.d_model];
+    for (name, shape) in &seen {
+        if *name == "proj_out.weight" {
+            if *shape != tied.as_slice() {
+                problems.push(format!(
+                    "tensor proj_out.weight (tied to embed_tokens): expected shape {tied:?}, found {shape:?}"
+                ));
+            }
+        } else if !expected.contains_key(*name) {
+            problems.push(format!("unexpected tensor {name} {shape:?}"));
+        }
+    }
+    problems
+}
+
+/// A loaded Whisper model: network, shape and greedy-generation settings.
+#[derive(Debug)]
+pub struct Whisper {
+    /// The network (`WhisperForConditionalGeneration`).
+    pub net: WhisperForConditionalGeneration,
+    /// Shape.
+    pub config: WhisperConfig,
+    /// Prompt, EOS, suppression lists, `max_length`.
+    pub generation: GenerationSettings,
+}
+
+/// Builds Burn modules from a transformers-named f32 state dict.
+struct Builder<'a> {
+    map: HashMap<String, HfTensor>,
+    device: &'a Device,
+}
+
+impl Builder<'_> {
+    fn take(&mut self, name: &str) -> HfTensor {
+        // Presence and shapes were checked by `tensor_problems` before building.
+        self.map
+            .remove(name)
+            .unwrap_or_else(|| unreachable!("tensor {name} checked present"))
+    }
+
+    fn t1(&mut self, name: &str) -> Param<Tensor<1>> {
+        let t = self.take(name);
+        let n = t.data.len();
+        Param::from_tensor(Tensor::from_data(TensorData::new(t.data, [n]), self.device))
+    }
+
+    fn t2(&mut self, name: &str) -> Tensor<2> {
+        let t = self.take(name);
+        Tensor::from_data(
+            TensorData::new(t.data, [t.shape[0], t.shape[1]]),
+            self.device,
+        )
+    }
+
+    fn linear(&mut self, p: &str, bias: bool) -> Linear {
+        // PyTorch [out, in] -> Burn [in, out], transposed on the host so the tensor is contiguous.
+        let t = self.take(&format!("{p}.weight"));
+        let (o, i) = (t.shape[0], t.shape[1]);
+        let mut w = vec![0f32; o * i];
+        for r in 0..o {
+            for c in 0..i {
+                w[c * o + r] = t.data[r * i + c];
+            }
+        }
+        Linear {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [i, o]), self.device)),
+            bias: bias.then(|| self.t1(&format!("{p}.bias"))),
+        }
+    }
+
+    fn layer_norm(&mut self, p: &str, template: LayerNorm) -> LayerNorm {
+        let mut ln = template;
+        ln.gamma = self.t1(&format!("{p}.weight"));
+        ln.beta = Some(self.t1(&format!("{p}.bias")));
+        ln
+    }
+
+    fn conv(&mut self, p: &str, template: Conv1d) -> Conv1d {
+        let t = self.take(&format!("{p}.weight"));
+        let shape = [t.shape[0], t.shape[1], t.shape[2]];
+        Conv1d {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(t.data, shape),
+                self.device,
+            )),
+            bias: self.t1(&format!("{p}.bias")),
+            ..template
+        }
+    }
+
+    fn embedding(&mut self, name: &str) -> Embedding {
+        Embedding {
+            weight: Param::from_tensor(self.t2(name)),
+        }
+    }
+
+    fn attention(&mut self, p: &str, template: WhisperAttention) -> WhisperAttention {
+        WhisperAttention {
+            q_proj: self.linear(&format!("{p}.q_proj"), true),
+            k_proj: self.linear(&format!("{p}.k_proj"), false),
+            v_proj: self.linear(&format!("{p}.v_proj"), true),
+            out_proj: self.linear(&format!("{p}.out_proj"), true),
+            ..template
+        }
+    }
+
+    /// Fill `template` (the randomly initialised model of the right shape) with the weights.
+    fn build(
+        &mut self,
+        template: WhisperForConditionalGeneration,
+    ) -> WhisperForConditionalGeneration {
+        let WhisperModel { encoder, decoder } = template.model;
+        let e = "model.encoder";
+        let enc_layers = encoder
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let p = format!("{e}.layers.{i}");
+                WhisperEncoderLayer {
+                    self_attn: self.attention(&format!("{p}.self_attn"), l.self_attn),
+                    self_attn_layer_norm: self
+                        .layer_norm(&format!("{p}.self_attn_layer_norm"), l.self_attn_layer_norm),
+                    fc1: self.linear(&format!("{p}.fc1"), true),
+                    fc2: self.linear(&format!("{p}.fc2"), true),
+                    final_layer_norm: self
+                        .layer_norm(&format!("{p}.final_layer_norm"), l.final_layer_norm),
+                }
+            })
+            .collect();
+        let encoder = WhisperEncoder {
+            conv1: self.conv(&format!("{e}.conv1"), encoder.conv1),
+            conv2: self.conv(&format!("{e}.conv2"), encoder.conv2),
+            embed_positions: self.embedding(&format!("{e}.embed_positions.weight")),
+            layers: enc_layers,
+            layer_norm: self.layer_norm(&format!("{e}.layer_norm"), encoder.layer_norm),
+        };
+        let d = "model.decoder";
+        let dec_layers = decoder
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let p = format!("{d}.layers.{i}");
+                WhisperDecoderLayer {
+                    self_attn: self.attention(&format!("{p}.self_attn"), l.self_attn),
+                    self_attn_layer_norm: self
+                        .layer_norm(&format!("{p}.self_attn_layer_norm"), l.self_attn_layer_norm),
+                    encoder_attn: self.attention(&format!("{p}.encoder_attn"), l.encoder_attn),
+                    encoder_attn_layer_norm: self.layer_norm(
+                        &format!("{p}.encoder_attn_layer_norm"),
+                        l.encoder_attn_layer_norm,
+                    ),
+                    fc1: self.linear(&format!("{p}.fc1"), true),
+                    fc2: self.linear(&format!("{p}.fc2"), true),
+                    final_layer_norm: self
+                        .layer_norm(&format!("{p}.final_layer_norm"), l.final_layer_norm),
+                }
+            })
+            .collect();
+        let decoder = WhisperDecoder {
+            embed_tokens: self.embedding(&format!("{d}.embed_tokens.weight")),
+            embed_positions: self.embedding(&format!("{d}.embed_positions.weight")),
+            layers: dec_layers,
+            layer_norm: self.layer_norm(&format!("{d}.layer_norm"), decoder.layer_norm),
+        };
+        WhisperForConditionalGeneration {
+            model: WhisperModel { encoder, decoder },
+        }
+    }
+}
+
+impl Whisper {
+    /// Load a checkpoint folder (layout from [`detect_layout`]) onto `device`.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and, for tensor problems, each tensor with its expected
+    /// and found shape.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        match detect_layout(dir)? {
+            WhisperLayout::Ct2 => Self::load_ct2(dir, device),
+            WhisperLayout::Hf => Self::load_hf(dir, device),
+        }
+    }
+
+    /// Load a CTranslate2 folder: `model.bin` through [`super::ct2::to_hf_state_dict`]
+    /// (f16 -> f32, exact), suppression lists from `config.json`.
+    ///
+    /// # Errors
+    /// See [`Whisper::load`]; reader errors ([`LoadError::Ct2`]) name the byte offset.
+    pub fn load_ct2(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        let path = dir.join("model.bin");
+        let ct2 = Ct2Model::load(&path)?;
+        let config = WhisperConfig::from(whisper_dims(&ct2)?);
+        let tensors = to_hf_state_dict(&ct2)?;
+        drop(ct2);
+        let generation = GenerationSettings::from_ct2_config_json(
+            &dir.join("config.json"),
+            config.max_target_positions,
+        )?;
+        let net = Self::from_state_dict(&config, tensors, &path, device)?;
+        Ok(Self {
+            net,
+            config,
+            generation,
+        })
+    }
+
+    /// Build the network from a transformers-named f32 state dict (as
+    /// [`super::ct2::to_hf_state_dict`] returns); `source` names the file in errors.
+    ///
+    /// # Errors
+    /// [`LoadError::Tensors`] listing every missing, unexpected or mis-shaped tensor (and any
+    /// tensor whose data length does not match its shape).
+    pub fn from_state_dict(
+        config: &WhisperConfig,
+        tensors: Vec<HfTensor>,
+        source: &Path,
+        device: &Device,
+    ) -> Result<WhisperForConditionalGeneration, LoadError> {
+        let mut problems = tensor_problems(
+            config,
+            tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.shape.as_slice())),
+        );
+        for t in &tensors {
+            let n: usize = t.shape.iter().product();
+            if n != t.data.len() {
+                problems.push(format!(
+                    "tensor {}: shape {:?} needs {n} values, found {}",
+                    t.name,
+                    t.shape,
+                    t.data.len()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError::Tensors {
+                path: source.to_path_buf(),
+                problems,
+            });
+        }
+        let map = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut b = Builder { map, device };
+        Ok(b.build(WhisperForConditionalGeneration::new(config, device)))
+    }
+
+    /// Load a transformers folder: `config.json`, `model.safetensors` (through burn-store,
+    /// cast to f32) and `generation_config.json` (required: it holds `suppress_tokens` and
+    /// `begin_suppress_tokens`, which greedy decoding needs to match transformers).
+    ///
+    /// # Errors
+    /// See [`Whisper::load`].
+    pub fn load_hf(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+        let config = WhisperConfig::from_hf_config_json(&dir.join("config.json"))?;
+        let generation = GenerationSettings::from_hf_generation_json(
+            &dir.join("generation_config.json"),
+            config.max_target_positions,
+        )?;
+        let weights = dir.join("model.safetensors");
+        let net = Self::load_safetensors(&config, &weights, device)?;
+        Ok(Self {
+            net,
+            config,
+            generation,
+        })
+    }
+
+    /// Fill a network of shape `config` from a transformers `model.safetensors` with
+    /// burn-store (`PyTorchToBurnAdapter`: Linear weights transposed, LayerNorm
+    /// `weight/bias` -> `gamma/beta`; any float dtype cast to f32). The header is checked
+    /// first with [`tensor_problems`].
+    ///
+    /// # Errors
+    /// [`LoadError::File`] for an unreadable or corrupt file, [`LoadError::Tensors`] for
+    /// tensor problems.
+    pub fn load_safetensors(
+        config: &WhisperConfig,
+        weights: &Path,
+        device: &Device,
+    ) -> Result<WhisperForConditionalGeneration, LoadError> {
+        let file_err = |message: String| LoadError::File {
+            path: weights.to_path_buf(),
+            message,
+        };
+        let file = std::fs::File::open(weights).map_err(|e| file_err(e.to_string()))?;
+        // SAFETY: the file is opened read-only and not modified while mapped.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_err(e.to_string()))?;
+        // Validates the header and that every tensor's byte range lies inside the file.
+        let st = safetensors::SafeTensors::deserialize(&mmap)
+            .map_err(|e| file_err(format!("invalid safetensors file: {e}")))?;
+        let infos: Vec<(String, Vec<usize>, safetensors::Dtype)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec(), v.dtype()))
+            .collect();
+        let mut problems = tensor_problems(
+            config,
+            infos.iter().map(|(n, s, _)| (n.as_str(), s.as_slice())),
+        );
+        for (n, _, dtype) in &infos {
+            use safetensors::Dtype as T;
+            if !matches!(dtype, T::F32 | T::F16 | T::BF16 | T::F64) {
+                problems.push(format!(
+                    "tensor {n}: expected a float dtype, found {dtype:?}"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError::Tensors {
+                path: weights.to_path_buf(),
+                problems,
+            });
+        }
+        drop(st);
+        drop(mmap);
+        let mut net = WhisperForConditionalGeneration::new(config, device);
+        let mut store = SafetensorsStore::from_file(weights)
+            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+            .allow_partial(false);
+        let result = net
+            .load_from(&mut store)
+            .map_err(|e| file_err(e.to_string()))?;
+        let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        problems.extend(
+            result
+                .missing
+                .iter()
+                .map(|(name, why)| format!("missing tensor {name}: {why}")),
+        );
+        if !problems.is_empty() {
+            return Err(LoadError::Tensors {
+                path: weights.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(net)
+    }
+}

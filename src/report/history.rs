@@ -1,0 +1,167 @@
+//! `reports/history.jsonl`: one line per evaluation run (run id, time, commit, corpus hash,
+//! per-system corpus WER/CER/RTF), the input of the WER trend chart and of `eval-check`.
+//!
+//! The file is never appended in place: [`append`] reads it, replaces any row with the same run
+//! id (a resumed run), adds the new row, writes the whole text to a temporary file in the same
+//! folder and renames it over the old one, so a reader or a crash never sees a half-written
+//! line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::eval::runner::RunResults;
+
+/// Headline figures of one system in one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemFigures {
+    /// Corpus WER on normalised text (fraction, not percent).
+    pub wer: f64,
+    /// Corpus WER on raw text.
+    pub raw_wer: f64,
+    /// Corpus CER on normalised text.
+    pub cer: f64,
+    /// Sentence error rate.
+    pub ser: f64,
+    /// Real-time factor (processing / audio seconds), if timed.
+    pub rtf: Option<f64>,
+    /// Inverse real-time factor.
+    pub rtfx: Option<f64>,
+    /// Clips scored.
+    pub n_scored: usize,
+    /// Clips failed.
+    pub n_failed: usize,
+    /// Clips whose audio was missing.
+    pub n_missing: usize,
+    /// Word agreement with the reference system, if any.
+    pub word_agreement: Option<f64>,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Run id.
+    pub run_id: String,
+    /// UTC time, RFC 3339.
+    pub time: String,
+    /// Git commit, if known.
+    pub commit: Option<String>,
+    /// Corpus hash ([`crate::eval::runner::corpus_hash`]).
+    pub corpus_sha256: String,
+    /// Manifest path.
+    pub manifest: String,
+    /// Normaliser version.
+    pub normalizer: String,
+    /// `results.json` path relative to the history file's folder.
+    pub results: String,
+    /// Figures per system name.
+    pub systems: BTreeMap<String, SystemFigures>,
+}
+
+impl HistoryRow {
+    /// The history row of a finished run.
+    pub fn from_run(run: &RunResults) -> Self {
+        HistoryRow {
+            run_id: run.run_id.clone(),
+            time: run.time.clone(),
+            commit: run.provenance.git_commit.clone(),
+            corpus_sha256: run.provenance.corpus_sha256.clone(),
+            manifest: run.provenance.manifest.clone(),
+            normalizer: run.provenance.normalizer.clone(),
+            results: format!("{}/results.json", run.run_id),
+            systems: run
+                .systems
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        SystemFigures {
+                            wer: s.totals.wer,
+                            raw_wer: s.totals.raw_wer,
+                            cer: s.totals.cer,
+                            ser: s.totals.ser,
+                            rtf: s.totals.rtf,
+                            rtfx: s.totals.rtfx,
+                            n_scored: s.totals.n_scored,
+                            n_failed: s.totals.n_failed,
+                            n_missing: s.totals.n_missing,
+                            word_agreement: s.agreement.as_ref().map(|a| a.word_agreement),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Read a history file; a missing file is an empty history.
+///
+/// # Errors
+/// Unreadable file; a malformed line (message names file and 1-based line).
+pub fn read(path: &Path) -> anyhow::Result<Vec<HistoryRow>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    let mut rows = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let row: HistoryRow = serde_json::from_str(l)
+            .with_context(|| format!("{}:{}: malformed history row", path.display(), i + 1))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Add `row` to the history at `path` (creating it), replacing an earlier row with the same run
+/// id, by writing the whole new file to a temporary file and renaming it (atomic).
+///
+/// # Errors
+/// The existing file is malformed or unreadable; the folder is not writable.
+pub fn append(path: &Path, row: &HistoryRow) -> anyhow::Result<()> {
+    let old = read(path)?;
+    let mut text = String::new();
+    for r in old.iter().filter(|r| r.run_id != row.run_id) {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    text.push_str(&serde_json::to_string(row)?);
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder and a rename.
+///
+/// # Errors
+/// The folder does not exist or is not writable; the message names `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        )
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", path.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.persist(path).with_context(|| {
+        format!(
+            "{}: cannot rename the temporary file into place",
+            path.display()
+        )
+    })?;
+    Ok(())
+}
