@@ -12,8 +12,10 @@ models := justfile_directory() / "models-cache"
 default:
     @just --list
 
-# Install what the tests need: light Python tools and the Whisper tiny.en weights.
+# Install what the tests need: light Python tools, Debian's chromium (report screenshot test)
+# and the Whisper tiny.en weights.
 setup:
+    command -v chromium >/dev/null || { s=$([ "$(id -u)" = 0 ] || echo sudo); $s apt-get update -q && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -q chromium; }
     test -x {{py}} || python3 -m venv {{venv}}
     {{py}} -m pip install -q -r reference/requirements-light.txt
     just models
@@ -60,9 +62,15 @@ trace model audio out *args:
 compare reference actual *args:
     cargo run --release -- compare {{reference}} {{actual}} {{args}}
 
-# Benchmarks (ratios against peers in the same run).
+# Benchmarks, as ratios against a peer in the same run; results in reports/bench/.
 bench:
-    cargo bench
+    mkdir -p reports/bench
+    cargo bench --bench trace_overhead
+    # Comparator vs numpy computing the same metrics over the same ~200 MB pair of dumps.
+    {{py}} reference/compare_numpy_bench.py --generate /tmp/voxtrace-bench
+    cargo build --release
+    /usr/bin/time -f "voxtrace compare: %e s, %M KB peak" target/release/voxtrace compare /tmp/voxtrace-bench/ref.safetensors /tmp/voxtrace-bench/act.safetensors --json reports/bench/compare.json > /dev/null || [ $? -eq 1 ]
+    /usr/bin/time -f "numpy: %e s, %M KB peak" {{py}} reference/compare_numpy_bench.py /tmp/voxtrace-bench/ref.safetensors /tmp/voxtrace-bench/act.safetensors
 
 # Materialise the corpus audio: ../shared/audio when present, else the manifest's Debian packages (apt-get download, dpkg-deb -x, ffmpeg/sox) into corpus-cache/; lists missing clips.
 corpus manifest="audio_samples/manifest.tsv":
@@ -81,6 +89,9 @@ eval *args:
     fi
     if [ -f fixtures/whisper_tiny_en/transformers_transcripts.json ]; then
         systems+=(--system "whisper-tiny.en-torch=transcripts:fixtures/whisper_tiny_en/transformers_transcripts.json")
+    fi
+    if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
+        systems+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
     fi
     cargo run --release -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
 

@@ -62,14 +62,17 @@ fn results(dir: &Path, run: &str) -> RunResults {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
-/// Corpus where the normalised WER is 3/11 by construction:
+/// Corpus where the normalised WER is 3/13 by construction (each alignment is the unique
+/// minimum-cost one):
 /// * a: "the cat sat on the mat" vs "the cat sat on a mat": 1 S of 6;
 /// * b: "Hello, World!" vs "hello world": 0 errors normalised, 2 S raw;
-/// * c: "good morning everyone" vs "good everyone here": 1 D + 1 I of 3.
+/// * c: "good morning everyone" vs "good everyone": 1 D of 3;
+/// * d: "see you" vs "see you soon": 1 I of 2.
 ///
-/// Raw WER: (1 + 2 + 2) / 11. Mean of per-utterance WERs would be (1/6 + 0 + 2/3) / 3 ≠ 3/11.
+/// Raw WER: (1 + 2 + 1 + 1) / 13. The mean of per-utterance WERs would be
+/// (1/6 + 0 + 1/3 + 1/2) / 4 = 1/4 ≠ 3/13.
 fn known_corpus(dir: &Path) -> (PathBuf, PathBuf) {
-    for f in ["a.wav", "b.wav", "c.wav"] {
+    for f in ["a.wav", "b.wav", "c.wav", "d.wav"] {
         write(
             &dir.join(f),
             "not audio: the transcripts system does not read it",
@@ -81,6 +84,7 @@ fn known_corpus(dir: &Path) -> (PathBuf, PathBuf) {
             ("a", "a.wav", "the cat sat on the mat"),
             ("b", "b.wav", "Hello, World!"),
             ("c", "c.wav", "good morning everyone"),
+            ("d", "d.wav", "see you"),
             ("gone", "gone.wav", "this clip has no audio"),
         ],
     );
@@ -90,7 +94,8 @@ fn known_corpus(dir: &Path) -> (PathBuf, PathBuf) {
         &[
             ("a", "the cat sat on a mat"),
             ("b", "hello world"),
-            ("c", "good everyone here"),
+            ("c", "good everyone"),
+            ("d", "see you soon"),
             ("gone", "whatever"),
         ],
     );
@@ -120,14 +125,14 @@ fn transcripts_system_scores_known_wer_and_reports_missing_clip() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["missing"], serde_json::json!(["gone"]));
     let r = results(d, "r1");
-    assert_eq!(r.n_clips, 4);
+    assert_eq!(r.n_clips, 5);
     assert_eq!(r.missing_clips.len(), 1);
     assert_eq!(r.missing_clips[0].id, "gone");
     let s = &r.systems[0];
     let t = &s.totals;
     assert_eq!(
         (t.n_clips, t.n_scored, t.n_ok, t.n_failed, t.n_missing),
-        (4, 3, 3, 0, 1)
+        (5, 4, 4, 0, 1)
     );
     assert_eq!(t.missing_ids, vec!["gone".to_string()]);
     assert_eq!(
@@ -137,16 +142,16 @@ fn transcripts_system_scores_known_wer_and_reports_missing_clip() {
             t.counts.insertions,
             t.counts.hits
         ),
-        (1, 1, 1, 8)
+        (1, 1, 1, 11)
     );
-    assert!((t.wer - 3.0 / 11.0).abs() < 1e-12, "{}", t.wer);
-    assert!((t.raw_wer - 5.0 / 11.0).abs() < 1e-12, "{}", t.raw_wer);
-    assert!((t.ser - 2.0 / 3.0).abs() < 1e-12);
+    assert!((t.wer - 3.0 / 13.0).abs() < 1e-12, "{}", t.wer);
+    assert!((t.raw_wer - 5.0 / 13.0).abs() < 1e-12, "{}", t.raw_wer);
+    assert!((t.ser - 3.0 / 4.0).abs() < 1e-12);
     assert_eq!(t.rtf, None, "precomputed transcripts are not timed");
     assert_eq!(t.top_confusions[0].reference, "the");
     assert_eq!(t.top_confusions[0].hypothesis, "a");
     assert_eq!(t.top_deletions[0].word, "morning");
-    assert_eq!(t.top_insertions[0].word, "here");
+    assert_eq!(t.top_insertions[0].word, "soon");
     let by = |id: &str| s.utterances.iter().find(|u| u.id == id).unwrap();
     assert_eq!(by("b").wer, Some(0.0));
     assert_eq!(by("b").raw.as_ref().unwrap().words.substitutions, 2);
@@ -155,7 +160,8 @@ fn transcripts_system_scores_known_wer_and_reports_missing_clip() {
         Some("hello world")
     );
     assert_eq!(by("c").counts.unwrap().deletions, 1);
-    assert_eq!(by("c").alignment.len(), 4);
+    assert_eq!(by("c").alignment.len(), 3);
+    assert_eq!(by("d").counts.unwrap().insertions, 1);
     let gone = by("gone");
     assert_eq!(gone.status, UttStatus::Missing);
     assert!(gone.error.as_deref().unwrap().contains("gone.wav"));
@@ -164,12 +170,12 @@ fn transcripts_system_scores_known_wer_and_reports_missing_clip() {
     let h = history::read(&d.join("reports/history.jsonl")).unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].run_id, "r1");
-    assert!((h[0].systems["up"].wer - 3.0 / 11.0).abs() < 1e-12);
+    assert!((h[0].systems["up"].wer - 3.0 / 13.0).abs() < 1e-12);
     assert_eq!(h[0].systems["up"].n_missing, 1);
     assert_eq!(h[0].corpus_sha256, r.provenance.corpus_sha256);
     let html = std::fs::read_to_string(d.join("reports/r1/report.html")).unwrap();
-    assert!(html.contains("27.27%"), "corpus WER shown");
-    assert!(html.contains("1 of 4 clips have no audio"));
+    assert!(html.contains("23.08%"), "corpus WER shown");
+    assert!(html.contains("1 of 5 clips have no audio"));
     assert!(html.contains(">gone</code>"));
     // Without --resume the same run id is refused.
     let o2 = voxtrace(

@@ -18,7 +18,8 @@ use std::time::Instant;
 /// Arguments of `voxtrace transcribe`.
 #[derive(clap::Args, Debug)]
 pub struct TranscribeArgs {
-    /// Checkpoint folder (Mistral or HF layout).
+    /// Checkpoint folder: Voxtral Realtime (Mistral or HF layout) or Whisper (CTranslate2
+    /// `model.bin` + `tokenizer.json` + `config.json`, or transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio files.
@@ -55,6 +56,9 @@ struct Outcome {
 /// makes the exit code 2 after the other files were transcribed.
 pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     let device = super::device(&args.device)?;
+    if crate::models::whisper::is_whisper_dir(&args.model) {
+        return run_whisper(args, &device);
+    }
     let model = Voxtral::load(&args.model, &device)?;
     let tok_path = args
         .tokenizer
@@ -206,5 +210,57 @@ fn streaming(
         prompt_len: session.prompt_len(),
         text,
         audio_seconds: n_samples as f64 / f64::from(TARGET_SAMPLE_RATE),
+    })
+}
+
+/// Whisper tiny.en (CTranslate2 or transformers folder): greedy, 30 s windows.
+fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::Result<ExitCode> {
+    use crate::models::whisper::{Whisper, WhisperTokenizer};
+    let model = Whisper::load(&args.model, device)?;
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.model.join("tokenizer.json"));
+    let tok = WhisperTokenizer::from_file(&tok_path)?;
+    let mut failed = false;
+    for path in &args.audio {
+        let t0 = Instant::now();
+        let result = crate::audio::load_mono_16k(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| Ok((s.len(), model.transcribe(&s, &tok, device)?)));
+        match result {
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: {e:#}", path.display());
+            }
+            Ok((n, t)) => {
+                let secs = t0.elapsed().as_secs_f64();
+                let audio_s = n as f64 / f64::from(TARGET_SAMPLE_RATE);
+                if args.json {
+                    let windows: Vec<serde_json::Value> = t
+                        .windows
+                        .iter()
+                        .map(|w| serde_json::json!({"start_s": w.start_s, "tokens": w.output.token_ids, "text": w.text}))
+                        .collect();
+                    let obj = serde_json::json!({
+                        "file": path.display().to_string(),
+                        "model": "whisper",
+                        "text": t.text,
+                        "windows": windows,
+                        "audio_seconds": audio_s,
+                        "seconds": secs,
+                        "rtf": secs / audio_s.max(1e-9),
+                    });
+                    println!("{obj}");
+                } else {
+                    println!("{}\t{}", path.display(), t.text);
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     })
 }

@@ -30,6 +30,9 @@ use super::manifest::ManifestEntry;
 pub enum SystemKind {
     /// Burn Voxtral Realtime checkpoint folder (Mistral or HF layout, with `tekken.json`).
     Voxtral(PathBuf),
+    /// Burn Whisper tiny.en folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`,
+    /// or transformers layout).
+    Whisper(PathBuf),
     /// Precomputed transcripts JSON file (see [`load_transcripts`]).
     Transcripts(PathBuf),
     /// Shell command template containing `{audio}`.
@@ -116,7 +119,7 @@ impl SystemSpec {
         }
         let Some((kind, arg)) = spec.split_once(':') else {
             bail!(
-                "--system {s:?}: SPEC must be voxtral:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL"
+                "--system {s:?}: SPEC must be voxtral:DIR, whisper:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL"
             )
         };
         if arg.trim().is_empty() {
@@ -124,6 +127,7 @@ impl SystemSpec {
         }
         let kind = match kind {
             "voxtral" => SystemKind::Voxtral(PathBuf::from(arg)),
+            "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
                 if !arg.contains("{audio}") {
@@ -160,6 +164,7 @@ impl SystemSpec {
     pub fn open(&self, device: &str, http_model: &str) -> anyhow::Result<Box<dyn System>> {
         Ok(match &self.kind {
             SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
+            SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device)?),
             SystemKind::Transcripts(f) => Box::new(TranscriptsSystem::open(f)?),
             SystemKind::Cmd(c) => Box::new(CmdSystem::new(c)),
             SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model)),
@@ -272,6 +277,67 @@ impl System for VoxtralSystem {
         let (_, text) = transcribe_offline(&self.model, &self.tok, &inp)?;
         Ok(Transcription {
             text: text.trim().to_string(),
+            audio_s: Some(s.len() as f64 / 16_000.0),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// whisper:DIR
+
+/// The Burn Whisper tiny.en port ([`crate::models::whisper`]): greedy, English-only prompt, no
+/// timestamps, 30 s windows.
+pub struct WhisperSystem {
+    info: SystemInfo,
+    device: burn::tensor::Device,
+    model: crate::models::whisper::Whisper,
+    tok: crate::models::whisper::WhisperTokenizer,
+}
+
+impl WhisperSystem {
+    /// Load `dir` (with `tokenizer.json`) on `device`.
+    ///
+    /// # Errors
+    /// Unknown device, unreadable checkpoint or tokenizer.
+    pub fn open(dir: &Path, device: &str) -> anyhow::Result<Self> {
+        let dev = crate::cli::device(device)?;
+        let model = crate::models::whisper::Whisper::load(dir, &dev)
+            .with_context(|| format!("{}: cannot load the Whisper checkpoint", dir.display()))?;
+        let tok = crate::models::whisper::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
+            .with_context(|| format!("{}: cannot load tokenizer.json", dir.display()))?;
+        let wf = ["model.bin", "model.safetensors"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file());
+        let sha = match &wf {
+            Some(p) => Some(sha256_file(p)?),
+            None => None,
+        };
+        Ok(WhisperSystem {
+            info: SystemInfo {
+                kind: "whisper".into(),
+                model_path: Some(dir.display().to_string()),
+                weights_file: wf.map(|p| p.display().to_string()),
+                weights_sha256: sha,
+                backend: format!("burn 0.22.1 {device}, greedy, f32"),
+            },
+            device: dev,
+            model,
+            tok,
+        })
+    }
+}
+
+impl System for WhisperSystem {
+    fn info(&self) -> &SystemInfo {
+        &self.info
+    }
+    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+        let s = crate::audio::load_mono_16k(&entry.path)
+            .with_context(|| format!("{}: cannot decode audio", entry.path.display()))?;
+        let t = self.model.transcribe(&s, &self.tok, &self.device)?;
+        Ok(Transcription {
+            text: t.text.trim().to_string(),
             audio_s: Some(s.len() as f64 / 16_000.0),
         })
     }

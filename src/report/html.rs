@@ -161,7 +161,7 @@ fn opt(x: Option<f64>, digits: usize) -> String {
 /// Build the trend chart over the last `max_runs` history rows (one polyline per system).
 fn chart(history: &[HistoryRow], systems: &[String], max_runs: usize) -> Chart {
     let rows = &history[history.len().saturating_sub(max_runs)..];
-    let (width, height, left, right, top, bottom) = (900.0, 280.0, 60.0, 20.0, 16.0, 56.0);
+    let (width, height, left, right, top, bottom) = (1000.0, 280.0, 60.0, 150.0, 16.0, 56.0);
     let pw = width - left - right;
     let ph = height - top - bottom;
     let max = rows

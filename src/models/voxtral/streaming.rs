@@ -155,7 +155,7 @@ impl<'a> StreamingSession<'a> {
         let mut out = self.feed(&vec![0.0; right]);
         // The last token's look-ahead reaches past the padded end; the centred offline log-mel
         // reflects zeros there, so zeros complete it exactly.
-        out.extend(self.feed(&vec![0.0; LOOK_AHEAD]));
+        out.extend(self.feed(&[0.0; LOOK_AHEAD]));
         Ok(out)
     }
 
