@@ -1,0 +1,132 @@
+//! Loader errors: a missing, extra or mis-shaped tensor names the tensor with the expected and
+//! the found shape; a truncated or corrupt file names the file; nothing panics.
+
+mod common;
+
+use burn::tensor::Device;
+use common::voxtral_fixture;
+use safetensors::tensor::TensorView;
+use std::path::Path;
+use voxtrace::models::voxtral::{LoadError, Voxtral, WeightLayout};
+
+type Owned = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read(path: &Path) -> Owned {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect()
+}
+
+fn write(t: &Owned, path: &Path) {
+    let views: Vec<(String, TensorView)> = t
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A copy of the Mistral checkpoint folder whose weights are edited by `edit`.
+fn load_edited(edit: impl FnOnce(&mut Owned)) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["params.json", "tekken.json"] {
+        std::fs::copy(voxtral_fixture(&format!("mistral/{f}")), dir.path().join(f)).unwrap();
+    }
+    let mut t = read(&voxtral_fixture("mistral/consolidated.safetensors"));
+    edit(&mut t);
+    write(&t, &dir.path().join("consolidated.safetensors"));
+    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &Device::flex())
+        .expect_err("edited checkpoint must not load");
+    (err.to_string(), dir)
+}
+
+#[test]
+fn missing_tensor_is_named_with_its_expected_shape() {
+    let (msg, _d) = load_edited(|t| t.retain(|x| x.0 != "layers.1.attention.wk.weight"));
+    assert!(
+        msg.contains("missing tensor model.language_model.layers.1.self_attn.k_proj.weight: expected shape [32, 64]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn mis_shaped_tensor_names_expected_and_found_shapes() {
+    let (msg, _d) = load_edited(|t| {
+        let x = t.iter_mut().find(|x| x.0 == "norm.weight").unwrap();
+        x.2 = vec![32];
+        x.3.truncate(32 * 2);
+    });
+    assert!(
+        msg.contains("tensor norm.weight: expected shape [64], found [32]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn extra_tensor_is_reported() {
+    let (msg, _d) = load_edited(|t| {
+        t.push((
+            "layers.9.attention.wq.weight".into(),
+            safetensors::Dtype::BF16,
+            vec![2],
+            vec![0; 4],
+        ));
+        t.push((
+            "something.else".into(),
+            safetensors::Dtype::BF16,
+            vec![2],
+            vec![0; 4],
+        ));
+    });
+    assert!(
+        msg.contains("unexpected tensor layers.9.attention.wq.weight [2]"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("unexpected tensor something.else [2]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_file_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["params.json", "tekken.json"] {
+        std::fs::copy(voxtral_fixture(&format!("mistral/{f}")), dir.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(voxtral_fixture("mistral/consolidated.safetensors")).unwrap();
+    let path = dir.path().join("consolidated.safetensors");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &Device::flex()).unwrap_err();
+    assert!(matches!(err, LoadError::File { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("consolidated.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn folder_without_a_checkpoint_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Voxtral::load(dir.path(), &Device::flex()).unwrap_err();
+    assert!(matches!(err, LoadError::NotFound(_)), "{err:?}");
+}
+
+#[test]
+fn bad_params_json_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        voxtral_fixture("mistral/consolidated.safetensors"),
+        dir.path().join("consolidated.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("params.json"), r#"{"dim": 64}"#).unwrap();
+    let err = Voxtral::load(dir.path(), &Device::flex()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("params.json") && msg.contains("missing"),
+        "{msg}"
+    );
+}
