@@ -56,11 +56,11 @@ reference-check:
 
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:
-    cargo run --release -- trace --model {{model}} {{audio}} --out {{out}} {{args}}
+    cargo run -q -- trace --model {{model}} {{audio}} --out {{out}} {{args}}
 
 # Per-tensor drift between two dumps: just compare REF ACTUAL [--html report.html]
 compare reference actual *args:
-    cargo run --release -- compare {{reference}} {{actual}} {{args}}
+    cargo run -q -- compare {{reference}} {{actual}} {{args}}
 
 # Benchmarks, as ratios against a peer in the same run; results in reports/bench/.
 bench:
@@ -93,8 +93,8 @@ eval *args:
     if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
         systems+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
     fi
-    cargo run --release -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
+    cargo run -q -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
 
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:
-    cargo run --release -- eval-check --history reports/history.jsonl {{args}}
+    cargo run -q -- eval-check --history reports/history.jsonl {{args}}

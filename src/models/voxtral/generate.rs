@@ -72,7 +72,8 @@ pub fn generate_offline(
     }
 }
 
-fn argmax_last(logits: Tensor<3>) -> i64 {
+/// Greedy choice at the last position of `logits [1, s, vocab]`.
+pub(crate) fn argmax_last(logits: Tensor<3>) -> i64 {
     let [_, s, v] = logits.dims();
     let last = logits.narrow(1, s - 1, 1).reshape([v]);
     let idx: Vec<i64> = last

@@ -160,13 +160,17 @@ pub fn mistral_to_hf_rules() -> Vec<(&'static str, &'static str)> {
 
 /// Map one Mistral tensor name to its HF name (`None` when no rule matches).
 pub fn mistral_to_hf(name: &str) -> Option<String> {
-    for (pat, rep) in mistral_to_hf_rules() {
-        let re = Regex::new(pat).expect("static pattern");
-        if re.is_match(name) {
-            return Some(re.replace(name, rep).into_owned());
-        }
-    }
-    None
+    static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            mistral_to_hf_rules()
+                .into_iter()
+                .map(|(pat, rep)| (Regex::new(pat).expect("static pattern"), rep))
+                .collect()
+        });
+    RULES
+        .iter()
+        .find(|(re, _)| re.is_match(name))
+        .map(|(re, rep)| re.replace(name, *rep).into_owned())
 }
 
 /// Every tensor the configuration implies, HF names with PyTorch shapes.

@@ -276,15 +276,7 @@ impl<'a> StreamingSession<'a> {
             self.model
                 .decode_step(emb, &self.t_cond, k, &mut self.dec_caches)
         };
-        let [_, s, v] = logits.dims();
-        let next: i64 = logits
-            .narrow(1, s - 1, 1)
-            .reshape([v])
-            .argmax(0)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("argmax is an integer tensor")[0];
+        let next = super::generate::argmax_last(logits);
         self.sequence.push(next);
         if Some(next) == self.eos {
             self.done = true;
