@@ -85,13 +85,16 @@ eval *args:
     ref=()
     if [ -f fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json ]; then
         systems+=(--system "voxtral-tiny-torch=transcripts:fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json")
-        ref=(--reference-system voxtral-tiny-torch)
+        ref+=(--reference-system voxtral-tiny-burn=voxtral-tiny-torch)
     fi
     if [ -f fixtures/whisper_tiny_en/transformers_transcripts.json ]; then
         systems+=(--system "whisper-tiny.en-torch=transcripts:fixtures/whisper_tiny_en/transformers_transcripts.json")
     fi
     if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
         systems+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+        if [ -f fixtures/whisper_tiny_en/transformers_transcripts.json ]; then
+            ref+=(--reference-system whisper-tiny.en-burn=whisper-tiny.en-torch)
+        fi
     fi
     cargo run -q -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
 

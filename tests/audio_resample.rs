@@ -152,3 +152,44 @@ fn load_mono_16k_decodes_and_resamples() {
         voxtrace::audio::load_mono_16k(fixtures().join("audio/codecs/001_48k.wav")).unwrap();
     assert_eq!(from48.len(), 8000);
 }
+
+/// Pushing a signal through [`StreamResampler`] in any chunking gives exactly (bit for bit) the
+/// whole-signal [`resample`] output, with the same length: the streaming transcription of a long
+/// file at 44.1 kHz sees the same 16 kHz samples as the offline one.
+#[test]
+fn stream_resampler_equals_whole_signal_resampling_in_any_chunking() {
+    use voxtrace::audio::StreamResampler;
+    for (rate, n) in [
+        (44_100u32, 30_011usize),
+        (48_000, 48_000),
+        (8_000, 9_999),
+        (22_050, 1),
+    ] {
+        let x = sine(440.0, rate, n, 0.5);
+        let whole = resample(&x, rate, 16_000).unwrap();
+        assert_eq!(whole.len(), resampled_len(n, rate, 16_000));
+        for chunk in [1usize, 7, 1000, 1024, 1025, 1280, 4096, n.max(1)] {
+            let mut r = StreamResampler::new(rate, 16_000).unwrap();
+            let mut out = Vec::new();
+            for c in x.chunks(chunk) {
+                out.extend(r.push(c).unwrap());
+            }
+            out.extend(r.finish().unwrap());
+            assert_eq!(out.len(), whole.len(), "{rate} Hz, chunk {chunk}");
+            assert!(
+                out.iter()
+                    .zip(&whole)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{rate} Hz, chunk {chunk}: streaming differs from whole-signal resampling"
+            );
+        }
+    }
+    // Pass-through and out-of-range rates.
+    let mut same = StreamResampler::new(16_000, 16_000).unwrap();
+    assert_eq!(same.push(&[0.25, -0.5]).unwrap(), vec![0.25, -0.5]);
+    assert!(same.finish().unwrap().is_empty());
+    for bad in [1u32, 999, 768_001, 10_000_000] {
+        let e = StreamResampler::new(bad, 16_000).err().unwrap().to_string();
+        assert!(e.contains("outside the supported"), "{bad}: {e}");
+    }
+}

@@ -322,7 +322,15 @@ fn cmd_system_side_by_side_with_failures_and_agreement() {
     assert!((a.exact_match_rate - 0.5).abs() < 1e-12);
     assert_eq!(a.differing_ids, vec!["x2".to_string()]);
     let html = std::fs::read_to_string(d.join("reports/c1/report.html")).unwrap();
-    assert!(html.contains("agreement with up"));
+    assert!(html.contains("agreement with its reference"));
+    assert!(
+        html.contains("with up: S 1"),
+        "the cell names the reference"
+    );
+    assert_eq!(
+        r.reference_pairs,
+        vec![("stub".to_string(), "up".to_string())]
+    );
     assert!(html.contains("87.50%"));
 }
 
@@ -770,5 +778,115 @@ fn upstream_whisper_transcripts_fixture_is_a_valid_system() {
             "{} has no upstream transcript",
             e.id
         );
+    }
+}
+
+/// Two ports side by side, each scored against its own upstream (`SYS=REF`), plus a bare default
+/// for a third system: agreement is computed within each pair only, so a Whisper row is never
+/// scored against Voxtral's transcripts.
+#[test]
+fn reference_pairs_score_each_port_against_its_own_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (m, _) = known_corpus(d);
+    let refs = [
+        ("a", "the cat sat on the mat"),
+        ("b", "hello world"),
+        ("c", "good morning everyone"),
+        ("d", "see you"),
+    ];
+    let up_a = transcripts(d, "up_a.json", &refs);
+    // Port A differs from its upstream in one word of clip a.
+    let mut a_rows = refs;
+    a_rows[0].1 = "the cat sat on a mat";
+    let port_a = transcripts(d, "port_a.json", &a_rows);
+    // Upstream B is a different model: it differs from the references on clip d.
+    let mut b_up_rows = refs;
+    b_up_rows[3].1 = "see you later";
+    let up_b = transcripts(d, "up_b.json", &b_up_rows);
+    let port_b = transcripts(d, "port_b.json", &b_up_rows);
+    let other = transcripts(d, "other.json", &refs);
+    let sys = |n: &str, p: &Path| format!("{n}=transcripts:{}", p.display());
+    let o = voxtrace(
+        d,
+        &[
+            "eval",
+            "--manifest",
+            m.to_str().unwrap(),
+            "--system",
+            &sys("up_a", &up_a),
+            "--system",
+            &sys("port_a", &port_a),
+            "--system",
+            &sys("up_b", &up_b),
+            "--system",
+            &sys("port_b", &port_b),
+            "--system",
+            &sys("other", &other),
+            "--reference-system",
+            "port_a=up_a",
+            "--reference-system",
+            "port_b=up_b",
+            "--reference-system",
+            "up_a",
+            "--run-id",
+            "pairs",
+            "--quiet",
+        ],
+    );
+    ok(&o);
+    let r = results(d, "pairs");
+    let pairs: Vec<(&str, &str)> = r
+        .reference_pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("port_a", "up_a"), ("port_b", "up_b"), ("other", "up_a")],
+        "explicit pairs win; the default skips itself and the references of explicit pairs"
+    );
+    let get = |n: &str| r.systems.iter().find(|s| s.name == n).unwrap();
+    let a = get("port_a").agreement.as_ref().unwrap();
+    assert_eq!(a.reference_system, "up_a");
+    assert_eq!(a.counts.substitutions, 1);
+    // 1 S over 6 + 2 + 3 + 2 = 13 words of up_a's output.
+    assert!((a.word_agreement - (1.0 - 1.0 / 13.0)).abs() < 1e-12);
+    let b = get("port_b").agreement.as_ref().unwrap();
+    assert_eq!(b.reference_system, "up_b");
+    assert_eq!(b.word_agreement, 1.0, "port_b equals its own upstream");
+    assert!(get("up_a").agreement.is_none());
+    assert!(get("up_b").agreement.is_none());
+    assert_eq!(
+        get("other").agreement.as_ref().unwrap().reference_system,
+        "up_a"
+    );
+    let html = std::fs::read_to_string(d.join("reports/pairs/report.html")).unwrap();
+    assert!(html.contains("port_a → up_a, port_b → up_b, other → up_a"));
+
+    // Bad pairings are errors naming the problem.
+    for (arg, msg) in [
+        ("port_a=nope", "\"nope\" is not one of the --system names"),
+        ("port_a=port_a", "cannot be its own reference"),
+        ("=up_a", "expected REF or SYSTEM=REF"),
+    ] {
+        let o = voxtrace(
+            d,
+            &[
+                "eval",
+                "--manifest",
+                m.to_str().unwrap(),
+                "--system",
+                &sys("up_a", &up_a),
+                "--system",
+                &sys("port_a", &port_a),
+                "--reference-system",
+                arg,
+                "--quiet",
+            ],
+        );
+        assert_ne!(o.status.code(), Some(0), "{arg}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(msg), "{arg}: {err}");
     }
 }

@@ -113,3 +113,102 @@ fn a_perturbed_weight_fails_and_names_the_first_layer_it_reaches() {
         "model.audio_tower.layers.1.mlp.up_proj.out"
     );
 }
+
+/// Whisper tiny.en folder: `VOXTRACE_WHISPER_DIR` or `<crate>/models-cache/whisper-tiny.en`
+/// (`just models`); the test fails, not skips, when the weights are absent.
+fn whisper_dir() -> PathBuf {
+    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache/whisper-tiny.en")
+        });
+    assert!(
+        dir.join("model.bin").is_file(),
+        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
+        dir.display()
+    );
+    dir
+}
+
+/// Whisper through the same two commands: `voxtrace trace` on a Whisper folder replays the
+/// transformers dump's inputs, and `voxtrace compare` joins every capture name, gathering the
+/// full-length encoder tensors the way the dump's `voxtrace.sliced` metadata says, and passes at
+/// the chained tolerance documented in tests/whisper_parity.rs (atol 5e-4, rtol 1e-4). From the
+/// audio file itself (our own log-mel and greedy decoding) the same generated ids come out.
+#[test]
+fn whisper_trace_then_compare_passes_against_the_transformers_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = whisper_dir();
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/whisper_tiny_en/dumps/goforward.safetensors");
+    let out = dir.path().join("whisper.safetensors");
+    let o = voxtrace(&[
+        "trace",
+        "--model",
+        s(&model),
+        "--inputs",
+        s(&dump),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json = dir.path().join("w.json");
+    let o = voxtrace(&[
+        "compare",
+        s(&dump),
+        s(&out),
+        "--atol",
+        "5e-4",
+        "--rtol",
+        "1e-4",
+        "--json",
+        s(&json),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", report["summary"]);
+    let tensors = report["tensors"].as_array().unwrap();
+    assert!(tensors.len() > 250, "{}", tensors.len());
+    let gathered: Vec<&str> = tensors
+        .iter()
+        .filter(|t| t.get("gathered").is_some())
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        gathered.contains(&"model.encoder.layers.0.self_attn.q_proj.out"),
+        "{gathered:?}"
+    );
+    assert!(gathered.contains(&"model.out.encoder_last_hidden_state"));
+    assert!(tensors.iter().all(|t| t["status"] == "pass"));
+
+    // From audio: our own features and greedy decoding give the dump's generated ids.
+    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/goforward.wav");
+    let out2 = dir.path().join("from_audio.safetensors");
+    let o = voxtrace(&[
+        "trace",
+        "--model",
+        s(&model),
+        s(&audio),
+        "--out",
+        s(&out2),
+        "--filter",
+        "generated_ids",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = voxtrace(&["compare", s(&dump), s(&out2), "--json", s(&json)]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ids = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "generated_ids")
+        .unwrap();
+    assert_eq!(ids["status"], "pass", "{ids}");
+    assert_eq!(ids["metrics"]["max_abs_err"], 0.0, "{ids}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the other tensors are missing: not a pass"
+    );
+}

@@ -23,7 +23,7 @@ pub use config::{AudioConfig, AudioSpectrogramConfig, TranscriptionFormat};
 pub use decode::{AudioChunks, DecodedAudio, decode_file, open_chunks};
 pub use mel::{LogMel, LogMelExtractor, LogMelFloor};
 pub use pad::{StreamingPad, pad_offline, streaming_pad};
-pub use resample::{TARGET_SAMPLE_RATE, resample, resample_to_16k, resampled_len};
+pub use resample::{StreamResampler, TARGET_SAMPLE_RATE, resample, resample_to_16k, resampled_len};
 
 /// Errors of the audio front end. File errors carry the path; the message always says what went wrong.
 #[derive(Debug, thiserror::Error)]

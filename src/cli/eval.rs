@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::eval::runner::{RunOptions, headline, run_eval};
+use crate::eval::runner::{ReferenceArg, RunOptions, headline, run_eval};
 use crate::eval::systems::SystemSpec;
 
 /// Arguments of `voxtrace eval`.
@@ -22,9 +22,11 @@ pub struct EvalArgs {
     /// or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
     pub systems: Vec<SystemSpec>,
-    /// Report every other system's agreement with this one (e.g. the upstream transcripts).
-    #[arg(long)]
-    pub reference_system: Option<String>,
+    /// Score agreement against a reference system: `REF` (every other system against REF) or
+    /// `SYS=REF` (SYS against REF, e.g. `whisper-burn=whisper-torch`); repeatable, explicit
+    /// pairs win over the bare default.
+    #[arg(long = "reference-system", value_parser = ReferenceArg::parse)]
+    pub references: Vec<ReferenceArg>,
     /// Reports folder (holds <run-id>/ and history.jsonl).
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
@@ -58,7 +60,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         manifest: args.manifest.clone(),
         audio_root: args.audio_root.clone(),
         systems: args.systems.clone(),
-        reference_system: args.reference_system.clone(),
+        references: args.references.clone(),
         out: args.out.clone(),
         run_id: args.run_id.clone(),
         resume: args.resume,

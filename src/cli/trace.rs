@@ -5,6 +5,11 @@
 //! forward pass on the generated sequence with capture on, so the dump joins name by name with
 //! the upstream dump. Top-level entries `input_features`, `input_ids`, `generated_ids`,
 //! `logits` are recorded too.
+//!
+//! Whisper folders (CTranslate2 or transformers layout, see [`crate::models::whisper`]) are
+//! traced the way `reference/whisper_reference.py` dumps transformers' Whisper: greedy decoding
+//! of the first 30 s window, then one teacher-forced `model(input_features, decoder_input_ids)`
+//! pass on the generated sequence without its last token.
 
 use crate::models::voxtral::generate::generate_offline;
 use crate::models::voxtral::pipeline::prepare_offline;
@@ -19,8 +24,9 @@ use std::process::ExitCode;
 /// Arguments of `voxtrace trace`.
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
-    /// Checkpoint folder: Mistral (consolidated.safetensors + params.json + tekken.json) or HF
-    /// (model.safetensors + config.json, tekken.json for audio input).
+    /// Checkpoint folder: Voxtral Realtime in Mistral (consolidated.safetensors + params.json +
+    /// tekken.json) or HF layout (model.safetensors + config.json, tekken.json for audio input),
+    /// or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).
@@ -55,6 +61,9 @@ pub struct TraceArgs {
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let device = super::device(&args.device)?;
     let filter = NameFilter::parse(&args.filter).map_err(anyhow::Error::msg)?;
+    if crate::models::whisper::is_whisper_dir(&args.model) {
+        return run_whisper(args, filter, &device);
+    }
     let layout = detect_layout(&args.model)?;
     let model = Voxtral::load_layout(&args.model, layout, &device)?;
     let tok_path = args
@@ -126,6 +135,66 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     root.record("input_features", &features);
     root.record_int("input_ids", &ids);
     let _ = model.forward(features, ids, delay, &root);
+    let count = tracer.len();
+    tracer
+        .finish()
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("recorded {count} tensors to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `voxtrace trace` on a Whisper folder (see the module docs).
+fn run_whisper(
+    args: &TraceArgs,
+    filter: NameFilter,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<ExitCode> {
+    use crate::models::whisper::{Whisper, decode::features, decode::greedy_decode};
+    use crate::trace::Scope;
+    let model = Whisper::load(&args.model, device)?;
+    let (feats, dump_ids) = match (&args.audio, &args.inputs) {
+        (Some(audio), _) => {
+            let samples = crate::audio::load_mono_16k(audio)?;
+            let window = &samples[..samples.len().min(30 * 16_000)];
+            (features(window, device)?, None)
+        }
+        (None, Some(dump)) => {
+            let (f, i) = read_inputs(dump)?;
+            (
+                Tensor::<3>::from_data(f, device),
+                Some(Tensor::<2, Int>::from_data(i, device)),
+            )
+        }
+        (None, None) => anyhow::bail!("give an AUDIO file or --inputs DUMP"),
+    };
+    let enc = model
+        .net
+        .model
+        .encoder
+        .forward(feats.clone(), &Scope::off())?;
+    let g = greedy_decode(&model.net, &enc, &model.generation)?;
+    let generated: Vec<i64> = g.token_ids.iter().map(|&t| i64::from(t)).collect();
+    let ids = match dump_ids {
+        Some(ids) => ids,
+        None => {
+            let forced = generated[..generated.len() - 1].to_vec();
+            let n = forced.len();
+            Tensor::<2, Int>::from_data(TensorData::new(forced, [1, n]), device)
+        }
+    };
+    let source = format!(
+        "voxtrace {} burn 0.22.1 {} f32 whisper",
+        env!("CARGO_PKG_VERSION"),
+        args.device
+    );
+    let tracer = Tracer::to_file(filter, &args.out, &source)?;
+    let root = tracer.root();
+    let n = generated.len();
+    root.record_int(
+        "generated_ids",
+        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), device),
+    );
+    model.net.forward(feats, ids, &root)?;
     let count = tracer.len();
     tracer
         .finish()

@@ -1,11 +1,11 @@
 //! `voxtrace transcribe`: audio files to text with a Voxtral Realtime checkpoint.
 //!
-//! Default: the streaming schedule (80 ms steps, bounded memory; 16 kHz files are decoded chunk
-//! by chunk, other rates are decoded and resampled whole), text printed as it is decoded.
+//! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
+//! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
 //! audio time (80 ms per step) and the real-time factor.
 
-use crate::audio::{AudioConfig, TARGET_SAMPLE_RATE, open_chunks};
+use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::Voxtral;
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
 use crate::models::voxtral::streaming::StreamingSession;
@@ -47,6 +47,68 @@ struct Outcome {
     prompt_len: usize,
     text: String,
     audio_seconds: f64,
+    /// Largest (encoder, decoder) KV cache lengths seen, in positions (streaming only).
+    max_caches: Option<(usize, usize)>,
+}
+
+/// One `--json` line of the Voxtral path.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    file: String,
+    schedule: &'static str,
+    text: &'a str,
+    ids: &'a [i64],
+    prompt_len: usize,
+    tokens: TokenPieces<'a>,
+    audio_seconds: f64,
+    seconds: f64,
+    rtf: f64,
+    max_cache_positions: Option<CachePositions>,
+}
+
+/// Largest KV cache lengths seen in a streaming run, and the windows bounding them (positions).
+#[derive(serde::Serialize)]
+struct CachePositions {
+    encoder: usize,
+    decoder: usize,
+    encoder_window: usize,
+    decoder_window: usize,
+}
+
+/// Output tokens as `{"id", "piece", "audio_ms"}` objects, serialised lazily.
+struct TokenPieces<'a> {
+    tok: &'a Tekken,
+    ids: &'a [i64],
+    prompt_len: usize,
+}
+
+impl serde::Serialize for TokenPieces<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(serde::Serialize)]
+        struct Piece<'p> {
+            id: i64,
+            piece: std::borrow::Cow<'p, str>,
+            audio_ms: usize,
+        }
+        let mut seq = ser.serialize_seq(Some(self.ids.len()))?;
+        for (k, &id) in self.ids.iter().enumerate() {
+            let piece = self
+                .tok
+                .token_bytes(id as u32)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            // Output token k is decided after audio token prompt_len - 1 + k, i.e. after that
+            // many 80 ms steps of the padded stream.
+            let audio_ms = (self.prompt_len - 1 + k) * 80;
+            seq.serialize_element(&Piece {
+                id,
+                piece,
+                audio_ms,
+            })?;
+        }
+        seq.end()
+    }
 }
 
 /// Run `voxtrace transcribe`.
@@ -76,37 +138,37 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
         match result {
             Err(e) => {
                 failed = true;
-                eprintln!("{}: {e:#}", path.display());
+                report_error(path, &e);
             }
             Ok(o) => {
                 let secs = t0.elapsed().as_secs_f64();
                 if args.json {
-                    let pieces: Vec<serde_json::Value> = o.sequence[o.prompt_len..]
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &id)| {
-                            let piece = tok
-                                .token_bytes(id as u32)
-                                .map(|b| String::from_utf8_lossy(b).into_owned())
-                                .unwrap_or_default();
-                            // Output token k is decided after audio token prompt_len - 1 + k,
-                            // i.e. after that many 80 ms steps of the padded stream.
-                            let step = o.prompt_len - 1 + k;
-                            serde_json::json!({"id": id, "piece": piece, "audio_ms": step * 80})
-                        })
-                        .collect();
-                    let obj = serde_json::json!({
-                        "file": path.display().to_string(),
-                        "schedule": if args.offline { "offline" } else { "streaming" },
-                        "text": o.text,
-                        "ids": o.sequence,
-                        "prompt_len": o.prompt_len,
-                        "tokens": pieces,
-                        "audio_seconds": o.audio_seconds,
-                        "seconds": secs,
-                        "rtf": secs / o.audio_seconds.max(1e-9),
-                    });
-                    println!("{obj}");
+                    let line = JsonLine {
+                        file: path.display().to_string(),
+                        schedule: if args.offline { "offline" } else { "streaming" },
+                        text: &o.text,
+                        ids: &o.sequence,
+                        prompt_len: o.prompt_len,
+                        tokens: TokenPieces {
+                            tok: &tok,
+                            ids: &o.sequence[o.prompt_len..],
+                            prompt_len: o.prompt_len,
+                        },
+                        audio_seconds: o.audio_seconds,
+                        seconds: secs,
+                        rtf: secs / o.audio_seconds.max(1e-9),
+                        max_cache_positions: o.max_caches.map(|(e, d)| CachePositions {
+                            encoder: e,
+                            decoder: d,
+                            encoder_window: model.config.encoder.sliding_window,
+                            decoder_window: model.config.decoder.sliding_window,
+                        }),
+                    };
+                    // Serialised straight to stdout: a 2-hour file has ~90 000 tokens, and a
+                    // `serde_json::Value` tree of them would cost ~1.5 kB each.
+                    let mut out = std::io::stdout().lock();
+                    serde_json::to_writer(&mut out, &line)?;
+                    writeln!(out)?;
                 } else if args.offline {
                     println!("{}\t{}", path.display(), o.text.trim());
                 }
@@ -135,6 +197,7 @@ fn offline(
         sequence: g.sequence,
         text,
         audio_seconds: samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE),
+        max_caches: None,
     })
 }
 
@@ -181,23 +244,31 @@ fn streaming(
         }
         Ok(())
     };
-    let mut n_samples = 0usize;
+    // Decode, resample and transcribe chunk by chunk: memory stays bounded for any file length.
     let chunks = open_chunks(path, 1280)?;
-    if chunks.sample_rate() == TARGET_SAMPLE_RATE {
-        for chunk in chunks {
-            let chunk = chunk?;
-            n_samples += chunk.len();
-            emit(session.push(&chunk)?, &mut text)?;
-            if session.is_done() {
-                break;
-            }
+    let mut resampler = StreamResampler::new(chunks.sample_rate(), TARGET_SAMPLE_RATE)?;
+    let mut n_samples = 0usize;
+    let mut max_caches = (0usize, 0usize);
+    let mut feed = |samples: &[f32],
+                    session: &mut StreamingSession,
+                    text: &mut String|
+     -> anyhow::Result<()> {
+        n_samples += samples.len();
+        emit(session.push(samples)?, text)?;
+        let (e, d) = session.cache_lengths();
+        max_caches = (max_caches.0.max(e), max_caches.1.max(d));
+        Ok(())
+    };
+    for chunk in chunks {
+        let chunk = resampler.push(&chunk?)?;
+        feed(&chunk, &mut session, &mut text)?;
+        if session.is_done() {
+            break;
         }
-    } else {
-        let samples = crate::audio::load_mono_16k(path)?;
-        n_samples = samples.len();
-        for chunk in samples.chunks(1280) {
-            emit(session.push(chunk)?, &mut text)?;
-        }
+    }
+    if !session.is_done() {
+        let rest = resampler.finish()?;
+        feed(&rest, &mut session, &mut text)?;
     }
     emit(session.finish(delay_ms)?, &mut text)?;
     let rest = decoder.finish();
@@ -210,7 +281,20 @@ fn streaming(
         prompt_len: session.prompt_len(),
         text,
         audio_seconds: n_samples as f64 / f64::from(TARGET_SAMPLE_RATE),
+        max_caches: Some(max_caches),
     })
+}
+
+/// Prints a per-file error on stderr as `FILE: cause`, without repeating the file when the
+/// cause already starts with it.
+fn report_error(path: &Path, e: &anyhow::Error) {
+    let msg = format!("{e:#}");
+    let p = path.display().to_string();
+    if msg.starts_with(&p) {
+        eprintln!("{msg}");
+    } else {
+        eprintln!("{p}: {msg}");
+    }
 }
 
 /// Whisper tiny.en (CTranslate2 or transformers folder): greedy, 30 s windows.
@@ -231,7 +315,7 @@ fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::
         match result {
             Err(e) => {
                 failed = true;
-                eprintln!("{}: {e:#}", path.display());
+                report_error(path, &e);
             }
             Ok((n, t)) => {
                 let secs = t0.elapsed().as_secs_f64();

@@ -94,6 +94,7 @@ pub fn compare_tensors(
             atol: et.atol,
             rtol: et.rtol,
             metrics: None,
+            gathered: None,
         });
     }
     let mut acc = Accumulator::new(et);
@@ -119,6 +120,7 @@ pub fn compare_tensors(
         atol: et.atol,
         rtol: et.rtol,
         metrics: Some(m),
+        gathered: None,
     })
 }
 
@@ -175,7 +177,9 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         result: usize,
         numel: usize,
         split: bool,
+        gather: Option<Sliced>,
     }
+    let sliced = sliced_metadata(rd)?;
     let mut jobs: Vec<Job> = Vec::new();
     for (index, &name) in order.iter().enumerate() {
         let rinfo = rd.info(name).cloned().ok_or_else(|| {
@@ -183,20 +187,29 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         })?;
         let et = tol.for_name(name);
         let ainfo = ad.info(name).cloned();
+        let gather = match (&ainfo, sliced.get(name)) {
+            (Some(a), Some(g)) if a.shape != rinfo.shape && a.shape == g.full_shape => {
+                Some(g.clone())
+            }
+            _ => None,
+        };
         let status = match &ainfo {
             None => Status::Missing,
-            Some(a) if a.shape != rinfo.shape => Status::ShapeMismatch,
+            Some(a) if a.shape != rinfo.shape && gather.is_none() => Status::ShapeMismatch,
             Some(_) => Status::Pass, // provisional
         };
         let dtype_differs = ainfo.as_ref().is_some_and(|a| a.dtype != rinfo.dtype);
         if status == Status::Pass {
             let numel = rinfo.numel();
-            let split =
-                numel > ITEM_ELEMS && rd.mapped(name).is_some() && ad.mapped(name).is_some();
+            let split = gather.is_none()
+                && numel > ITEM_ELEMS
+                && rd.mapped(name).is_some()
+                && ad.mapped(name).is_some();
             jobs.push(Job {
                 result: results.len(),
                 numel,
                 split,
+                gather: gather.clone(),
             });
         }
         results.push(TensorResult {
@@ -209,6 +222,7 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
             atol: et.atol,
             rtol: et.rtol,
             metrics: None,
+            gathered: gather.map(|g| g.describe()),
         });
     }
 
@@ -258,7 +272,9 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
                 rtol: res.rtol,
                 ..tol.for_name(&res.name)
             };
-            let outcome = if jobs[j].split {
+            let outcome = if let Some(g) = &jobs[j].gather {
+                run_gathered(rd, ad, &res.name, g, et)
+            } else if jobs[j].split {
                 Ok(run_mapped(
                     rd, ad, &res.name, start, len, et, &mut rbuf, &mut abuf,
                 ))
@@ -350,6 +366,113 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         results,
         extra,
     ))
+}
+
+/// Per-tensor gathers of a dump that stores subsets of large tensors (`voxtrace.sliced`
+/// metadata written by `reference/whisper_reference.py`): `{name: {"full_shape": [..],
+/// "gathers": [{"axis": a, "indices": [..]}, ..]}}`, applied in order.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Sliced {
+    full_shape: Vec<usize>,
+    gathers: Vec<Gather>,
+}
+
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Gather {
+    axis: usize,
+    indices: Vec<usize>,
+}
+
+impl Sliced {
+    fn describe(&self) -> String {
+        let g: Vec<String> = self
+            .gathers
+            .iter()
+            .map(|g| format!("axis {} at {} indices", g.axis, g.indices.len()))
+            .collect();
+        format!(
+            "actual {:?} gathered per reference voxtrace.sliced: {}",
+            self.full_shape,
+            g.join(", ")
+        )
+    }
+
+    /// Gathers `data` (`full_shape`, row-major) into the stored subset.
+    fn apply(&self, data: Vec<f64>) -> Result<Vec<f64>, String> {
+        let mut shape = self.full_shape.clone();
+        let mut data = data;
+        for g in &self.gathers {
+            if g.axis >= shape.len() {
+                return Err(format!("gather axis {} >= rank {}", g.axis, shape.len()));
+            }
+            if let Some(&bad) = g.indices.iter().find(|&&i| i >= shape[g.axis]) {
+                return Err(format!(
+                    "gather index {bad} out of range for axis {} of length {}",
+                    g.axis, shape[g.axis]
+                ));
+            }
+            let outer: usize = shape[..g.axis].iter().product();
+            let inner: usize = shape[g.axis + 1..].iter().product();
+            let len = shape[g.axis];
+            let mut out = Vec::with_capacity(outer * g.indices.len() * inner);
+            for o in 0..outer {
+                for &i in &g.indices {
+                    let start = (o * len + i) * inner;
+                    out.extend_from_slice(&data[start..start + inner]);
+                }
+            }
+            shape[g.axis] = g.indices.len();
+            data = out;
+        }
+        Ok(data)
+    }
+}
+
+/// The reference's `voxtrace.sliced` entries (empty when absent).
+fn sliced_metadata(rd: &Dump) -> Result<std::collections::HashMap<String, Sliced>, CompareError> {
+    match rd.metadata().get("voxtrace.sliced") {
+        None => Ok(Default::default()),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            CompareError::format(
+                rd.path(),
+                format!("metadata `voxtrace.sliced` is not valid: {e}"),
+            )
+        }),
+    }
+}
+
+/// Compares a reference that stores a gathered subset with a full-shape actual tensor.
+fn run_gathered(
+    rd: &Dump,
+    ad: &Dump,
+    name: &str,
+    g: &Sliced,
+    et: ElemTol,
+) -> Result<Accumulator, CompareError> {
+    let reference = rd.read_f64(name)?;
+    let actual = g
+        .apply(ad.read_f64(name)?)
+        .map_err(|m| CompareError::read(rd.path(), name, format!("voxtrace.sliced: {m}")))?;
+    if actual.len() != reference.len() {
+        return Err(CompareError::read(
+            rd.path(),
+            name,
+            format!(
+                "voxtrace.sliced gathers give {} elements, the reference stores {}",
+                actual.len(),
+                reference.len()
+            ),
+        ));
+    }
+    let mut acc = Accumulator::new(et);
+    for (k, (r, a)) in reference
+        .chunks(BLOCK)
+        .zip(actual.chunks(BLOCK))
+        .enumerate()
+    {
+        acc.update(r, a, (k * BLOCK) as u64);
+    }
+    Ok(acc)
 }
 
 #[allow(clippy::too_many_arguments)]

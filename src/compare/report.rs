@@ -77,6 +77,11 @@ pub struct TensorResult {
     pub rtol: f64,
     /// Metrics (`None` unless compared, i.e. status `pass` or `fail`).
     pub metrics: Option<Metrics>,
+    /// Set when the reference stores a gathered subset of the tensor (`voxtrace.sliced` metadata,
+    /// e.g. every 50th encoder frame of Whisper) and the actual tensor had the full shape: the
+    /// actual tensor was gathered the same way before comparing. Text: the gathers applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gathered: Option<String>,
 }
 
 impl TensorResult {

@@ -245,8 +245,9 @@ pub struct RunResults {
     pub n_clips: usize,
     /// Clips whose audio is missing.
     pub missing_clips: Vec<MissingClip>,
-    /// Reference system name, if any.
-    pub reference_system: Option<String>,
+    /// Which system each system was scored against for agreement: `(system, reference)` pairs in
+    /// command-line order (from `--reference-system`; see [`ReferenceArg`]).
+    pub reference_pairs: Vec<(String, String)>,
     /// One entry per system, in command-line order.
     pub systems: Vec<SystemResult>,
 }
@@ -260,8 +261,9 @@ pub struct RunOptions {
     pub audio_root: Option<PathBuf>,
     /// Systems in order.
     pub systems: Vec<SystemSpec>,
-    /// Reference system name (must be one of `systems`).
-    pub reference_system: Option<String>,
+    /// Reference pairings (`--reference-system REF` or `SYS=REF`, repeatable); every name must be
+    /// one of `systems`.
+    pub references: Vec<ReferenceArg>,
     /// Reports folder (`reports`).
     pub out: PathBuf,
     /// Run id (folder name); default a UTC timestamp.
@@ -515,6 +517,95 @@ pub fn system_result(
     }
 }
 
+/// One `--reference-system` argument: `REF` (every system without an explicit pairing is scored
+/// against REF) or `SYS=REF` (SYS is scored against REF, e.g. the Burn port against the upstream
+/// PyTorch transcripts of the same model).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceArg {
+    /// The system to score, or `None` for the default reference of every unpaired system.
+    pub system: Option<String>,
+    /// The reference system's name.
+    pub reference: String,
+}
+
+impl ReferenceArg {
+    /// Parse `REF` or `SYS=REF`.
+    ///
+    /// # Errors
+    /// An empty name on either side of `=`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (system, reference) = match s.split_once('=') {
+            Some((a, b)) => (Some(a.trim().to_string()), b.trim().to_string()),
+            None => (None, s.trim().to_string()),
+        };
+        if reference.is_empty() || system.as_deref() == Some("") {
+            return Err(format!(
+                "bad --reference-system {s:?}: expected REF or SYSTEM=REF"
+            ));
+        }
+        Ok(Self { system, reference })
+    }
+}
+
+/// Turn `--reference-system` arguments into `(system, reference)` pairs in system order: an
+/// explicit `SYS=REF` wins; a bare `REF` applies to every system without an explicit pairing,
+/// except REF itself and the references of explicit pairs.
+///
+/// # Errors
+/// A name that is not a `--system`, two bare defaults, a system paired twice or with itself.
+pub fn resolve_references(
+    args: &[ReferenceArg],
+    systems: &[SystemSpec],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let known: HashSet<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+    let mut default: Option<&str> = None;
+    let mut explicit: HashMap<&str, &str> = HashMap::new();
+    for a in args {
+        if !known.contains(a.reference.as_str()) {
+            bail!(
+                "--reference-system: {:?} is not one of the --system names",
+                a.reference
+            )
+        }
+        match &a.system {
+            None => {
+                if let Some(d) = default {
+                    bail!(
+                        "--reference-system given two defaults ({d:?} and {:?}); pair them as SYSTEM=REF",
+                        a.reference
+                    )
+                }
+                default = Some(&a.reference);
+            }
+            Some(sys) => {
+                if !known.contains(sys.as_str()) {
+                    bail!("--reference-system: {sys:?} is not one of the --system names")
+                }
+                if sys == &a.reference {
+                    bail!("--reference-system: {sys:?} cannot be its own reference")
+                }
+                if explicit.insert(sys, &a.reference).is_some() {
+                    bail!("--reference-system: {sys:?} is paired twice")
+                }
+            }
+        }
+    }
+    let mut pairs = Vec::new();
+    for s in systems {
+        let name = s.name.as_str();
+        let reference = match explicit.get(name) {
+            Some(r) => Some(*r),
+            // The default applies to systems that are neither the default itself nor the
+            // reference of an explicit pair (an upstream transcript is not scored against another).
+            None => default.filter(|d| *d != name && !explicit.values().any(|r| *r == name)),
+        };
+        if let Some(r) = reference {
+            pairs.push((name.to_string(), r.to_string()));
+        }
+    }
+    Ok(pairs)
+}
+
 /// Agreement of `sys` with `reference` over the clips both transcribed (status ok).
 pub fn agreement(sys: &SystemResult, reference: &SystemResult) -> Agreement {
     let refs: HashMap<&str, &UttResult> = reference
@@ -592,11 +683,7 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
             bail!("system name {:?} given twice", s.name)
         }
     }
-    if let Some(r) = &opts.reference_system
-        && !seen.contains(r.as_str())
-    {
-        bail!("--reference-system {r:?} is not one of the --system names")
-    }
+    let reference_pairs = resolve_references(&opts.references, &opts.systems)?;
     let run_id = opts.run_id.clone().unwrap_or_else(default_run_id);
     if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
         bail!("bad --run-id {run_id:?}: must be a plain folder name")
@@ -737,13 +824,13 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
             system_result(spec, sys.info().clone(), &manifest, &recs)
         })
         .collect();
-    if let Some(rname) = &opts.reference_system {
+    for (system, rname) in &reference_pairs {
         let reference = results
             .iter()
             .find(|s| &s.name == rname)
             .cloned()
-            .expect("checked above");
-        for s in results.iter_mut().filter(|s| &s.name != rname) {
+            .expect("resolve_references checked the name");
+        if let Some(s) = results.iter_mut().find(|s| &s.name == system) {
             s.agreement = Some(agreement(s, &reference));
         }
     }
@@ -771,7 +858,7 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
                 path: e.path.display().to_string(),
             })
             .collect(),
-        reference_system: opts.reference_system.clone(),
+        reference_pairs,
         systems: results,
     };
     metrics::write_json_atomic(&run_dir.join("results.json"), &run)?;

@@ -89,6 +89,8 @@ struct SysView {
     n: u64,
     bar: f64,
     agreement: Option<AgreeView>,
+    /// Some other system is scored against this one.
+    is_reference: bool,
     confusions: Vec<Pair>,
     insertions: Vec<Pair>,
     deletions: Vec<Pair>,
@@ -339,6 +341,7 @@ pub fn render(
                 })
                 .collect();
             SysView {
+                is_reference: run.reference_pairs.iter().any(|(_, r)| r == &s.name),
                 name: s.name.clone(),
                 anchor: anchor(&s.name),
                 color: PALETTE[k % PALETTE.len()],
@@ -451,7 +454,8 @@ pub fn render(
             command => p.command.join(" "),
             n_clips => run.n_clips,
             missing => run.missing_clips,
-            reference_system => run.reference_system,
+            any_agreement => !run.reference_pairs.is_empty(),
+            reference_pairs => run.reference_pairs.iter().map(|(a, b)| format!("{a} → {b}")).collect::<Vec<_>>(),
             systems => systems,
             chart => chart,
             check => check,
