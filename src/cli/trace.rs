@@ -120,21 +120,38 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let delay = delay_tokens as f32;
+    let tracer = start_trace(args, "", filter, generated, &device)?;
+    let root = tracer.root();
+    root.record("input_features", &features);
+    root.record_int("input_ids", &ids);
+    let _ = model.forward(features, ids, delay, &root);
+    finish_trace(tracer, args)
+}
+
+/// A file tracer for `args.out` with `generated_ids [1, n]` recorded first.
+fn start_trace(
+    args: &TraceArgs,
+    model_kind: &str,
+    filter: NameFilter,
+    generated: Vec<i64>,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<Tracer> {
     let source = format!(
-        "voxtrace {} burn 0.22.1 {} f32",
+        "voxtrace {} burn 0.22.1 {} f32{model_kind}",
         env!("CARGO_PKG_VERSION"),
         args.device
     );
     let tracer = Tracer::to_file(filter, &args.out, &source)?;
-    let root = tracer.root();
     let n = generated.len();
-    root.record_int(
+    tracer.root().record_int(
         "generated_ids",
-        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), &device),
+        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), device),
     );
-    root.record("input_features", &features);
-    root.record_int("input_ids", &ids);
-    let _ = model.forward(features, ids, delay, &root);
+    Ok(tracer)
+}
+
+/// Writes the dump (atomic rename) and reports the count.
+fn finish_trace(tracer: Tracer, args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let count = tracer.len();
     tracer
         .finish()
@@ -182,25 +199,9 @@ fn run_whisper(
             Tensor::<2, Int>::from_data(TensorData::new(forced, [1, n]), device)
         }
     };
-    let source = format!(
-        "voxtrace {} burn 0.22.1 {} f32 whisper",
-        env!("CARGO_PKG_VERSION"),
-        args.device
-    );
-    let tracer = Tracer::to_file(filter, &args.out, &source)?;
-    let root = tracer.root();
-    let n = generated.len();
-    root.record_int(
-        "generated_ids",
-        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), device),
-    );
-    model.net.forward(feats, ids, &root)?;
-    let count = tracer.len();
-    tracer
-        .finish()
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("recorded {count} tensors to {}", args.out.display());
-    Ok(ExitCode::SUCCESS)
+    let tracer = start_trace(args, " whisper", filter, generated, device)?;
+    model.net.forward(feats, ids, &tracer.root())?;
+    finish_trace(tracer, args)
 }
 
 /// Read `input_features` (f32) and `input_ids` (i64) from a safetensors dump.

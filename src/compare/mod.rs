@@ -97,15 +97,7 @@ pub fn compare_tensors(
             gathered: None,
         });
     }
-    let mut acc = Accumulator::new(et);
-    for (k, (r, a)) in reference
-        .chunks(BLOCK)
-        .zip(actual.chunks(BLOCK))
-        .enumerate()
-    {
-        acc.update(r, a, (k * BLOCK) as u64);
-    }
-    let m = acc.finish(ref_shape);
+    let m = accumulate(reference, actual, et).finish(ref_shape);
     Ok(TensorResult {
         index: 0,
         name: name.to_string(),
@@ -464,6 +456,11 @@ fn run_gathered(
             ),
         ));
     }
+    Ok(accumulate(&reference, &actual, et))
+}
+
+/// Metrics accumulated over two equal-length in-memory arrays, block by block.
+fn accumulate(reference: &[f64], actual: &[f64], et: ElemTol) -> Accumulator {
     let mut acc = Accumulator::new(et);
     for (k, (r, a)) in reference
         .chunks(BLOCK)
@@ -472,7 +469,7 @@ fn run_gathered(
     {
         acc.update(r, a, (k * BLOCK) as u64);
     }
-    Ok(acc)
+    acc
 }
 
 #[allow(clippy::too_many_arguments)]
