@@ -29,16 +29,24 @@ setup-reference:
 models:
     bash reference/fetch_whisper_tiny_en.sh {{models}}/whisper-tiny.en
 
-# Format check, clippy and the whole test suite (what CI runs).
+# Format check, clippy and the whole test suite (what CI runs), with the ndarray backend for the
+# Flex-vs-ndarray checks of tests/cross_backend.rs.
 test: lint
     VOXTRACE_TEKKEN_240718="$({{py}} -c 'import mistral_common, os; print(os.path.join(os.path.dirname(mistral_common.__file__), "data", "tekken_240718.json"))')" \
     VOXTRACE_WHISPER_DIR={{models}}/whisper-tiny.en \
-    cargo test --all-targets --no-fail-fast
+    cargo test --all-targets --features ndarray --no-fail-fast
+
+# Flex vs ndarray vs wgpu (tests/cross_backend.rs); wgpu runs on CPU through Mesa's lavapipe
+# Vulkan driver (Debian's mesa-vulkan-drivers, installed here if missing). Slow build and run.
+test-wgpu:
+    dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || { s=$([ "$(id -u)" = 0 ] || echo sudo); $s apt-get update -q && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -q mesa-vulkan-drivers; }
+    VOXTRACE_WHISPER_DIR={{models}}/whisper-tiny.en \
+    cargo test --features ndarray,wgpu --test cross_backend -- --nocapture
 
 # rustfmt and clippy, warnings are errors.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --all-targets --features ndarray -- -D warnings
 
 # Regenerate every fixture from the upstream code (needs `just setup-reference`).
 reference:
