@@ -196,6 +196,11 @@ fn entry(key: &str, value: &str) -> StringStringEntryProto {
     e
 }
 
+/// Initializers smaller than this stay inline even with external data (as `onnx`'s own
+/// `convert_model_to_external_data(size_threshold=1024)`): shape operands of `Reshape`,
+/// `ConstantOfShape` etc. must be readable by shape inference.
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+
 /// Total bytes of initializer data held inline.
 pub fn initializer_bytes(model: &ModelProto) -> u64 {
     model
@@ -206,8 +211,8 @@ pub fn initializer_bytes(model: &ModelProto) -> u64 {
 }
 
 /// Write `model` to `out` (temporary file + rename). When the inline initializer bytes exceed
-/// `external_threshold`, every initializer's data moves to `<out>.data` (ONNX external data)
-/// first. Returns whether external data was written.
+/// `external_threshold`, the data of every initializer of at least [`EXTERNAL_MIN_BYTES`]
+/// moves to `<out>.data` (ONNX external data) first. Returns whether external data was written.
 ///
 /// # Errors
 /// I/O errors naming the file; protobuf serialisation errors (e.g. a message over 2 GiB).
@@ -241,6 +246,9 @@ pub fn write_model(
         let mut offset: u64 = 0;
         if let Some(g) = model.graph.as_mut() {
             for t in g.initializer.iter_mut() {
+                if t.raw_data.len() < EXTERNAL_MIN_BYTES {
+                    continue;
+                }
                 let raw = std::mem::take(&mut t.raw_data);
                 w.write_all(&raw).map_err(io(&data_path))?;
                 t.data_location = DataLocation::EXTERNAL.into();
