@@ -242,6 +242,17 @@ fn opset_23_runs_and_matches_burn() {
     burn_trace("mistral", &burn);
     let onnx = dir.path().join("m23.onnx");
     export("mistral", "all", &onnx, &["--opset", "23"]);
+    // The fused ops are there: 2 encoder + 2 decoder layers, 2 norms each plus 2 final norms.
+    let model = {
+        use onnx_protobuf::Message;
+        onnx_protobuf::ModelProto::parse_from_bytes(&std::fs::read(&onnx).unwrap()).unwrap()
+    };
+    let count = |op: &str| model.graph.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!(model.opset_import[0].version, 23);
+    assert_eq!(count("Attention"), 4);
+    assert_eq!(count("RMSNormalization"), 10);
+    assert_eq!(count("Gelu"), 5);
+    assert_eq!(count("Softmax"), 0);
     let ort = dir.path().join("ort.safetensors");
     onnx_run(&onnx, &burn, &ort);
     let r = compare(&ort, &burn, 1e-4, 0.0);

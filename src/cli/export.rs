@@ -29,7 +29,7 @@ pub struct ExportArgs {
     /// Also write the graph as Google Model Explorer JSON here.
     #[arg(long)]
     pub graph_json: Option<PathBuf>,
-    /// ONNX opset: 18 (elementary ops) or 23 (adds the Gelu op).
+    /// ONNX opset: 18 (elementary ops) or 23 (Gelu, RMSNormalization and Attention nodes).
     #[arg(long, default_value_t = 18)]
     pub opset: u32,
     /// Log-mel frames of the audio input (Voxtral; a multiple of 8). Whisper always uses 3000.

@@ -7,11 +7,13 @@
 //! Node naming: the node that produces a tensor recorded by the tracer is named by that capture
 //! name (and its output value carries the same name); other nodes are named
 //! `<module path>/op_<index>`, where the module path is the longest common prefix of the
-//! module paths of the nearest recorded tensors before and after it in execution order.
+//! module paths of the nearest recorded tensors before (its last capture name, i.e. where it
+//! flows next) and after it in execution order.
 //! Further names for an already named tensor become `Identity` nodes.
 //!
-//! Opset 18 spells GELU as `0.5·x·(1 + erf(x/√2))`; opset 23 uses the `Gelu` op (exact form).
-//! RMSNorm, RoPE and attention are captured by Burn as elementary ops and exported as such.
+//! Opset 18 spells GELU as `0.5·x·(1 + erf(x/√2))` and exports RMSNorm, RoPE and attention in
+//! the elementary ops Burn records; opset 23 uses `Gelu` and fuses RMSNorm and attention into
+//! `RMSNormalization` and `Attention` where the pattern fits (see [`super::fuse`]).
 
 use super::ExportError;
 use super::onnx::{
@@ -688,6 +690,55 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    fn emit_fused(&mut self, f: &super::fuse::Fused) -> Result<(), ExportError> {
+        use super::fuse::Fused;
+        match f {
+            Fused::RmsNorm {
+                x,
+                weight,
+                eps,
+                out,
+            } => {
+                let x = self.input(x)?;
+                let w = self.input(weight)?;
+                let y = self.output(out)?;
+                self.main(
+                    "RMSNormalization",
+                    &[&x, &w],
+                    &y,
+                    vec![attr_int("axis", -1), attr_float("epsilon", *eps as f32)],
+                );
+            }
+            Fused::Attention {
+                q,
+                k,
+                v,
+                mask,
+                scale,
+                out,
+            } => {
+                let q = self.input(q)?;
+                let k = self.input(k)?;
+                let v = self.input(v)?;
+                let mut ins = vec![q, k, v];
+                if let Some(m) = mask {
+                    // ONNX: true = attend; Burn's mask_fill: true = hidden.
+                    let m = self.input(m)?;
+                    ins.push(self.aux("Not", &[&m], vec![]));
+                }
+                let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+                let y = self.output(out)?;
+                self.main(
+                    "Attention",
+                    &refs,
+                    &y,
+                    vec![attr_float("scale", *scale as f32)],
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn lower_op(&mut self, op: &OperationIr) -> Result<(), ExportError> {
         match op {
             // Constants become initializers on first use (unused weights of other parts are
@@ -740,8 +791,11 @@ pub fn lower(
 ) -> Result<Lowered, ExportError> {
     // First tap name per tensor id, and per-op anchors.
     let mut primary: HashMap<TensorId, String> = HashMap::new();
+    // Last name per tensor: where the value flows next (`x.out` is also `next.in.0`).
+    let mut latest: HashMap<String, String> = HashMap::new();
     for t in taps {
-        primary.entry(t.id).or_insert_with(|| t.name.clone());
+        let first = primary.entry(t.id).or_insert_with(|| t.name.clone());
+        latest.insert(first.clone(), t.name.clone());
     }
     let input_ids: HashSet<TensorId> = inputs.iter().map(|(_, id)| *id).collect();
     let mut names: HashMap<TensorId, String> = HashMap::new();
@@ -772,7 +826,7 @@ pub fn lower(
     let mut last = None;
     for i in 0..n {
         if let Some(a) = &anchors[i] {
-            last = Some(module_path(a));
+            last = Some(module_path(latest.get(a).unwrap_or(a)));
         }
         prev[i] = last.clone();
     }
@@ -810,7 +864,16 @@ pub fn lower(
             lw.record_info(t)?;
         }
     }
+    let tapped: HashSet<TensorId> = taps.iter().map(|t| t.id).collect();
+    let plan = if opset >= 23 {
+        super::fuse::plan(operations, &tapped)
+    } else {
+        super::fuse::Plan::default()
+    };
     for (i, op) in operations.iter().enumerate() {
+        if plan.skipped.contains(&i) {
+            continue;
+        }
         let scope = match (&anchors[i], &prev[i], &next[i]) {
             (Some(a), _, _) => module_path(a),
             (None, Some(p), Some(q)) => common_prefix(p, q),
@@ -825,7 +888,10 @@ pub fn lower(
         };
         lw.cur_scope = scope;
         lw.cur_index = i;
-        lw.lower_op(op)?;
+        match plan.fused.get(&i) {
+            Some(f) => lw.emit_fused(f)?,
+            None => lw.lower_op(op)?,
+        }
     }
     // Aliases: further names of an already named value become Identity nodes.
     let mut tap_names = Vec::new();

@@ -17,6 +17,7 @@
 //! `model.encoder.out.last_hidden_state` -> `logits`) and `all`. Graph input names equal the
 //! dump names of the same tensors, so an upstream dump supplies them directly.
 
+pub mod fuse;
 pub mod lower;
 pub mod model_explorer;
 pub mod onnx;
