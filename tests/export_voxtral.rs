@@ -260,3 +260,163 @@ fn opset_23_runs_and_matches_burn() {
     assert!(n > 150);
     eprintln!("opset 23 all: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}");
 }
+
+/// A tensor to write: name, shape, f32 values (`Ok`) or i64 values (`Err`).
+type NamedValues = (String, Vec<usize>, Result<Vec<f32>, Vec<i64>>);
+
+/// Write tensors as safetensors.
+fn write_st(path: &Path, tensors: Vec<NamedValues>) {
+    use safetensors::tensor::TensorView;
+    let owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, shape, v)| match v {
+            Ok(f) => (
+                n,
+                safetensors::Dtype::F32,
+                shape,
+                f.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Err(i) => (
+                n,
+                safetensors::Dtype::I64,
+                shape,
+                i.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// `decoder-step --past P`: the KV cache is graph input and output. Burn decodes the first P
+/// positions incrementally, then one cached step over T more positions; ORT, fed Burn's cache
+/// after the prefill, gives the step's logits and the updated cache within 1e-4.
+#[test]
+fn decoder_step_with_kv_cache_matches_burn_incremental_decoding() {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use voxtrace::models::voxtral::{Voxtral, loader::detect_layout};
+    use voxtrace::nn::KvCache;
+    use voxtrace::trace::Scope;
+    let (past, steps) = (10usize, 2usize);
+    let device = Device::flex();
+    let dir = voxtral_fixture("mistral");
+    let model = Voxtral::load_layout(&dir, detect_layout(&dir).unwrap(), &device).unwrap();
+    let tok =
+        voxtrace::tokenizer::Tekken::from_file(voxtral_fixture("mistral/tekken.json")).unwrap();
+    let delay = tok.audio().unwrap().n_delay_tokens(Some(480.0)).unwrap() as f32;
+    let dump = common::read_dump(&upstream());
+    let ids = dump.get("input_ids").i64.clone();
+    let audio = dump.get("model.multi_modal_projector.out");
+    let d = audio.shape[2];
+    let off = Scope::off();
+    let t_cond = model.t_cond(delay, &off, &device);
+    let embeds = |from: usize, n: usize| {
+        let i = Tensor::<2, Int>::from_data(
+            TensorData::new(ids[from..from + n].to_vec(), [1, n]),
+            &device,
+        );
+        let a = Tensor::<3>::from_data(
+            TensorData::new(audio.f32[from * d..(from + n) * d].to_vec(), [1, n, d]),
+            &device,
+        );
+        model.embed(i, &off) + a
+    };
+    let n_layers = model.config.decoder.n_layers;
+    let mut caches = vec![KvCache::default(); n_layers];
+    let _ = model.decode_step(embeds(0, past), &t_cond, 0, &mut caches);
+    let vals = |t: &Tensor<4>| {
+        t.clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let mut inputs = vec![
+        (
+            "input_ids".to_string(),
+            vec![1, steps],
+            Err(ids[past..past + steps].to_vec()),
+        ),
+        (
+            "model.multi_modal_projector.out".to_string(),
+            vec![1, steps, d],
+            Ok(audio.f32[past * d..(past + steps) * d].to_vec()),
+        ),
+    ];
+    for (i, c) in caches.iter().enumerate() {
+        for (kind, t) in [
+            ("key", c.k.as_ref().unwrap()),
+            ("value", c.v.as_ref().unwrap()),
+        ] {
+            inputs.push((
+                format!("past_key_values.{i}.{kind}"),
+                t.dims().to_vec(),
+                Ok(vals(t)),
+            ));
+        }
+    }
+    let logits = model.decode_step(embeds(past, steps), &t_cond, past, &mut caches);
+    // Burn's own consistency: the cached step equals the uncached pass at those positions.
+    let mut fresh = vec![KvCache::default(); n_layers];
+    let full = model.decode_step(embeds(0, past + steps), &t_cond, 0, &mut fresh);
+    let full_tail = full.narrow(1, past, steps);
+    let diff: f32 = (full_tail - logits.clone()).abs().max().into_scalar();
+    assert!(
+        diff < 1e-4,
+        "Burn cached vs uncached logits differ by {diff}"
+    );
+
+    let mut reference = vec![(
+        "logits".to_string(),
+        logits.dims().to_vec(),
+        Ok(logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()),
+    )];
+    for (i, c) in caches.iter().enumerate() {
+        for (kind, t) in [
+            ("key", c.k.as_ref().unwrap()),
+            ("value", c.v.as_ref().unwrap()),
+        ] {
+            reference.push((
+                format!("present.{i}.{kind}"),
+                t.dims().to_vec(),
+                Ok(vals(t)),
+            ));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (inp, refp) = (
+        tmp.path().join("in.safetensors"),
+        tmp.path().join("ref.safetensors"),
+    );
+    write_st(&inp, inputs);
+    write_st(&refp, reference);
+    let onnx = tmp.path().join("step.onnx");
+    voxtrace_ok(&[
+        "export",
+        "--model",
+        s(&dir),
+        "--part",
+        "decoder-step",
+        "--past",
+        &past.to_string(),
+        "--tokens",
+        &steps.to_string(),
+        "--out",
+        s(&onnx),
+    ]);
+    let ort = tmp.path().join("ort.safetensors");
+    onnx_run(&onnx, &inp, &ort);
+    let r = compare(&refp, &ort, 1e-4, 0.0);
+    let (n, worst, at) = assert_all_pass(&r, &[], "kv step: burn vs ort");
+    assert_eq!(n, 1 + 2 * n_layers);
+    eprintln!(
+        "decoder-step --past {past} --tokens {steps}: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}"
+    );
+}

@@ -1,5 +1,5 @@
 //! `voxtrace export --model DIR --part encoder|adapter|decoder-step|all --out FILE.onnx
-//! [--graph-json FILE] [--opset 18|23] [--frames N] [--tokens N] [--intermediates]`
+//! [--graph-json FILE] [--opset 18|23] [--frames N] [--tokens N] [--past N] [--intermediates]`
 //!
 //! Captures the part's forward graph on Burn's capture device with capture names (see
 //! [`crate::export`]) and writes ONNX (weights as initializers; external data in
@@ -38,6 +38,11 @@ pub struct ExportArgs {
     /// Decoder positions (default: frames / 8 for Voxtral, 4 for Whisper).
     #[arg(long)]
     pub tokens: Option<usize>,
+    /// Voxtral decoder-step with a KV cache of this many past positions as graph inputs
+    /// (`past_key_values.{layer}.key|value`) and the updated cache as outputs (`present.*`);
+    /// 0 = a pass from position 0 without cache.
+    #[arg(long, default_value_t = 0)]
+    pub past: usize,
     /// Tekken tokenizer for the audio settings (default: MODEL/tekken.json when present).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -66,6 +71,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let (graph, label) = if crate::models::whisper::is_whisper_dir(&args.model) {
         let model = crate::models::whisper::Whisper::load(&args.model, &device)
             .with_context(|| format!("loading {}", args.model.display()))?;
+        anyhow::ensure!(args.past == 0, "--past is implemented for Voxtral only");
         let tokens = args.tokens.unwrap_or(4);
         (
             export::capture_whisper(&model, args.part, tokens)?,
@@ -89,7 +95,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         let delay = audio_cfg.n_delay_tokens(Some(args.delay_ms))? as f32;
         let tokens = args.tokens.unwrap_or(args.frames / 8);
         (
-            export::capture_voxtral(&model, args.part, args.frames, tokens, delay)?,
+            export::capture_voxtral(&model, args.part, args.frames, tokens, delay, args.past)?,
             format!("voxtral {:?}", args.part),
         )
     };

@@ -11,8 +11,8 @@
 //! Parts ([`Part`]): Voxtral `encoder` (`input_features [1, mels, frames]` ->
 //! `model.audio_tower.out.last_hidden_state`), `adapter` (encoder output ->
 //! `model.multi_modal_projector.out`), `decoder-step` (`input_ids [1, n]` + audio embeddings
-//! `model.multi_modal_projector.out [1, n, d]` -> `logits`, a fixed-length teacher-forced
-//! pass from position 0 without KV-cache inputs), `all` (`input_features` + `input_ids` ->
+//! `model.multi_modal_projector.out [1, n, d]` -> `logits`; from position 0, or with a KV
+//! cache as graph inputs/outputs after `past` positions, see [`capture_voxtral`]), `all` (`input_features` + `input_ids` ->
 //! `logits`); Whisper `encoder`, `decoder-step` (`input_ids` +
 //! `model.encoder.out.last_hidden_state` -> `logits`) and `all`. Graph input names equal the
 //! dump names of the same tensors, so an upstream dump supplies them directly.
@@ -187,6 +187,13 @@ fn int_input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D, In
 /// adapter and `all`); `tokens`: decoder positions; `delay_tokens`: transcription delay in
 /// 80 ms tokens (6 = 480 ms). Shapes: see the module docs.
 ///
+/// `past > 0` (decoder-step only) makes an incremental step with a KV cache: extra inputs
+/// `past_key_values.{layer}.key|value [1, n_kv_heads, past, head_dim]` (positions `0..past`,
+/// keys after RoPE, as [`crate::nn::KvCache`] holds them), the `tokens` new positions start at
+/// `past` (RoPE tables and mask are built for that position), and extra outputs
+/// `present.{layer}.key|value`: the cache after the step, trimmed to the sliding window like
+/// Burn's own decoding does.
+///
 /// # Errors
 /// Inconsistent sizes; capture failures.
 pub fn capture_voxtral(
@@ -195,7 +202,13 @@ pub fn capture_voxtral(
     frames: usize,
     tokens: usize,
     delay_tokens: f32,
+    past: usize,
 ) -> Result<PartGraph, ExportError> {
+    if past > 0 && part != Part::DecoderStep {
+        return Err(ExportError::Data(
+            "a KV cache (--past) only applies to --part decoder-step".into(),
+        ));
+    }
     let cfg = model.config.clone();
     let mels = cfg.encoder.num_mel_bins;
     let group = 2 * cfg.downsample_factor;
@@ -253,28 +266,56 @@ pub fn capture_voxtral(
             Part::DecoderStep => {
                 let ids = int_input([1, tokens], device);
                 let audio = float_input([1, tokens, cfg.decoder.d_model], device);
-                let (ii, ai) = (id_of_int(&ids)?, id_of(&audio)?);
+                let mut inputs = vec![
+                    ("input_ids".to_string(), id_of_int(&ids)?),
+                    (
+                        "model.multi_modal_projector.out".to_string(),
+                        id_of(&audio)?,
+                    ),
+                ];
+                let d = &cfg.decoder;
+                let mut caches = Vec::new();
+                if past > 0 {
+                    for i in 0..d.n_layers {
+                        let k = float_input([1, d.n_kv_heads, past, d.head_dim], device);
+                        let v = float_input([1, d.n_kv_heads, past, d.head_dim], device);
+                        inputs.push((format!("past_key_values.{i}.key"), id_of(&k)?));
+                        inputs.push((format!("past_key_values.{i}.value"), id_of(&v)?));
+                        caches.push(crate::nn::KvCache {
+                            k: Some(k),
+                            v: Some(v),
+                            start: 0,
+                        });
+                    }
+                }
                 let lm = ms.child("language_model");
                 let tok = m.embed(ids, &lm);
                 let t_cond = m.t_cond(delay_tokens, &ms, device);
                 let h = m.net.model.language_model.forward(
                     tok + audio,
                     &t_cond,
-                    0,
+                    past,
                     &cfg.decoder,
                     cfg.rope_style,
-                    None,
+                    (past > 0).then_some(caches.as_mut_slice()),
                     &lm,
                 );
                 let logits = m.lm_head(h, root);
                 root.record("logits", &logits);
-                Ok((
-                    vec![
-                        ("input_ids".into(), ii),
-                        ("model.multi_modal_projector.out".into(), ai),
-                    ],
-                    vec![("logits".into(), id_of(&logits)?)],
-                ))
+                let mut outputs = vec![("logits".to_string(), id_of(&logits)?)];
+                for (i, c) in caches.iter().enumerate() {
+                    for (kind, t) in [("key", &c.k), ("value", &c.v)] {
+                        let t = t.as_ref().ok_or_else(|| {
+                            ExportError::Capture(format!(
+                                "layer {i}: no {kind} cache after the step"
+                            ))
+                        })?;
+                        let name = format!("present.{i}.{kind}");
+                        root.record(&name, t);
+                        outputs.push((name, id_of(t)?));
+                    }
+                }
+                Ok((inputs, outputs))
             }
             Part::All => {
                 let x = float_input([1, mels, frames], device);
