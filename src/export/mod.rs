@@ -513,7 +513,7 @@ pub fn write(
         let text = serde_json::to_string_pretty(&exported.graph_json)
             .map_err(|e| ExportError::Data(e.to_string()))?;
         crate::compare::report::write_atomic(p, text.as_bytes())
-            .map_err(|e| ExportError::Data(format!("{}: {e}", p.display())))?;
+            .map_err(|e| ExportError::Data(e.to_string()))?;
     }
     onnx::write_model(exported.model, out, opts.external_threshold)
 }

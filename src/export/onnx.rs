@@ -210,6 +210,19 @@ pub fn initializer_bytes(model: &ModelProto) -> u64 {
         .unwrap_or(0)
 }
 
+/// tempfile creates files with mode 0600; a model is an ordinary, world-readable output.
+fn readable(f: &tempfile::NamedTempFile) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = f;
+    Ok(())
+}
+
 /// Write `model` to `out` (temporary file + rename). When the inline initializer bytes exceed
 /// `external_threshold`, the data of every initializer of at least [`EXTERNAL_MIN_BYTES`]
 /// moves to `<out>.data` (ONNX external data) first. Returns whether external data was written.
@@ -270,6 +283,10 @@ pub fn write_model(
     let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
     tmp.write_all(&bytes).map_err(io(out))?;
     tmp.flush().map_err(io(out))?;
+    readable(&tmp).map_err(io(out))?;
+    if let Some(d) = &data_tmp {
+        readable(d).map_err(io(&data_path))?;
+    }
     if let Some(d) = data_tmp {
         d.persist(&data_path).map_err(|e| ExportError::Io {
             path: data_path.clone(),
