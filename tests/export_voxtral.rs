@@ -253,6 +253,20 @@ fn opset_23_runs_and_matches_burn() {
     assert_eq!(count("RMSNormalization"), 10);
     assert_eq!(count("Gelu"), 5);
     assert_eq!(count("Softmax"), 0);
+    // Weights are named by their module parameter path.
+    let inits: Vec<&str> = model
+        .graph
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    for w in [
+        "model.audio_tower.embedder.conv1.weight",
+        "model.language_model.layers.1.mlp.down_proj.weight",
+        "model.language_model.embed_tokens.weight",
+    ] {
+        assert!(inits.contains(&w), "no initializer {w}");
+    }
     let ort = dir.path().join("ort.safetensors");
     onnx_run(&onnx, &burn, &ort);
     let r = compare(&ort, &burn, 1e-4, 0.0);

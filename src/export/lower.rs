@@ -776,7 +776,8 @@ impl<'a> Lowerer<'a> {
 /// Lower `operations` to ONNX nodes.
 ///
 /// `inputs` name the runtime inputs (graph inputs, not initializers); `taps` (from a
-/// [`crate::trace::Tracer::graph`] tracer) name intermediate tensors. `values` hold the
+/// [`crate::trace::Tracer::graph`] tracer) name intermediate tensors; `params` name the
+/// initializers of module parameters (others are `t<id>`). `values` hold the
 /// captured constants (weights, tables, masks), which become initializers.
 ///
 /// # Errors
@@ -787,6 +788,7 @@ pub fn lower(
     values: &BTreeMap<TensorId, TensorData>,
     inputs: &[(String, TensorId)],
     taps: &[GraphTap],
+    params: &[(String, TensorId)],
     opset: u32,
 ) -> Result<Lowered, ExportError> {
     // First tap name per tensor id, and per-op anchors.
@@ -799,6 +801,9 @@ pub fn lower(
     }
     let input_ids: HashSet<TensorId> = inputs.iter().map(|(_, id)| *id).collect();
     let mut names: HashMap<TensorId, String> = HashMap::new();
+    for (n, id) in params {
+        names.entry(*id).or_insert_with(|| n.clone());
+    }
     for (n, id) in inputs {
         names.insert(*id, n.clone());
     }

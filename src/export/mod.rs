@@ -107,6 +107,42 @@ pub struct PartGraph {
     pub outputs: Vec<(String, TensorId)>,
     /// Capture names of intermediate tensors.
     pub taps: Vec<GraphTap>,
+    /// Module parameter paths (Burn layout, e.g. `Linear` weights are `[in, out]`), which
+    /// name their initializers.
+    pub params: Vec<(String, TensorId)>,
+}
+
+/// Collects `(parameter path, capture tensor id)` of a module on the capture device.
+struct ParamIds {
+    path: Vec<String>,
+    out: Vec<(String, TensorId)>,
+}
+
+impl burn::module::ModuleVisitor for ParamIds {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        if let Ok(id) = id_of(&param.val()) {
+            self.out.push((self.path.join("."), id));
+        }
+    }
+}
+
+/// `(parameter path, capture tensor id)` of every float parameter of `module` (which must live
+/// on the capture device; other parameters are skipped).
+pub fn param_ids<M: Module>(module: &M) -> Vec<(String, TensorId)> {
+    let mut v = ParamIds {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
 }
 
 /// Capture `f` on a fresh capture device. `f` receives the device and the root of a graph
@@ -145,6 +181,7 @@ where
         inputs,
         outputs,
         taps,
+        params: Vec::new(),
     })
 }
 
@@ -224,11 +261,13 @@ pub fn capture_voxtral(
             frames / group
         )));
     }
-    capture(|device, root| {
+    let mut params = Vec::new();
+    let mut part_graph = capture(|device, root| {
         let m = Voxtral {
             net: model.net.clone().to_device(device),
             config: cfg.clone(),
         };
+        params = param_ids(&m.net);
         let ms = root.child("model");
         match part {
             Part::Encoder => {
@@ -328,7 +367,9 @@ pub fn capture_voxtral(
                 ))
             }
         }
-    })
+    })?;
+    part_graph.params = params;
+    Ok(part_graph)
 }
 
 /// Capture a Whisper part (`encoder`, `decoder-step`, `all`; features are always
@@ -344,8 +385,10 @@ pub fn capture_whisper(
     let cfg = model.config.clone();
     let frames = 2 * cfg.max_source_positions;
     let fwd = |e: crate::models::whisper::model::ForwardError| ExportError::Data(e.to_string());
-    capture(|device, root| {
+    let mut params = Vec::new();
+    let mut part_graph = capture(|device, root| {
         let net = model.net.clone().to_device(device);
+        params = param_ids(&net);
         let ms = root.child("model");
         match part {
             Part::Adapter => Err(ExportError::Data(
@@ -394,7 +437,9 @@ pub fn capture_whisper(
                 ))
             }
         }
-    })
+    })?;
+    part_graph.params = params;
+    Ok(part_graph)
 }
 
 /// An exported model: the ONNX proto and the Model Explorer graph.
@@ -427,6 +472,7 @@ pub fn to_onnx(
         &part.captured.values,
         &part.inputs,
         &part.taps,
+        &part.params,
         opts.opset,
     )?;
     let mut g = GraphProto::new();
