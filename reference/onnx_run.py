@@ -67,6 +67,7 @@ def main():
     names = set(dump.keys())
 
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only
     if args.disable_optimizations:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -121,4 +121,28 @@ fn encoder_and_decoder_run_in_onnxruntime_and_match_burn_and_transformers() {
             "whisper {part}: transformers vs ORT {n} tensors, max |diff| {worst:.3e} at {at}"
         );
     }
+
+    // Opset 23 (Gelu op; LayerNormalization as in 18; attention stays elementary because its
+    // probabilities are a traced tensor, `self_attn.out.1`): same tolerances against Burn.
+    let onnx = dir.path().join("all23.onnx");
+    voxtrace_ok(&[
+        "export",
+        "--model",
+        s(&model),
+        "--part",
+        "all",
+        "--tokens",
+        "7",
+        "--opset",
+        "23",
+        "--intermediates",
+        "--out",
+        s(&onnx),
+    ]);
+    let ort = dir.path().join("all23-ort.safetensors");
+    onnx_run(&onnx, &burn, &ort);
+    let r = cmp(&ort, &burn);
+    let (n, worst, at) = assert_all_pass(&r, &[], "opset 23: ort vs burn");
+    assert!(n > 250, "{n}");
+    eprintln!("whisper all opset 23: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}");
 }
