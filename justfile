@@ -34,6 +34,7 @@ models:
 test: lint
     VOXTRACE_TEKKEN_240718="$({{py}} -c 'import mistral_common, os; print(os.path.join(os.path.dirname(mistral_common.__file__), "data", "tekken_240718.json"))')" \
     VOXTRACE_WHISPER_DIR={{models}}/whisper-tiny.en \
+    VOXTRACE_PYTHON={{py}} \
     cargo test --all-targets --features ndarray --no-fail-fast
 
 # Flex vs ndarray vs wgpu (tests/cross_backend.rs); wgpu runs on CPU through Mesa's lavapipe
@@ -69,6 +70,14 @@ trace model audio out *args:
 # Per-tensor drift between two dumps: just compare REF ACTUAL [--html report.html]
 compare reference actual *args:
     cargo run -q -- compare {{reference}} {{actual}} {{args}}
+
+# Export a model part's graph to ONNX: just export fixtures/voxtral_tiny/mistral all model.onnx [--graph-json g.json] [--opset 23] [--intermediates]
+export model part out *args:
+    cargo run -q -- export --model {{model}} --part {{part}} --out {{out}} {{args}}
+
+# Check and run an exported model in ONNX Runtime on a dump's inputs, writing a trace-v1 dump: just onnx-run model.onnx fixtures/voxtral_tiny/dumps/cards-001.safetensors ort.safetensors
+onnx-run model inputs out *args:
+    {{py}} reference/onnx_run.py {{model}} --inputs {{inputs}} --out {{out}} {{args}}
 
 # Benchmarks, as ratios against a peer in the same run; results in reports/bench/.
 bench:

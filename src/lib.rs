@@ -3,13 +3,14 @@
 //! One module per concept: [`audio`] (decoding, resampling, log-mel, padding), [`tokenizer`]
 //! (Tekken), [`nn`] (layers shared by the models), [`models`] (Voxtral Realtime, Whisper),
 //! [`trace`] (recording intermediate tensors under upstream names), [`compare`] (per-tensor
-//! drift between two dumps), [`eval`] (WER scoring),
+//! drift between two dumps), [`eval`] (WER scoring), [`export`] (ONNX and Model Explorer graph export),
 //! [`cli`] (the `voxtrace` command).
 
 pub mod audio;
 pub mod cli;
 pub mod compare;
 pub mod eval;
+pub mod export;
 pub mod models;
 pub mod nn;
 pub mod report;

@@ -2,6 +2,7 @@
 
 mod eval;
 mod eval_check;
+mod export;
 mod trace;
 mod transcribe;
 
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare an eval run with a baseline; exit 1 on a WER rise or a pinned-utterance change.
     EvalCheck(eval_check::EvalCheckArgs),
+    /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
+    Export(export::ExportArgs),
 }
 
 /// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Features(a) => crate::audio::cli::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! `voxtrace compare REFERENCE ACTUAL [--atol A] [--rtol R] [--tol PATTERN=A,R ...]
 //! [--criterion allclose|polygraphy] [--equal-nan] [--no-inf-equal] [--json FILE] [--html FILE]
-//! [--quiet]`
+//! [--graph-overlay FILE] [--quiet]`
 //!
 //! Exit-code contract (returned by [`run`] as an `ExitCode`, never as `Err`):
 //! - **0**: every reference tensor passed (extra tensors in ACTUAL are allowed);
@@ -54,6 +54,10 @@ pub struct CompareArgs {
     /// Print only the summary line, not the table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write Google Model Explorer node data here, colouring each node of a graph written by
+    /// `voxtrace export --graph-json` by its tensor's drift (atomic write).
+    #[arg(long, value_name = "FILE")]
+    pub graph_overlay: Option<PathBuf>,
 }
 
 impl CompareArgs {
@@ -71,6 +75,7 @@ impl CompareArgs {
             json: None,
             html: None,
             quiet: false,
+            graph_overlay: None,
         }
     }
 
@@ -97,6 +102,11 @@ pub fn execute(args: &CompareArgs) -> Result<Report, CompareError> {
     }
     if let Some(p) = &args.html {
         report.write_html(p)?;
+    }
+    if let Some(p) = &args.graph_overlay {
+        let json = crate::export::model_explorer::overlay_json(&report);
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        super::report::write_atomic(p, text.as_bytes())?;
     }
     Ok(report)
 }

@@ -12,6 +12,10 @@
 //! in memory ([`Tracer::in_memory`]) or streamed to a temporary file and finalised as a
 //! safetensors dump in the `trace-v1` format ([`Tracer::to_file`]).
 //!
+//! A third sink, [`Tracer::graph`], is for graph capture (`Device::capture()`, see
+//! [`crate::export`]): nothing executes there, so instead of reading values it records which
+//! capture tensor id each accepted name refers to ([`GraphTap`]).
+//!
 //! # The `trace-v1` file format
 //! A safetensors file; tensor names are capture names; `__metadata__` holds
 //! `voxtrace.format = "trace-v1"`, `voxtrace.order` (JSON array of names in execution order),
@@ -60,6 +64,19 @@ impl CapturedData {
 enum Sink {
     Memory(Vec<Captured>),
     File(TraceWriter),
+    Graph(Vec<GraphTap>),
+}
+
+/// A capture name bound to a tensor of a graph being captured on `Device::capture()`
+/// (recorded by a [`Tracer::graph`] tracer instead of values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphTap {
+    /// Capture name (see module docs).
+    pub name: String,
+    /// Id of the tensor in the captured `GraphIr`.
+    pub id: burn::backend::capture::TensorId,
+    /// Whether the tensor is an integer tensor (token ids) rather than float.
+    pub int: bool,
 }
 
 /// Receives tensors from enabled [`Scope`]s; owns the name filter and the sink.
@@ -94,6 +111,61 @@ impl Tracer {
             filter,
             Sink::File(TraceWriter::create(out, source)?),
         ))
+    }
+
+    /// A tracer for graph capture: each accepted name is bound to the capture tensor id of the
+    /// recorded tensor ([`GraphTap`]); no tensor data is read. Recording a tensor that does not
+    /// live on a capture device is an error returned by [`Tracer::finish_graph`].
+    pub fn graph(filter: NameFilter) -> Self {
+        Self::with_sink(filter, Sink::Graph(Vec::new()))
+    }
+
+    /// Whether this tracer records capture tensor ids instead of values.
+    pub fn is_graph(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| matches!(s.sink, Sink::Graph(_)))
+            .unwrap_or(false)
+    }
+
+    /// Finish a [`Tracer::graph`] tracer: the taps in recording order.
+    ///
+    /// # Errors
+    /// A recorded tensor was not on a capture device, or this is not a graph tracer.
+    pub fn finish_graph(self) -> Result<Vec<GraphTap>, TraceError> {
+        let state = self.state.into_inner().map_err(|_| TraceError::Poisoned)?;
+        if let Some(e) = state.error {
+            return Err(e);
+        }
+        match state.sink {
+            Sink::Graph(v) => Ok(v),
+            _ => Err(TraceError::Data {
+                name: String::new(),
+                message: "finish_graph called on a tracer that records values".into(),
+            }),
+        }
+    }
+
+    fn push_tap(
+        &self,
+        name: String,
+        id: Result<burn::backend::capture::TensorId, String>,
+        int: bool,
+    ) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.error.is_some() {
+            return;
+        }
+        match (id, &mut state.sink) {
+            (Ok(id), Sink::Graph(v)) => {
+                v.push(GraphTap { name, id, int });
+                state.count += 1;
+            }
+            (Err(message), _) => state.error = Some(TraceError::Data { name, message }),
+            _ => {}
+        }
     }
 
     fn with_sink(filter: NameFilter, sink: Sink) -> Self {
@@ -170,6 +242,7 @@ impl Tracer {
                 Ok(())
             }
             Sink::File(w) => w.append(&captured),
+            Sink::Graph(_) => Ok(()),
         };
         if let Err(e) = result {
             state.error = Some(e);
@@ -192,6 +265,7 @@ impl Tracer {
                 w.finish()?;
                 Ok(Vec::new())
             }
+            Sink::Graph(_) => Ok(Vec::new()),
         }
     }
 }
@@ -266,7 +340,16 @@ impl<'a> Scope<'a> {
         if let Some(t) = self.tracer {
             let name = self.full_name(suffix);
             if t.accepts(&name) {
-                t.push(name, tensor.clone().into_data());
+                if t.is_graph() {
+                    let id = tensor
+                        .clone()
+                        .try_into_primitive::<burn::backend::capture::CaptureBackend>()
+                        .map(|p| p.id())
+                        .map_err(|e| format!("not a capture-device tensor: {e:?}"));
+                    t.push_tap(name, id, false);
+                } else {
+                    t.push(name, tensor.clone().into_data());
+                }
             }
         }
     }
@@ -276,7 +359,16 @@ impl<'a> Scope<'a> {
         if let Some(t) = self.tracer {
             let name = self.full_name(suffix);
             if t.accepts(&name) {
-                t.push(name, tensor.clone().into_data());
+                if t.is_graph() {
+                    let id = tensor
+                        .clone()
+                        .try_into_primitive::<burn::backend::capture::CaptureBackend>()
+                        .map(|p| p.id())
+                        .map_err(|e| format!("not a capture-device tensor: {e:?}"));
+                    t.push_tap(name, id, true);
+                } else {
+                    t.push(name, tensor.clone().into_data());
+                }
             }
         }
     }

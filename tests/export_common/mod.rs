@@ -1,0 +1,106 @@
+//! Helpers for the export tests: run `voxtrace`, `reference/onnx_run.py`, and the comparator.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use voxtrace::compare::{Report, Status, Tolerances, compare_dumps};
+
+/// Crate root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `&Path` as `&str`.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The Python with onnx + onnxruntime (`VOXTRACE_PYTHON`); the test fails when unset.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("VOXTRACE_PYTHON")
+        .map(PathBuf::from)
+        .expect(
+            "VOXTRACE_PYTHON is not set: it must point at a Python with onnx and onnxruntime \
+         (`just setup`, then `just test` sets it)",
+        );
+    assert!(p.exists(), "VOXTRACE_PYTHON={} does not exist", p.display());
+    p
+}
+
+/// Run the `voxtrace` binary; panics with its stderr on failure.
+pub fn voxtrace_ok(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+        .args(args)
+        .output()
+        .expect("run voxtrace");
+    assert!(
+        o.status.success(),
+        "voxtrace {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Check and run `model` with ONNX Runtime on the inputs in `inputs`, writing `out`.
+pub fn onnx_run(model: &Path, inputs: &Path, out: &Path) {
+    let o = Command::new(python())
+        .arg(root().join("reference/onnx_run.py"))
+        .args([s(model), "--inputs", s(inputs), "--out", s(out)])
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "onnx_run.py {} failed: {}",
+        model.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Compare and return the report.
+pub fn compare(reference: &Path, actual: &Path, atol: f64, rtol: f64) -> Report {
+    compare_dumps(reference, actual, &Tolerances::new(atol, rtol).unwrap()).unwrap()
+}
+
+/// Names stored in a safetensors dump.
+pub fn names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.names().into_iter().map(str::to_string).collect()
+}
+
+/// Assert that every compared tensor passed, except reference names listed in `absent_ok`
+/// (which must be reported missing, not silently skipped); returns (compared count, worst
+/// max_abs_err, its name).
+pub fn assert_all_pass(report: &Report, absent_ok: &[String], what: &str) -> (usize, f64, String) {
+    let mut n = 0;
+    let mut worst = (0.0f64, String::new());
+    for t in &report.tensors {
+        if absent_ok.contains(&t.name) {
+            assert_eq!(
+                t.status,
+                Status::Missing,
+                "{what}: {} expected missing",
+                t.name
+            );
+            continue;
+        }
+        assert!(
+            t.passed(),
+            "{what}: {} {:?} (atol {}, rtol {}): {:?}",
+            t.name,
+            t.status,
+            t.atol,
+            t.rtol,
+            t.metrics
+                .as_ref()
+                .map(|m| (m.max_abs_err, m.max_rel_err, m.out_of_tol))
+        );
+        n += 1;
+        if let Some(m) = &t.metrics
+            && m.max_abs_err > worst.0
+        {
+            worst = (m.max_abs_err, t.name.clone());
+        }
+    }
+    (n, worst.0, worst.1)
+}

@@ -1,0 +1,148 @@
+//! `voxtrace export` on Whisper tiny.en (real weights, `VOXTRACE_WHISPER_DIR` or
+//! `models-cache/whisper-tiny.en`): the encoder, the decoder (7 positions) and the whole
+//! forward pass `onnx.checker` and run in ONNX Runtime; ORT matches Burn on the same inputs
+//! (taken from the Burn trace), and ORT on the transformers dump's inputs (encoder, all)
+//! matches the transformers dump — the three-way check with Burn vs transformers
+//! (tests/trace_compare_cli.rs).
+//!
+//! Tolerances. Part outputs (encoder `last_hidden_state`, decoder `logits`) and the inputs of
+//! each part: atol 1e-4 + rtol 1e-4 (allclose). Measured before: logits 7.8e-5 absolute; the
+//! encoder output has a handful of its 576,000 elements above 1e-4 absolute (values up to ~40
+//! in magnitude, so rtol 1e-4 is the float32 accumulation budget of 4 layers). Chained
+//! intermediates (each layer's error compounds through the following ones, and the 1500-frame
+//! attention sums 1500 products per element) use atol 5e-4 + rtol 1e-4, the same chained
+//! tolerance tests/whisper_parity.rs uses for Burn vs transformers.
+//!
+//! Needs `VOXTRACE_PYTHON`; fails when it or the weights are absent.
+
+mod export_common;
+
+use export_common::*;
+use std::path::{Path, PathBuf};
+use voxtrace::compare::{Report, TolOverride, Tolerances, compare_dumps};
+
+fn whisper_dir() -> PathBuf {
+    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models-cache/whisper-tiny.en"));
+    assert!(
+        dir.join("model.bin").is_file(),
+        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
+        dir.display()
+    );
+    dir
+}
+
+fn dump() -> PathBuf {
+    root().join("fixtures/whisper_tiny_en/dumps/goforward.safetensors")
+}
+
+/// Chained 5e-4/1e-4 everywhere, 1e-4/1e-4 on the part boundaries.
+fn tolerances() -> Tolerances {
+    let mut t = Tolerances::new(5e-4, 1e-4).unwrap();
+    for name in [
+        "input_features",
+        "model.encoder.out.last_hidden_state",
+        "logits",
+    ] {
+        t = t.with_override(TolOverride::new(name, 1e-4, 1e-4).unwrap());
+    }
+    t
+}
+
+fn cmp(reference: &Path, actual: &Path) -> Report {
+    compare_dumps(reference, actual, &tolerances()).unwrap()
+}
+
+#[test]
+fn encoder_and_decoder_run_in_onnxruntime_and_match_burn_and_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = whisper_dir();
+    let burn = dir.path().join("burn.safetensors");
+    voxtrace_ok(&[
+        "trace",
+        "--model",
+        s(&model),
+        "--inputs",
+        s(&dump()),
+        "--out",
+        s(&burn),
+    ]);
+    let up_names = names(&dump());
+    for part in ["encoder", "decoder-step", "all"] {
+        let onnx = dir.path().join(format!("{part}.onnx"));
+        voxtrace_ok(&[
+            "export",
+            "--model",
+            s(&model),
+            "--part",
+            part,
+            "--tokens",
+            "7",
+            "--intermediates",
+            "--out",
+            s(&onnx),
+        ]);
+        let ort_burn = dir.path().join(format!("{part}-ort-burn.safetensors"));
+        onnx_run(&onnx, &burn, &ort_burn);
+        let n_ort = names(&ort_burn).len();
+        let r = cmp(&ort_burn, &burn);
+        let (n, worst, at) = assert_all_pass(&r, &[], &format!("{part}: ort vs burn"));
+        assert_eq!(n, n_ort);
+        let out = if part == "encoder" {
+            "model.encoder.out.last_hidden_state"
+        } else {
+            "logits"
+        };
+        let out = if part == "all" { "logits" } else { out };
+        let o = r.get(out).expect("part output compared");
+        eprintln!(
+            "whisper {part}: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}; {out} {:.3e}",
+            o.metrics.as_ref().unwrap().max_abs_err
+        );
+
+        if part == "decoder-step" {
+            // The transformers dump stores only every 50th encoder frame (`voxtrace.sliced`),
+            // so it cannot feed the decoder alone; `all` covers the decoder against it.
+            continue;
+        }
+        let ort_up = dir.path().join(format!("{part}-ort-up.safetensors"));
+        onnx_run(&onnx, &dump(), &ort_up);
+        let ort_names = names(&ort_up);
+        let absent: Vec<String> = up_names
+            .iter()
+            .filter(|n| !ort_names.contains(n))
+            .cloned()
+            .collect();
+        let r = cmp(&dump(), &ort_up);
+        let (n, worst, at) = assert_all_pass(&r, &absent, &format!("{part}: transformers vs ort"));
+        assert!(n > 50, "{part}: {n}");
+        eprintln!(
+            "whisper {part}: transformers vs ORT {n} tensors, max |diff| {worst:.3e} at {at}"
+        );
+    }
+
+    // Opset 23 (Gelu op; LayerNormalization as in 18; attention stays elementary because its
+    // probabilities are a traced tensor, `self_attn.out.1`): same tolerances against Burn.
+    let onnx = dir.path().join("all23.onnx");
+    voxtrace_ok(&[
+        "export",
+        "--model",
+        s(&model),
+        "--part",
+        "all",
+        "--tokens",
+        "7",
+        "--opset",
+        "23",
+        "--intermediates",
+        "--out",
+        s(&onnx),
+    ]);
+    let ort = dir.path().join("all23-ort.safetensors");
+    onnx_run(&onnx, &burn, &ort);
+    let r = cmp(&ort, &burn);
+    let (n, worst, at) = assert_all_pass(&r, &[], "opset 23: ort vs burn");
+    assert!(n > 250, "{n}");
+    eprintln!("whisper all opset 23: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}");
+}
