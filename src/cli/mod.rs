@@ -1,5 +1,6 @@
 //! The `voxtrace` command line: one subcommand per job, each in its own file.
 
+mod bench;
 mod eval;
 mod eval_check;
 mod trace;
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare an eval run with a baseline; exit 1 on a WER rise or a pinned-utterance change.
     EvalCheck(eval_check::EvalCheckArgs),
+    /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
+    Bench(bench::BenchArgs),
 }
 
 /// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Features(a) => crate::audio::cli::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,
