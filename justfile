@@ -79,15 +79,40 @@ export model part out *args:
 onnx-run model inputs out *args:
     {{py}} reference/onnx_run.py {{model}} --inputs {{inputs}} --out {{out}} {{args}}
 
-# Benchmarks, as ratios against a peer in the same run; results in reports/bench/.
-bench:
-    mkdir -p reports/bench
-    cargo bench --bench trace_overhead
-    # Comparator vs numpy computing the same metrics over the same ~200 MB pair of dumps.
-    {{py}} reference/compare_numpy_bench.py --generate /tmp/voxtrace-bench
-    cargo build --release
-    /usr/bin/time -f "voxtrace compare: %e s, %M KB peak" target/release/voxtrace compare /tmp/voxtrace-bench/ref.safetensors /tmp/voxtrace-bench/act.safetensors --json reports/bench/compare.json > /dev/null || [ $? -eq 1 ]
-    /usr/bin/time -f "numpy: %e s, %M KB peak" {{py}} reference/compare_numpy_bench.py /tmp/voxtrace-bench/ref.safetensors /tmp/voxtrace-bench/act.safetensors
+# Benchmarks, as ratios against a peer in the same run on this machine; JSON in reports/bench/,
+# a short table per part on stdout. Needs `just setup-bench` (torch venv + faster-whisper).
+bench: bench-compare bench-trace bench-whisper bench-voxtral
+
+# Install the benchmark peers: the torch reference venv (~5.3 GB) plus faster-whisper (CTranslate2).
+setup-bench: setup-reference
+    {{ref_py}} -m pip install -q faster-whisper==1.2.1
+
+# The benchmark binaries, dev profile (dependencies, Burn included, at opt-level 3; voxtrace itself
+# at opt-level 1; a release build of Burn takes ~20 min on 2 cores): target/debug/voxtrace and
+# target/debug/voxtrace-no-record (built without the `record` feature).
+bench-build:
+    cargo build -q --bin voxtrace --no-default-features
+    cp target/debug/voxtrace target/debug/voxtrace-no-record
+    cargo build -q --bin voxtrace
+
+# Whisper tiny.en on the corpus: voxtrace vs faster-whisper (CT2 float32) vs transformers eager, 2 threads.
+bench-whisper *args: bench-build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache | tail -n1)
+    {{ref_py}} reference/bench_whisper.py --voxtrace target/debug/voxtrace --audio-root "$root" --out reports/bench/whisper.json {{args}}
+
+# Voxtral full size, random weights: encoder layer (1 s) and decoder step (pos 64, 4096) vs upstream torch with the same weights; bandwidth floor. `--stream-steps 5` adds the whole-model streaming step (~18 GB RAM).
+bench-voxtral *args: bench-build
+    {{ref_py}} reference/bench_voxtral.py --voxtrace target/debug/voxtrace --out reports/bench/voxtral.json {{args}}
+
+# Tracing overhead: capture all (memory, file) vs off, and off vs a build without the `record` feature.
+bench-trace *args: bench-build
+    python3 reference/bench_trace.py --voxtrace target/debug/voxtrace --no-record target/debug/voxtrace-no-record --out reports/bench/trace.json {{args}}
+
+# Comparator throughput: `voxtrace compare` vs numpy on the same ~200 MB pair of dumps.
+bench-compare *args: bench-build
+    {{py}} reference/bench_compare.py --voxtrace target/debug/voxtrace --out reports/bench/compare.json {{args}}
 
 # Materialise the corpus audio: ../shared/audio when present, else the manifest's Debian packages (apt-get download, dpkg-deb -x, ffmpeg/sox) into corpus-cache/; lists missing clips.
 corpus manifest="audio_samples/manifest.tsv":

@@ -28,7 +28,7 @@
 //!   q/k/v within 8e-6 on both): Flex's fused softmax rows over 1500 keys sum to 1 within
 //!   2.4e-5 (layer 0; 1.9e-5 layer 3), ndarray's within 2.0e-6, measured in f64 over every row
 //!   of `model.encoder.layers.{0,3}.self_attn.out.1`. No tolerance is widened for it.
-#![cfg(feature = "ndarray")]
+#![cfg(all(feature = "ndarray", feature = "record"))]
 
 mod common;
 

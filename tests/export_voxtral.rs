@@ -8,6 +8,8 @@
 //! capture name; opset 23.
 //!
 //! Needs `VOXTRACE_PYTHON` (a Python with onnx and onnxruntime); fails when it is unset.
+// The exporter names ONNX nodes through the tracer taps, which exist only with `record`.
+#![cfg(feature = "record")]
 
 mod common;
 mod export_common;

@@ -14,6 +14,8 @@
 //! tolerance tests/whisper_parity.rs uses for Burn vs transformers.
 //!
 //! Needs `VOXTRACE_PYTHON`; fails when it or the weights are absent.
+// The exporter names ONNX nodes through the tracer taps, which exist only with `record`.
+#![cfg(feature = "record")]
 
 mod export_common;
 

@@ -1,6 +1,8 @@
 //! The instrument end to end, through the real binary: `voxtrace trace` on a fixture clip, then
 //! `voxtrace compare` against the upstream PyTorch dump passes; with one weight perturbed the
 //! comparison fails (exit 1) and names the first layer the perturbation reaches.
+// Needs tensor capture (the default `record` feature).
+#![cfg(feature = "record")]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Freezes the full list of capture names (in execution order) of one Voxtral Realtime forward
 //! pass, and checks the file tracer: filter applied before data is read, `trace-v1` metadata,
 //! and a round trip through the safetensors file.
+// Needs tensor capture (the default `record` feature).
+#![cfg(feature = "record")]
 
 mod common;
 

@@ -16,6 +16,8 @@
 //! * Chained: one traced teacher-forced forward from `input_features` and `input_ids`,
 //!   every capture compared (after the same gathers) with the measured tolerance documented
 //!   at [`CHAIN_ATOL`].
+// Needs tensor capture (the default `record` feature).
+#![cfg(feature = "record")]
 
 mod whisper_common;
 

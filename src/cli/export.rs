@@ -60,8 +60,15 @@ pub struct ExportArgs {
 /// Run `voxtrace export`.
 ///
 /// # Errors
-/// Unreadable model; unsupported op (named, with its trace scope); unwritable output.
+/// Unreadable model; unsupported op (named, with its trace scope); unwritable output; a build
+/// without the `record` feature.
 pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    if !cfg!(feature = "record") {
+        anyhow::bail!(
+            "this voxtrace was built without the `record` feature: the exporter names ONNX nodes \
+             through the tracer's capture points; rebuild with default features"
+        );
+    }
     let device = Device::flex();
     let opts = ExportOptions {
         opset: args.opset,

@@ -1,5 +1,6 @@
 //! The `voxtrace` command line: one subcommand per job, each in its own file.
 
+mod bench;
 mod eval;
 mod eval_check;
 mod export;
@@ -34,6 +35,8 @@ enum Command {
     EvalCheck(eval_check::EvalCheckArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
+    /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
+    Bench(bench::BenchArgs),
 }
 
 /// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
         Command::Export(a) => export::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -59,6 +59,12 @@ pub struct TraceArgs {
 /// # Errors
 /// Unreadable model, tokenizer, audio or dump; an output that cannot be written.
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    if !cfg!(feature = "record") {
+        anyhow::bail!(
+            "this voxtrace was built without the `record` feature, so it cannot capture \
+             tensors; rebuild with default features (`cargo build`, or `--features record`)"
+        );
+    }
     let device = super::device(&args.device)?;
     let filter = NameFilter::parse(&args.filter).map_err(anyhow::Error::msg)?;
     if crate::models::whisper::is_whisper_dir(&args.model) {

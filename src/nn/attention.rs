@@ -211,6 +211,12 @@ fn rope_proj(
 /// Scaled dot-product attention with a causal sliding-window mask built from absolute
 /// positions: `q [b, n_heads, s, hd]` at `q0..`, `k`/`v [b, n_kv_heads, t, hd]` at `k0..`.
 /// Query head `j` uses key/value head `j / n_rep` (transformers `repeat_kv`).
+///
+/// GQA without copying K/V: the `n_rep` query heads that share a key/value head are stacked
+/// along the sequence axis (`[b, n_kv, n_rep * s, hd]`, a free reshape since heads are
+/// consecutive) and multiplied against the un-repeated keys and values, which gives the same
+/// scores as `repeat_kv` (each score is still the dot product of one query and one key row)
+/// without materialising `n_rep` copies of the cache.
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -221,17 +227,30 @@ pub fn attend(
     n_rep: usize,
 ) -> Tensor<4> {
     let [b, h, s, hd] = q.dims();
-    let t = k.dims()[2];
-    let k = repeat_kv(k, n_rep);
-    let v = repeat_kv(v, n_rep);
+    let [_, n_kv, t, _] = k.dims();
+    debug_assert_eq!(h, n_kv * n_rep, "n_heads must be n_kv_heads * n_rep");
     let scale = (hd as f64).powf(-0.5);
+    let q = if n_rep == 1 {
+        q
+    } else {
+        q.reshape([b, n_kv, n_rep * s, hd])
+    };
     let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    let scores = scores.reshape([b, h, s, t]);
     let mask = sliding_window_mask(q0, s, k0, t, window, &scores.device());
     let scores = scores.mask_fill(
         mask.unsqueeze::<4>().expand([b, h, s, t]),
         f32::NEG_INFINITY,
     );
-    softmax(scores, 3).matmul(v)
+    let probs = softmax(scores, 3);
+    if n_rep == 1 {
+        probs.matmul(v)
+    } else {
+        probs
+            .reshape([b, n_kv, n_rep * s, t])
+            .matmul(v)
+            .reshape([b, h, s, hd])
+    }
 }
 
 /// Expand `[b, n_kv, t, hd]` to `[b, n_kv * n_rep, t, hd]`, each kv head repeated `n_rep`

@@ -202,6 +202,7 @@ impl Tracer {
         self.len() == 0
     }
 
+    #[cfg_attr(not(feature = "record"), allow(dead_code))]
     fn push(&self, name: String, data: TensorData) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -291,9 +292,10 @@ impl Scope<'static> {
 }
 
 impl<'a> Scope<'a> {
-    /// Whether this scope records anything.
+    /// Whether this scope records anything (always `false` without the `record` feature).
+    #[inline(always)]
     pub fn enabled(&self) -> bool {
-        self.tracer.is_some()
+        cfg!(feature = "record") && self.tracer.is_some()
     }
 
     /// The module path of this scope (`""` at the root or when disabled).
@@ -303,6 +305,9 @@ impl<'a> Scope<'a> {
 
     /// The scope of a child module, e.g. `scope.child("layers").child("0")`.
     pub fn child(&self, name: &str) -> Scope<'a> {
+        if !self.enabled() {
+            return Scope::off();
+        }
         match self.tracer {
             None => Scope {
                 tracer: None,
@@ -321,12 +326,13 @@ impl<'a> Scope<'a> {
 
     /// The child scope for element `index` of a module list (`layers.3`).
     pub fn index(&self, index: usize) -> Scope<'a> {
-        if self.tracer.is_none() {
+        if !self.enabled() {
             return Scope::off();
         }
         self.child(&index.to_string())
     }
 
+    #[cfg_attr(not(feature = "record"), allow(dead_code))]
     fn full_name(&self, suffix: &str) -> String {
         if self.path.is_empty() {
             suffix.to_string()
@@ -336,7 +342,12 @@ impl<'a> Scope<'a> {
     }
 
     /// Record a float tensor as `<path>.<suffix>`, e.g. `suffix = "out"` or `"in.0"`.
+    /// A no-op without the `record` feature.
+    #[inline(always)]
     pub fn record<const D: usize>(&self, suffix: &str, tensor: &Tensor<D>) {
+        #[cfg(not(feature = "record"))]
+        let _ = (suffix, tensor);
+        #[cfg(feature = "record")]
         if let Some(t) = self.tracer {
             let name = self.full_name(suffix);
             if t.accepts(&name) {
@@ -355,7 +366,12 @@ impl<'a> Scope<'a> {
     }
 
     /// Record an integer tensor (token ids) as `<path>.<suffix>`.
+    /// A no-op without the `record` feature.
+    #[inline(always)]
     pub fn record_int<const D: usize>(&self, suffix: &str, tensor: &Tensor<D, Int>) {
+        #[cfg(not(feature = "record"))]
+        let _ = (suffix, tensor);
+        #[cfg(feature = "record")]
         if let Some(t) = self.tracer {
             let name = self.full_name(suffix);
             if t.accepts(&name) {
@@ -374,11 +390,13 @@ impl<'a> Scope<'a> {
     }
 
     /// Record the input (`in.0`) of this module.
+    #[inline(always)]
     pub fn input<const D: usize>(&self, tensor: &Tensor<D>) {
         self.record("in.0", tensor);
     }
 
     /// Record the output (`out`) of this module and return it, for use in expressions.
+    #[inline(always)]
     pub fn output<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<D> {
         self.record("out", &tensor);
         tensor

@@ -46,6 +46,23 @@ struct Entry {
     end: u64,
 }
 
+/// Write `values` little-endian to `w`; returns the number of bytes written.
+fn write_le<T: bytemuck::Pod, const N: usize>(
+    w: &mut impl Write,
+    values: &[T],
+    to_le: impl Fn(&T) -> [u8; N],
+) -> std::io::Result<usize> {
+    if cfg!(target_endian = "little") {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        w.write_all(bytes)?;
+        Ok(bytes.len())
+    } else {
+        let bytes: Vec<u8> = values.iter().flat_map(to_le).collect();
+        w.write_all(&bytes)?;
+        Ok(bytes.len())
+    }
+}
+
 /// Appends tensors to a temporary file and finalises a `trace-v1` safetensors dump.
 pub struct TraceWriter {
     out: PathBuf,
@@ -104,13 +121,15 @@ impl TraceWriter {
             return Err(TraceError::Duplicate(t.name.clone()));
         }
         let path = self.data_path.to_path_buf();
-        let (dtype, bytes): (&'static str, Vec<u8>) = match &t.data {
-            CapturedData::F32(v) => ("F32", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            CapturedData::I64(v) => ("I64", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        // safetensors is little-endian: on little-endian targets the values are written as
+        // they are in memory (one copy into the buffered writer); elsewhere converted per value.
+        let (dtype, written) = match &t.data {
+            CapturedData::F32(v) => ("F32", write_le(&mut self.data, v, |x| x.to_le_bytes())),
+            CapturedData::I64(v) => ("I64", write_le(&mut self.data, v, |x| x.to_le_bytes())),
         };
-        self.data.write_all(&bytes).map_err(io(&path))?;
+        let len = written.map_err(io(&path))?;
         let start = self.offset;
-        self.offset += bytes.len() as u64;
+        self.offset += len as u64;
         self.entries.push(Entry {
             name: t.name.clone(),
             dtype,
