@@ -146,6 +146,7 @@ impl Tracer {
         }
     }
 
+    #[cfg_attr(not(feature = "record"), allow(dead_code))]
     fn push_tap(
         &self,
         name: String,
