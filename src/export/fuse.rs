@@ -11,7 +11,10 @@
 //! * Attention (`crate::nn::attention::attend`, Whisper's `attend_with_weights` when the
 //!   weights are not recorded): `scores = q · swap_dims(k, 2, 3)`, optional `· scale`,
 //!   optional `mask_fill(mask, -inf)`, `softmax(last)`, `· v` ->
-//!   `Attention(q, k, v, not(mask), scale=scale)` on `[batch, heads, seq, head_dim]`.
+//!   `Attention(q, k, v, not(mask), scale=scale)` on `[batch, heads, seq, head_dim]`. The GQA
+//!   spelling (queries reshaped to `[b, n_kv, n_rep * s, hd]`, scores back to `[b, h, s, t]`,
+//!   probabilities to `[b, n_kv, n_rep * s, t]` and the output to `[b, h, s, hd]`) becomes one
+//!   `Attention` with keys and values of `n_kv` heads.
 //!
 //! RoPE is not fused: Burn's tables are precomputed constants and the rotation is spelled with
 //! slices (half-split) or a pair reshape (interleaved), which `RotaryEmbedding`'s cache inputs
@@ -165,20 +168,51 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
                 continue;
             }
         }
-        // Attention: out = softmax(mask_fill(q·kᵀ·scale)) · v.
-        if let OperationIr::Float(_, FloatOperationIr::Matmul(m2)) = op {
+        // Attention: out = softmax(mask_fill(q·kᵀ·scale)) · v, either on equal head counts or in
+        // the GQA spelling of `attend` (query heads of a KV group stacked along the sequence
+        // axis by reshapes around both matmuls), which emits at the closing reshape.
+        let tail = match op {
+            OperationIr::Float(_, FloatOperationIr::Matmul(m2)) => Some((None, m2, &m2.out)),
+            OperationIr::BaseFloat(BaseOperationIr::Reshape(r)) => match prod(&r.input) {
+                Some((i, OperationIr::Float(_, FloatOperationIr::Matmul(m2))))
+                    if private(&r.input) =>
+                {
+                    Some((Some(i), m2, &r.out))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((m2_index, m2, out)) = tail {
             let found = (|| {
-                if m2.lhs.shape.len() != 4 {
+                if m2.lhs.shape.len() != 4 || out.shape.len() != 4 {
                     return None;
                 }
-                let (sm, smop) = prod(&m2.lhs)?;
+                let mut skip: Vec<usize> = m2_index.into_iter().collect();
+                // A private reshape feeding `t`: its index and input.
+                let peel = |t: &TensorIr| match prod(t) {
+                    Some((i, OperationIr::BaseFloat(BaseOperationIr::Reshape(r))))
+                        if private(t) =>
+                    {
+                        Some((i, &r.input))
+                    }
+                    _ => None,
+                };
+                let mut probs = &m2.lhs;
+                if let Some((i, input)) = peel(probs) {
+                    skip.push(i);
+                    probs = input;
+                }
+                let (sm, smop) = prod(probs)?;
                 let OperationIr::Activation(ActivationOperationIr::Softmax(s)) = smop else {
                     return None;
                 };
-                if s.axis != 3 || !private(&m2.lhs) {
+                if s.axis != 3 || !private(probs) {
                     return None;
                 }
-                let mut skip = vec![sm];
+                skip.push(sm);
+                // `[b, h, s, t]` scores as the softmax sees them.
+                let scores_shape: Vec<usize> = s.input.shape.to_vec();
                 let mut cur = &s.input;
                 let mut mask = None;
                 if let Some((i, OperationIr::BaseFloat(BaseOperationIr::MaskFill(mf)))) = prod(cur)
@@ -189,6 +223,10 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
                     skip.push(i);
                     mask = Some(mf.mask.clone());
                     cur = &mf.tensor;
+                }
+                if let Some((i, input)) = peel(cur) {
+                    skip.push(i);
+                    cur = input;
                 }
                 let mut scale = 1.0;
                 if let Some((i, OperationIr::NumericFloat(_, NumericOperationIr::MulScalar(ms)))) =
@@ -219,8 +257,33 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
                     return None;
                 }
                 skip.push(kt);
-                let (q, k, v) = (&mm.lhs, &sw.input, &m2.rhs);
-                if q.shape[1] != k.shape[1] || k.shape[1] != v.shape[1] {
+                // The GQA spelling stacks the queries (`[b, n_kv, n_rep * s, hd]` against an
+                // output of `[b, h, s, hd]`); equal head counts take the queries as they come
+                // (they may themselves be a reshape, RoPE's, which must stay).
+                let mut q = &mm.lhs;
+                if q.shape.len() != 4 || q.shape[1..3] != out.shape[1..3] {
+                    let (i, input) = peel(q)?;
+                    skip.push(i);
+                    q = input;
+                }
+                let (k, v) = (&sw.input, &m2.rhs);
+                if q.shape.len() != 4 || k.shape.len() != 4 || v.shape.len() != 4 {
+                    return None;
+                }
+                let [b, h, sq, hd] = [q.shape[0], q.shape[1], q.shape[2], q.shape[3]];
+                let (n_kv, t) = (k.shape[1], k.shape[2]);
+                // The shapes pin the reshapes down to `attend`'s: queries `[b, h, s, hd]`,
+                // keys/values `[b, n_kv, t, hd]` with `h` a multiple of `n_kv`, scores
+                // `[b, h, s, t]`, output `[b, h, s, hd_v]` (ONNX `Attention`'s GQA convention:
+                // query head `j` uses key/value head `j / (h / n_kv)`, as `repeat_kv`).
+                if n_kv == 0
+                    || h % n_kv != 0
+                    || v.shape[1] != n_kv
+                    || k.shape[3] != hd
+                    || v.shape[2] != t
+                    || scores_shape[..] != [b, h, sq, t]
+                    || out.shape[..] != [b, h, sq, v.shape[3]]
+                {
                     return None;
                 }
                 Some((
@@ -231,7 +294,7 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
                         v: v.clone(),
                         mask,
                         scale,
-                        out: m2.out.clone(),
+                        out: out.clone(),
                     },
                 ))
             })();
