@@ -237,14 +237,23 @@ fn graph_json_and_drift_overlay_join_by_capture_name() {
     );
 }
 
+/// Opset 23 on both layouts: Mistral weights use interleaved RoPE, HF weights half-split, so
+/// both `RotaryEmbedding` spellings are fused and run.
 #[test]
 fn opset_23_runs_and_matches_burn() {
+    for layout in ["mistral", "hf"] {
+        opset_23_layout(layout);
+    }
+}
+
+fn opset_23_layout(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let burn = dir.path().join("burn.safetensors");
-    burn_trace("mistral", &burn);
+    burn_trace(layout, &burn);
     let onnx = dir.path().join("m23.onnx");
-    export("mistral", "all", &onnx, &["--opset", "23"]);
-    // The fused ops are there: 2 encoder + 2 decoder layers, 2 norms each plus 2 final norms.
+    export(layout, "all", &onnx, &["--opset", "23"]);
+    // The fused ops are there: 2 encoder + 2 decoder layers, 2 norms each plus 2 final norms;
+    // RoPE on q and k in each of the 4 layers, with the layout's pairing.
     let model = {
         use onnx_protobuf::Message;
         onnx_protobuf::ModelProto::parse_from_bytes(&std::fs::read(&onnx).unwrap()).unwrap()
@@ -255,6 +264,23 @@ fn opset_23_runs_and_matches_burn() {
     assert_eq!(count("RMSNormalization"), 10);
     assert_eq!(count("Gelu"), 5);
     assert_eq!(count("Softmax"), 0);
+    assert_eq!(count("RotaryEmbedding"), 8);
+    let interleaved = i64::from(layout == "mistral");
+    for n in model
+        .graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "RotaryEmbedding")
+    {
+        let a = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "interleaved")
+            .unwrap();
+        assert_eq!(a.i, interleaved, "{layout}: {}", n.name);
+    }
+    // No elementary RoPE is left: its `x1·c − x2·s` held every Sub of the opset-18 graph.
+    assert_eq!(count("Sub"), 0, "{layout}");
     // Weights are named by their module parameter path.
     let inits: Vec<&str> = model
         .graph
@@ -272,9 +298,9 @@ fn opset_23_runs_and_matches_burn() {
     let ort = dir.path().join("ort.safetensors");
     onnx_run(&onnx, &burn, &ort);
     let r = compare(&ort, &burn, 1e-4, 0.0);
-    let (n, worst, at) = assert_all_pass(&r, &[], "opset 23: ort vs burn");
+    let (n, worst, at) = assert_all_pass(&r, &[], &format!("opset 23 {layout}: ort vs burn"));
     assert!(n > 150);
-    eprintln!("opset 23 all: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}");
+    eprintln!("opset 23 {layout} all: ORT vs Burn {n} tensors, max |diff| {worst:.3e} at {at}");
 }
 
 /// A tensor to write: name, shape, f32 values (`Ok`) or i64 values (`Err`).

@@ -1,9 +1,9 @@
-//! Opset-23 fusions: find Burn's elementary spelling of RMSNorm and of scaled dot-product
-//! attention in the captured op list and replace each with one ONNX `RMSNormalization` or
-//! `Attention` node (both new in opset 23).
+//! Opset-23 fusions: find Burn's elementary spelling of RMSNorm, RoPE and scaled dot-product
+//! attention in the captured op list and replace each with one ONNX `RMSNormalization`,
+//! `RotaryEmbedding` or `Attention` node (all three new in opset 23).
 //!
-//! A chain is fused only when every intermediate tensor has exactly one consumer and no capture
-//! name, so no traced tensor disappears from the graph.
+//! A chain is fused only when every intermediate tensor is read only inside the chain and has
+//! no capture name, so no traced tensor disappears from the graph.
 //!
 //! * RMSNorm (`crate::nn::RMSNorm::forward`): `sq = x²` (`PowiScalar 2`),
 //!   `var = mean_dim(sq, last)`, `+ eps`, `sqrt`, `recip`, `normed = x · r`,
@@ -15,10 +15,12 @@
 //!   spelling (queries reshaped to `[b, n_kv, n_rep * s, hd]`, scores back to `[b, h, s, t]`,
 //!   probabilities to `[b, n_kv, n_rep * s, t]` and the output to `[b, h, s, hd]`) becomes one
 //!   `Attention` with keys and values of `n_kv` heads.
-//!
-//! RoPE is not fused: Burn's tables are precomputed constants and the rotation is spelled with
-//! slices (half-split) or a pair reshape (interleaved), which `RotaryEmbedding`'s cache inputs
-//! and `interleaved` attribute could express, but the pattern is not matched yet.
+//! * RoPE (`crate::nn::rope::apply_rope`): with `c`/`s` the unsqueezed `[seq, head_dim/2]`
+//!   cos/sin tables, `cat([x1·c − x2·s, x2·c + x1·s], 3)` where `x1`/`x2` are the two halves
+//!   of the head (`narrow`, half-split) or the even/odd channels (pair reshape, `narrow`,
+//!   `stack`, reshape back: interleaved) -> `RotaryEmbedding(x, cos, sin, position_ids,
+//!   interleaved=0|1)` with the tables as `cos_cache`/`sin_cache` and position ids
+//!   `0 .. seq` (the tables already start at the pass's first position).
 
 use burn::backend::capture::TensorId;
 use burn::backend::ir::{
@@ -56,6 +58,19 @@ pub enum Fused {
         /// Output.
         out: TensorIr,
     },
+    /// `RotaryEmbedding(x, cos_cache, sin_cache, position_ids)`.
+    Rope {
+        /// `[b, h, s, head_dim]`.
+        x: TensorIr,
+        /// `[s, head_dim/2]` cosines of positions `0 .. s` of the pass.
+        cos: TensorIr,
+        /// `[s, head_dim/2]` sines.
+        sin: TensorIr,
+        /// GPT-J pairs `(x[2i], x[2i+1])` (Mistral layout) rather than halves.
+        interleaved: bool,
+        /// Output, `[b, h, s, head_dim]`.
+        out: TensorIr,
+    },
 }
 
 /// The fusion plan: fused node per emitting op index, and the op indices it replaces.
@@ -80,6 +95,7 @@ fn scalar(s: &ScalarIr) -> f64 {
 pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
     let mut producer: HashMap<TensorId, usize> = HashMap::new();
     let mut consumers: HashMap<TensorId, usize> = HashMap::new();
+    let mut users: HashMap<TensorId, Vec<usize>> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         if matches!(op, OperationIr::Init(_)) {
             continue;
@@ -89,6 +105,7 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
         }
         for t in op.inputs() {
             *consumers.entry(t.id).or_default() += 1;
+            users.entry(t.id).or_default().push(i);
         }
     }
     let private = |t: &TensorIr| consumers.get(&t.id) == Some(&1) && !tapped.contains(&t.id);
@@ -159,6 +176,161 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
                         weight: gr.input.clone(),
                         eps: scalar(&cs.rhs),
                         out: m.out.clone(),
+                    },
+                ))
+            })();
+            if let Some((skip, fused)) = found {
+                p.skipped.extend(skip);
+                p.fused.insert(h, fused);
+                continue;
+            }
+        }
+        // RoPE: out = cat([x1·c − x2·s, x2·c + x1·s], 3), or the interleaved spelling that
+        // stacks the two on a new last axis and reshapes back.
+        let rope_tail = match op {
+            OperationIr::BaseFloat(BaseOperationIr::Cat(c))
+                if c.dim == 3 && c.tensors.len() == 2 =>
+            {
+                Some((None, c, &c.out, false))
+            }
+            OperationIr::BaseFloat(BaseOperationIr::Reshape(r)) => match prod(&r.input) {
+                Some((i, OperationIr::BaseFloat(BaseOperationIr::Cat(c))))
+                    if c.dim == 4 && c.tensors.len() == 2 =>
+                {
+                    Some((Some(i), c, &r.out, true))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((cat_index, cat, out, interleaved)) = rope_tail {
+            let found = (|| {
+                let mut chain: Vec<usize> = cat_index.into_iter().collect();
+                let reshape_input = |t: &TensorIr| match prod(t) {
+                    Some((i, OperationIr::BaseFloat(BaseOperationIr::Reshape(r)))) => {
+                        Some((i, &r.input))
+                    }
+                    _ => None,
+                };
+                let (mut o1, mut o2) = (&cat.tensors[0], &cat.tensors[1]);
+                if interleaved {
+                    // `stack` unsqueezes each half to `[b, h, s, half, 1]`.
+                    let (i1, t1) = reshape_input(o1)?;
+                    let (i2, t2) = reshape_input(o2)?;
+                    chain.extend([i1, i2]);
+                    (o1, o2) = (t1, t2);
+                }
+                let (si, sop) = prod(o1)?;
+                let OperationIr::NumericFloat(_, NumericOperationIr::Sub(sub)) = sop else {
+                    return None;
+                };
+                let (ai, aop) = prod(o2)?;
+                let OperationIr::NumericFloat(_, NumericOperationIr::Add(add)) = aop else {
+                    return None;
+                };
+                chain.extend([si, ai]);
+                let mul = |t: &TensorIr| match prod(t) {
+                    Some((i, OperationIr::NumericFloat(_, NumericOperationIr::Mul(m)))) => {
+                        Some((i, &m.lhs, &m.rhs))
+                    }
+                    _ => None,
+                };
+                let (ia, x1, c) = mul(&sub.lhs)?;
+                let (ib, x2, sn) = mul(&sub.rhs)?;
+                let (ic, x2b, cb) = mul(&add.lhs)?;
+                let (id, x1b, snb) = mul(&add.rhs)?;
+                if x1.id != x1b.id || x2.id != x2b.id || c.id != cb.id || sn.id != snb.id {
+                    return None;
+                }
+                chain.extend([ia, ib, ic, id]);
+                let (ci, cos) = reshape_input(c)?;
+                let (sj, sin) = reshape_input(sn)?;
+                chain.extend([ci, sj]);
+                let slice = |t: &TensorIr| match prod(t) {
+                    Some((i, OperationIr::BaseFloat(BaseOperationIr::Slice(s)))) => Some((i, s)),
+                    _ => None,
+                };
+                // `r` takes exactly `a .. b` of an axis of length `dim`, step 1.
+                let takes = |r: &burn::tensor::Slice, dim: usize, a: usize, b: usize| {
+                    r.step == 1 && r.start == a as isize && r.end.map_or(dim, |e| e as usize) == b
+                };
+                let only_axis =
+                    |s: &burn::backend::ir::SliceOpIr, axis: usize, a: usize, b: usize| {
+                        let shape = &s.tensor.shape;
+                        s.ranges.len() == shape.len()
+                            && s.ranges.iter().enumerate().all(|(k, r)| {
+                                if k == axis {
+                                    takes(r, shape[k], a, b)
+                                } else {
+                                    takes(r, shape[k], 0, shape[k])
+                                }
+                            })
+                    };
+                let x = if interleaved {
+                    let (i1, r1) = reshape_input(x1)?;
+                    let (i2, r2) = reshape_input(x2)?;
+                    let (j1, s1) = slice(r1)?;
+                    let (j2, s2) = slice(r2)?;
+                    if s1.tensor.id != s2.tensor.id
+                        || !only_axis(s1, 4, 0, 1)
+                        || !only_axis(s2, 4, 1, 2)
+                    {
+                        return None;
+                    }
+                    let (k, x) = reshape_input(&s1.tensor)?;
+                    let [b, h, sq, d] = x.shape[..] else {
+                        return None;
+                    };
+                    if s1.tensor.shape[..] != [b, h, sq, d / 2, 2] {
+                        return None;
+                    }
+                    chain.extend([i1, i2, j1, j2, k]);
+                    x
+                } else {
+                    let (j1, s1) = slice(x1)?;
+                    let (j2, s2) = slice(x2)?;
+                    let d = *s1.tensor.shape.last()?;
+                    if s1.tensor.id != s2.tensor.id
+                        || s1.tensor.shape.len() != 4
+                        || !only_axis(s1, 3, 0, d / 2)
+                        || !only_axis(s2, 3, d / 2, d)
+                    {
+                        return None;
+                    }
+                    chain.extend([j1, j2]);
+                    &s1.tensor
+                };
+                let [_, _, sq, d] = x.shape[..] else {
+                    return None;
+                };
+                if d % 2 != 0
+                    || cos.shape[..] != [sq, d / 2]
+                    || sin.shape[..] != [sq, d / 2]
+                    || out.shape[..] != x.shape[..]
+                {
+                    return None;
+                }
+                // Every value made inside the chain is read only inside it and has no capture
+                // name, so nothing traced disappears.
+                let inside: HashSet<usize> = chain.iter().copied().chain([h]).collect();
+                for &i in &chain {
+                    for t in ops[i].outputs() {
+                        let escapes = users
+                            .get(&t.id)
+                            .is_some_and(|u| u.iter().any(|j| !inside.contains(j)));
+                        if tapped.contains(&t.id) || escapes {
+                            return None;
+                        }
+                    }
+                }
+                Some((
+                    chain,
+                    Fused::Rope {
+                        x: x.clone(),
+                        cos: cos.clone(),
+                        sin: sin.clone(),
+                        interleaved,
+                        out: out.clone(),
                     },
                 ))
             })();

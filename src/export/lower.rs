@@ -17,8 +17,8 @@
 
 use super::ExportError;
 use super::onnx::{
-    attr_float, attr_int, attr_ints, attr_tensor, i64_tensor, node, onnx_dtype, scalar_tensor,
-    tensor_from_data,
+    attr_float, attr_int, attr_ints, attr_tensor, i64_tensor, node, onnx_dtype, raw_tensor,
+    scalar_tensor, tensor_from_data,
 };
 use crate::trace::GraphTap;
 use burn::backend::capture::TensorId;
@@ -733,6 +733,35 @@ impl<'a> Lowerer<'a> {
                     &refs,
                     &y,
                     vec![attr_float("scale", *scale as f32)],
+                );
+            }
+            Fused::Rope {
+                x,
+                cos,
+                sin,
+                interleaved,
+                out,
+            } => {
+                let xi = self.input(x)?;
+                let c = self.input(cos)?;
+                let s = self.input(sin)?;
+                // The tables hold this pass's positions from row 0: position ids 0 .. seq for
+                // every batch row, `[batch, seq]`.
+                let (batch, seq) = (x.shape[0], x.shape[2]);
+                let ids: Vec<i64> = (0..batch).flat_map(|_| 0..seq as i64).collect();
+                let pid = self.fresh("position_ids");
+                self.initializers.push(raw_tensor(
+                    &pid,
+                    DataType::INT64,
+                    &[batch, seq],
+                    ids.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                let y = self.output(out)?;
+                self.main(
+                    "RotaryEmbedding",
+                    &[&xi, &c, &s, &pid],
+                    &y,
+                    vec![attr_int("interleaved", i64::from(*interleaved))],
                 );
             }
         }
