@@ -94,7 +94,6 @@ fn scalar(s: &ScalarIr) -> f64 {
 /// Find fusable chains in `ops`; `tapped` holds the ids that have capture names.
 pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
     let mut producer: HashMap<TensorId, usize> = HashMap::new();
-    let mut consumers: HashMap<TensorId, usize> = HashMap::new();
     let mut users: HashMap<TensorId, Vec<usize>> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         if matches!(op, OperationIr::Init(_)) {
@@ -104,11 +103,11 @@ pub fn plan(ops: &[OperationIr], tapped: &HashSet<TensorId>) -> Plan {
             producer.insert(t.id, i);
         }
         for t in op.inputs() {
-            *consumers.entry(t.id).or_default() += 1;
             users.entry(t.id).or_default().push(i);
         }
     }
-    let private = |t: &TensorIr| consumers.get(&t.id) == Some(&1) && !tapped.contains(&t.id);
+    let private =
+        |t: &TensorIr| users.get(&t.id).is_some_and(|u| u.len() == 1) && !tapped.contains(&t.id);
     let prod = |t: &TensorIr| producer.get(&t.id).map(|&i| (i, &ops[i]));
     let mut p = Plan::default();
 
