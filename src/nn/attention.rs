@@ -6,12 +6,15 @@
 //! includes the current position: key `j` is visible from query `i` when `i - window < j <= i`
 //! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
 
+use super::linear::is_capture;
 use super::mlp::linear;
 use super::rope::{RopeStyle, apply_rope};
 use crate::trace::Scope;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 /// Shape and bias settings of an attention block.
@@ -189,7 +192,7 @@ fn rope_proj(
     scope: &Scope,
 ) -> Tensor<3> {
     scope.input(&x);
-    let y = layer.forward(x);
+    let y = super::linear::linear(layer, x);
     if scope.enabled() {
         match style {
             RopeStyle::HalfSplit => scope.record("out", &y),
@@ -212,12 +215,39 @@ fn rope_proj(
 /// positions: `q [b, n_heads, s, hd]` at `q0..`, `k`/`v [b, n_kv_heads, t, hd]` at `k0..`.
 /// Query head `j` uses key/value head `j / n_rep` (transformers `repeat_kv`).
 ///
+/// On an executing device this runs Burn's fused attention ([`fused_attention`]); on the
+/// graph-capture device it spells out matmul, mask, softmax, matmul as upstream's
+/// `eager_attention_forward` does, which is the pattern `voxtrace export` lowers.
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    q0: usize,
+    k0: usize,
+    window: usize,
+    n_rep: usize,
+) -> Tensor<4> {
+    let [_, h, s, _] = q.dims();
+    let [_, n_kv, t, _] = k.dims();
+    debug_assert_eq!(h, n_kv * n_rep, "n_heads must be n_kv_heads * n_rep");
+    if is_capture(&q.device()) {
+        return attend_explicit(q, k, v, q0, k0, window, n_rep);
+    }
+    let mask = window_hides_any(q0, s, k0, t, window)
+        .then(|| sliding_window_mask(q0, s, k0, t, window, &q.device()));
+    fused_attention(q, k, v, None, mask)
+}
+
+/// [`attend`] spelled out as upstream's `eager_attention_forward`: scores `q·kᵀ·hd^-0.5`
+/// `[b, n_heads, s, t]`, `-inf` where [`sliding_window_mask`] hides, softmax over keys, times
+/// `v`. Same arguments and result as [`attend`], on any device.
+///
 /// GQA without copying K/V: the `n_rep` query heads that share a key/value head are stacked
 /// along the sequence axis (`[b, n_kv, n_rep * s, hd]`, a free reshape since heads are
 /// consecutive) and multiplied against the un-repeated keys and values, which gives the same
 /// scores as `repeat_kv` (each score is still the dot product of one query and one key row)
 /// without materialising `n_rep` copies of the cache.
-pub fn attend(
+pub fn attend_explicit(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
@@ -228,7 +258,6 @@ pub fn attend(
 ) -> Tensor<4> {
     let [b, h, s, hd] = q.dims();
     let [_, n_kv, t, _] = k.dims();
-    debug_assert_eq!(h, n_kv * n_rep, "n_heads must be n_kv_heads * n_rep");
     let scale = (hd as f64).powf(-0.5);
     let q = if n_rep == 1 {
         q
@@ -251,6 +280,43 @@ pub fn attend(
             .matmul(v)
             .reshape([b, h, s, hd])
     }
+}
+
+/// Scaled dot-product attention in one fused kernel (Burn `module::attention`; Flex runs an
+/// online-softmax "flash" kernel, Rayon-parallel over heads, that never materialises the
+/// `[b, h, s, t]` scores): `q [b, n_heads, s, hd]`, `k`/`v [b, n_kv_heads, t, hd]` with
+/// `n_heads` a multiple of `n_kv_heads` (query head `j` uses key/value head
+/// `j / (n_heads / n_kv_heads)`, as transformers `repeat_kv`), `scale` (default
+/// `hd^-0.5`), `mask [s, t]` hiding keys where `true`. Returns `[b, n_heads, s, hd]`.
+///
+/// Agrees with the explicit matmul/softmax/matmul of [`attend`] and [`attend_with_weights`]
+/// up to f32 summation order (`tests/fused_kernels.rs`). Every query row must see at least one
+/// key (a fully hidden row has no softmax).
+pub fn fused_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: Option<f64>,
+    mask: Option<Tensor<2, Bool>>,
+) -> Tensor<4> {
+    let options = AttentionModuleOptions {
+        scale,
+        softcap: None,
+        is_causal: false,
+    };
+    let mask = mask.map(|m| m.unsqueeze::<4>());
+    attention(q, k, v, mask, None, options)
+}
+
+/// Whether [`sliding_window_mask`] would hide any key: some key is in the future of the first
+/// query, or `window` or more positions behind the last one.
+pub fn window_hides_any(q0: usize, s: usize, k0: usize, t: usize, window: usize) -> bool {
+    if s == 0 || t == 0 {
+        return false;
+    }
+    let future = k0 + t - 1 > q0;
+    let too_old = k0 + window <= q0 + s - 1;
+    future || too_old
 }
 
 /// Expand `[b, n_kv, t, hd]` to `[b, n_kv * n_rep, t, hd]`, each kv head repeated `n_rep`

@@ -52,8 +52,9 @@ impl SwiGluMlp {
     }
 }
 
-/// Apply a `Linear` and record its `in.0` and `out` under `scope`.
+/// Apply a `Linear` and record its `in.0` and `out` under `scope` (the product runs through
+/// [`super::linear::linear`]: threaded for a single row).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>, scope: &Scope) -> Tensor<D> {
     scope.input(&x);
-    scope.output(layer.forward(x))
+    scope.output(super::linear::linear(layer, x))
 }

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod linear;
 pub mod mlp;
 pub mod rms_norm;
 pub mod rope;

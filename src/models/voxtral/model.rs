@@ -104,10 +104,17 @@ impl Voxtral {
         let s = scope.child("lm_head");
         s.input(&h);
         let logits = match &self.net.lm_head {
-            Some(head) => head.forward(h),
-            None => {
+            Some(head) => crate::nn::linear::linear(head, h),
+            None if crate::nn::linear::is_capture(&h.device()) => {
                 let w = self.net.model.language_model.embed_tokens.weight.val();
                 h.matmul(w.transpose().unsqueeze::<3>())
+            }
+            None => {
+                let [b, n, d] = h.dims();
+                let w = self.net.model.language_model.embed_tokens.weight.val();
+                let vocab = w.dims()[0];
+                crate::nn::linear::matmul_transposed(h.reshape([b * n, d]), w)
+                    .reshape([b, n, vocab])
             }
         };
         s.output(logits)

@@ -10,7 +10,8 @@
 //! Capture names equal the reference forward-hook names (see `fixtures/whisper_tiny_en/README.md`).
 
 use super::config::{LAYER_NORM_EPS, WhisperConfig};
-use crate::nn::attention::{KvCache, attend_with_weights, causal_mask};
+use crate::nn::attention::{KvCache, attend_with_weights, causal_mask, fused_attention};
+use crate::nn::linear::is_capture;
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::{Module, Param};
@@ -169,7 +170,9 @@ impl WhisperAttention {
     /// Attend `x [b, s, d_model]` to keys/values `[b, n_heads, t, head_dim]`; `mask [s, t]`
     /// hides keys where `true`. Queries are scaled by `head_dim^-0.5` after `q_proj`, as
     /// upstream does. Records `q_proj`, `out_proj`, `out.0` and the probabilities `out.1`
-    /// `[b, n_heads, s, t]`. Returns `[b, s, d_model]`.
+    /// `[b, n_heads, s, t]`. Returns `[b, s, d_model]`. With capture off on an executing
+    /// device the probabilities are not needed and the fused kernel
+    /// ([`fused_attention`]) runs instead of matmul/softmax/matmul.
     pub fn attend(
         &self,
         x: Tensor<3>,
@@ -181,11 +184,21 @@ impl WhisperAttention {
         let [b, s, d] = x.dims();
         let scaling = (self.head_dim as f64).powf(-0.5);
         let q = linear(&self.q_proj, x, &scope.child("q_proj")) * scaling;
-        let (out, weights) = attend_with_weights(self.heads(q), k, v, 1.0, mask);
+        let q = self.heads(q);
+        // The probabilities exist only on the explicit path: use it when they are recorded
+        // or when a graph is captured for export; otherwise the fused kernel.
+        let (out, weights) = if scope.enabled() || is_capture(&q.device()) {
+            let (out, weights) = attend_with_weights(q, k, v, 1.0, mask);
+            (out, Some(weights))
+        } else {
+            (fused_attention(q, k, v, Some(1.0), mask), None)
+        };
         let out = out.swap_dims(1, 2).reshape([b, s, d]);
         let out = linear(&self.out_proj, out, &scope.child("out_proj"));
         scope.record("out.0", &out);
-        scope.record("out.1", &weights);
+        if let Some(w) = &weights {
+            scope.record("out.1", w);
+        }
         out
     }
 }
@@ -619,10 +632,7 @@ impl WhisperForConditionalGeneration {
         let [b, s, d] = hidden.dims();
         let w = self.model.decoder.embed_tokens.weight.val();
         let [vocab, _] = w.dims();
-        hidden
-            .reshape([b * s, d])
-            .matmul(w.transpose())
-            .reshape([b, s, vocab])
+        crate::nn::linear::matmul_transposed(hidden.reshape([b * s, d]), w).reshape([b, s, vocab])
     }
 
     /// Teacher-forced forward `model(input_features, decoder_input_ids)` without cache:

@@ -1,0 +1,335 @@
+//! `nn.Linear` / `F.linear` (`y = x·Wᵀ + b`) with our own kernel for a few rows, and the
+//! device test that decides when fused or hand-written kernels may be used.
+//!
+//! Why: a decoder step multiplies one row (a streaming encoder step four) by every weight
+//! matrix, which makes the step a read of all weights. Burn Flex sends such a product to the
+//! `gemm` crate, whose one-row branch is a single-threaded matrix-vector kernel
+//! (`gemm-common` 0.19 `gemm.rs`: the `m <= 1` branches call `gemv` without the parallelism
+//! argument) and whose general branch packs the whole right-hand side for a handful of rows.
+//! Measured on this 2-core machine for `[m, 3072] · [3072, 9216]`: Flex 21 ms at m = 1 and
+//! 60 ms at m = 4, PyTorch 9.4 and 42 ms, this kernel 8.9 and 14.7 ms (README, Benchmarks).
+//! [`small_rows_matmul`] streams each weight row once, eight rows at a time, accumulating into
+//! the few output rows that stay in cache, with the output columns split across Rayon
+//! threads; AVX2+FMA when the CPU has them (checked at run time), else Burn's matmul.
+
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_dispatch::backends::Flex;
+use rayon::prelude::*;
+
+/// Rows up to which [`linear`] and [`matmul_transposed`] use [`small_rows_matmul`]; above it
+/// the weight is re-read from cache once per row and `gemm`'s blocked kernel wins.
+pub const SMALL_ROWS_MAX: usize = 16;
+
+/// Smallest weight (`d_in * d_out` elements) for the small-rows kernel: below it (Whisper
+/// tiny's 384 x 384 projections) the thread hand-off costs more than the product.
+pub const SMALL_ROWS_MIN_ELEMENTS: usize = 1 << 20;
+
+/// Whether `device` is Burn's non-executing graph-capture device (`Device::capture()`, used by
+/// `voxtrace export`). On it every layer keeps the plain op pattern of the upstream eager code
+/// (one matmul per linear; matmul, mask, softmax, matmul per attention), which
+/// [`crate::export`] recognises and lowers; fused and hand-written kernels run on executing
+/// devices only.
+pub fn is_capture(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch(),
+        burn_dispatch::DispatchDevice::Capture(_)
+    )
+}
+
+/// Whether `device` is the Flex CPU backend, whose buffers [`small_rows_matmul`] reads.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(device.as_dispatch(), burn_dispatch::DispatchDevice::Flex(_))
+}
+
+/// `layer(x)`: `x [..., d_in]` -> `x · weight [d_in, d_out] + bias [d_out]` = `[..., d_out]`,
+/// as Burn's `Linear::forward` (PyTorch `F.linear`; Burn stores the weight transposed).
+/// At most [`SMALL_ROWS_MAX`] rows on Flex run through [`small_rows_matmul`].
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let weight = layer.weight.val();
+    let [d_in, d_out] = weight.dims();
+    if rows == 0
+        || rows > SMALL_ROWS_MAX
+        || d_in * d_out < SMALL_ROWS_MIN_ELEMENTS
+        || !is_flex(&x.device())
+    {
+        return layer.forward(x);
+    }
+    let Some(y) = small_rows_matmul(&x.clone().reshape([rows, d_in]), &weight, Layout::KN) else {
+        return layer.forward(x);
+    };
+    let y = match &layer.bias {
+        Some(b) => y + b.val().unsqueeze::<2>(),
+        None => y,
+    };
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
+}
+
+/// `x [rows, d] · w_nkᵀ` for a weight stored `[n, d]` (a tied embedding used as the output
+/// projection): `[rows, n]`. At most [`SMALL_ROWS_MAX`] rows on Flex run through
+/// [`small_rows_matmul`]; otherwise `x.matmul(w_nk.transpose())`.
+pub fn matmul_transposed(x: Tensor<2>, w_nk: Tensor<2>) -> Tensor<2> {
+    let [rows, d] = x.dims();
+    let [n, _] = w_nk.dims();
+    if rows == 0
+        || rows > SMALL_ROWS_MAX
+        || n * d < SMALL_ROWS_MIN_ELEMENTS
+        || !is_flex(&x.device())
+    {
+        return x.matmul(w_nk.transpose());
+    }
+    match small_rows_matmul(&x, &w_nk, Layout::NK) {
+        Some(y) => y,
+        None => x.matmul(w_nk.transpose()),
+    }
+}
+
+/// How a weight of a `[rows, k] -> [rows, n]` product is stored (row-major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[k, n]`: Burn's `Linear` weight; `y = x · w`.
+    KN,
+    /// `[n, k]`: PyTorch's `nn.Linear` weight or an embedding table; `y = x · wᵀ`.
+    NK,
+}
+
+/// `x [m, k]` times a weight `w` stored as `layout` -> `[m, n]`, computed by our own kernel
+/// over the Flex buffers (no copy of `w`), the `n` output columns split into one block per
+/// Rayon thread. Returns `None` (the caller falls back to Burn's matmul) when the tensors are
+/// not contiguous f32 Flex tensors (another backend, the capture device, a strided view) or
+/// the CPU lacks AVX2+FMA.
+///
+/// Sums run over `k` in a different order than `gemm`'s, so results differ from Burn's matmul
+/// by f32 rounding only (`tests/fused_kernels.rs` bounds it).
+pub fn small_rows_matmul(x: &Tensor<2>, w: &Tensor<2>, layout: Layout) -> Option<Tensor<2>> {
+    if !avx2_fma() {
+        return None;
+    }
+    let device = x.device();
+    let [m, k] = x.dims();
+    let n = match layout {
+        Layout::KN => w.dims()[1],
+        Layout::NK => w.dims()[0],
+    };
+    let wf = w.clone().try_into_primitive::<Flex>().ok()?;
+    let w_data = wf.as_slice::<f32>()?;
+    let xf = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+    let x_data = xf.as_slice::<f32>()?;
+    if w_data.len() != k * n || x_data.len() != m * k {
+        return None;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let out = match layout {
+        // Column blocks of a multiple of 8, one per thread: each thread walks every weight
+        // row over its columns, and its output rows stay in L1 between weight rows.
+        Layout::KN => {
+            let chunk = n.div_ceil(threads).div_ceil(8) * 8;
+            let blocks: Vec<(usize, Vec<f32>)> = (0..threads)
+                .into_par_iter()
+                .filter(|t| t * chunk < n)
+                .map(|t| {
+                    let c0 = t * chunk;
+                    let len = chunk.min(n - c0);
+                    let mut y = vec![0f32; m * len];
+                    // SAFETY: AVX2 and FMA were detected above; columns c0 .. c0 + len <= n of
+                    // `w_data` (`k * n`, checked), `x_data` holds `m * k`, `y` holds `m * len`.
+                    unsafe { kn_block(m, k, x_data, w_data, n, c0, len, &mut y) };
+                    (c0, y)
+                })
+                .collect();
+            scatter_columns(blocks, m, n)
+        }
+        // Column blocks of a multiple of 8, one per thread: each thread reads whole weight
+        // rows (a contiguous range of the `[n, k]` table).
+        Layout::NK => {
+            let chunk = n.div_ceil(threads).div_ceil(8) * 8;
+            let blocks: Vec<(usize, Vec<f32>)> = (0..threads)
+                .into_par_iter()
+                .filter(|t| t * chunk < n)
+                .map(|t| {
+                    let c0 = t * chunk;
+                    let len = chunk.min(n - c0);
+                    let mut y = vec![0f32; m * len];
+                    // SAFETY: AVX2 and FMA were detected above; weight rows c0 .. c0 + len lie
+                    // inside `w_data` (`n * k`, checked); `y` holds `m * len`.
+                    unsafe { nk_block(m, k, x_data, w_data, c0, len, &mut y) };
+                    (c0, y)
+                })
+                .collect();
+            let mut out = vec![0f32; m * n];
+            for (c0, y) in blocks {
+                let len = y.len() / m;
+                for i in 0..m {
+                    out[i * n + c0..i * n + c0 + len].copy_from_slice(&y[i * len..(i + 1) * len]);
+                }
+            }
+            out
+        }
+    };
+    Some(Tensor::from_data(TensorData::new(out, [m, n]), &device))
+}
+
+/// Assemble `[m, n]` from column blocks `(first column, [m, len])`.
+fn scatter_columns(blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    for (c0, y) in blocks {
+        let len = y.len() / m;
+        for i in 0..m {
+            out[i * n + c0..i * n + c0 + len].copy_from_slice(&y[i * len..(i + 1) * len]);
+        }
+    }
+    out
+}
+
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Rows of `w` read together in [`kn_block`]: eight concurrent streams, one output
+/// load/store per eight multiply-adds.
+const KN_ROWS: usize = 8;
+
+/// `y [m, len] = x [m, k] · w[:, c0 .. c0 + len]` for `w [k, ldw]` row-major: eight weight
+/// rows at a time, each 8-column slice of them loaded once and applied to every input row.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x.len() >= m * k`, `w.len() >= k * ldw`,
+/// `c0 + len <= ldw`, `y.len() >= m * len`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kn_block(
+    m: usize,
+    k: usize,
+    x: &[f32],
+    w: &[f32],
+    ldw: usize,
+    c0: usize,
+    len: usize,
+    y: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let wp = w.as_ptr();
+    let xp = x.as_ptr();
+    let yp = y.as_mut_ptr();
+    let mut r = 0;
+    while r < k {
+        let rr = KN_ROWS.min(k - r);
+        let mut c = 0;
+        if rr == KN_ROWS {
+            while c + 8 <= len {
+                // SAFETY: rows r .. r + 8 <= k and columns c0 + c .. + 8 <= c0 + len <= ldw.
+                unsafe {
+                    let base = wp.add(r * ldw + c0 + c);
+                    let wv: [__m256; KN_ROWS] =
+                        std::array::from_fn(|j| _mm256_loadu_ps(base.add(j * ldw)));
+                    for i in 0..m {
+                        let yi = yp.add(i * len + c);
+                        let xi = xp.add(i * k + r);
+                        let mut acc = _mm256_loadu_ps(yi);
+                        for (j, wj) in wv.iter().enumerate() {
+                            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xi.add(j)), *wj, acc);
+                        }
+                        _mm256_storeu_ps(yi, acc);
+                    }
+                }
+                c += 8;
+            }
+        }
+        // Tail columns (and the last partial group of rows), scalar.
+        while c < len {
+            for i in 0..m {
+                let mut s = y[i * len + c];
+                for j in 0..rr {
+                    s += x[i * k + r + j] * w[(r + j) * ldw + c0 + c];
+                }
+                y[i * len + c] = s;
+            }
+            c += 1;
+        }
+        r += KN_ROWS;
+    }
+}
+
+/// `y [m, len] = x [m, k] · w[c0 .. c0 + len, :]ᵀ` for `w [n, k]` row-major: four output
+/// columns (weight rows) at a time, each a dot product over `k` in 8-wide lanes.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x.len() >= m * k`, `w.len() >= (c0 + len) * k`,
+/// `y.len() >= m * len`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usize, y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    // Horizontal sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+    let k8 = k / 8 * 8;
+    let wp = w.as_ptr();
+    let xp = x.as_ptr();
+    let mut c = 0;
+    while c < len {
+        let cols = 4.min(len - c);
+        for i in 0..m {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut r = 0;
+            while r < k8 {
+                // SAFETY: r + 8 <= k; weight rows c0 + c + j < c0 + len.
+                unsafe {
+                    let xv = _mm256_loadu_ps(xp.add(i * k + r));
+                    for (j, a) in acc.iter_mut().take(cols).enumerate() {
+                        let wv = _mm256_loadu_ps(wp.add((c0 + c + j) * k + r));
+                        *a = _mm256_fmadd_ps(xv, wv, *a);
+                    }
+                }
+                r += 8;
+            }
+            for (j, a) in acc.iter().take(cols).enumerate() {
+                let mut s = hsum(*a);
+                for rr in k8..k {
+                    s += x[i * k + rr] * w[(c0 + c + j) * k + rr];
+                }
+                y[i * len + c + j] = s;
+            }
+        }
+        c += 4;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kn_block(
+    _: usize,
+    _: usize,
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
+    unreachable!("avx2_fma() is false off x86_64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn nk_block(_: usize, _: usize, _: &[f32], _: &[f32], _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("avx2_fma() is false off x86_64")
+}

@@ -1,0 +1,239 @@
+//! The fast kernels used when capture is off agree with the explicit upstream-shaped ops that
+//! traces and exports use: fused (flash) attention vs matmul/mask/softmax/matmul, and the
+//! few-rows linear kernel vs Burn's `Linear::forward`.
+
+use burn::module::Param;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use proptest::prelude::*;
+use voxtrace::nn::attention::{
+    attend, attend_explicit, attend_with_weights, causal_mask, fused_attention,
+    sliding_window_mask, window_hides_any,
+};
+use voxtrace::nn::linear::{
+    Layout, SMALL_ROWS_MAX, SMALL_ROWS_MIN_ELEMENTS, linear, matmul_transposed, small_rows_matmul,
+};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest |a - b| over all elements (shapes must match).
+fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `attend` (fused on Flex) against `attend_explicit` for one shape and position setting.
+#[allow(clippy::too_many_arguments)]
+fn check_attend(
+    n_heads: usize,
+    n_kv: usize,
+    s: usize,
+    t: usize,
+    q0: usize,
+    k0: usize,
+    window: usize,
+    tol: f32,
+) {
+    let dev = device();
+    let hd = 32;
+    let q = randn([1, n_heads, s, hd], &dev);
+    let k = randn([1, n_kv, t, hd], &dev);
+    let v = randn([1, n_kv, t, hd], &dev);
+    let n_rep = n_heads / n_kv;
+    let fused = attend(q.clone(), k.clone(), v.clone(), q0, k0, window, n_rep);
+    let explicit = attend_explicit(q, k, v, q0, k0, window, n_rep);
+    let d = max_abs_diff(fused, explicit);
+    assert!(
+        d <= tol,
+        "heads {n_heads}/{n_kv} s {s} t {t} q0 {q0} k0 {k0} window {window}: max |diff| {d} > {tol}"
+    );
+}
+
+#[test]
+fn fused_attend_matches_explicit_offline_window() {
+    // Encoder-like offline pass: the window hides both future and too-old keys.
+    check_attend(4, 4, 37, 37, 0, 0, 16, 1e-5);
+}
+
+#[test]
+fn fused_attend_matches_explicit_gqa_decode_step() {
+    // One decoder token with a cache: no key hidden, so no mask is passed at all.
+    assert!(!window_hides_any(100, 1, 90, 11, 16));
+    check_attend(8, 2, 1, 11, 100, 90, 16, 1e-5);
+}
+
+#[test]
+fn fused_attend_matches_explicit_streaming_chunk() {
+    // Four encoder frames after a cache of ten: the first keys fall out of the window.
+    assert!(window_hides_any(20, 4, 10, 14, 12));
+    check_attend(4, 4, 4, 14, 20, 10, 12, 1e-5);
+}
+
+#[test]
+fn fused_attend_matches_explicit_on_the_flash_path() {
+    // 600 x 600 scores exceed Flex's naive-attention budget (256 Ki scores): the tiled online
+    // softmax runs, with a window mask.
+    check_attend(2, 1, 600, 600, 0, 0, 300, 2e-5);
+}
+
+#[test]
+fn fused_attention_matches_attend_with_weights_whisper_shapes() {
+    let dev = device();
+    let hd = 64;
+    // Encoder self-attention (no mask), pre-scaled queries as Whisper passes them.
+    let q = randn([1, 6, 700, hd], &dev) * (hd as f64).powf(-0.5);
+    let k = randn([1, 6, 700, hd], &dev);
+    let v = randn([1, 6, 700, hd], &dev);
+    let (explicit, _) = attend_with_weights(q.clone(), k.clone(), v.clone(), 1.0, None);
+    let fused = fused_attention(q, k, v, Some(1.0), None);
+    let d = max_abs_diff(fused, explicit);
+    assert!(d <= 2e-5, "encoder: max |diff| {d}");
+    // Decoder prompt: causal mask.
+    let q = randn([1, 6, 3, hd], &dev);
+    let k = randn([1, 6, 3, hd], &dev);
+    let v = randn([1, 6, 3, hd], &dev);
+    let mask = causal_mask(0, 3, 3, &dev);
+    let (explicit, _) =
+        attend_with_weights(q.clone(), k.clone(), v.clone(), 0.5, Some(mask.clone()));
+    let fused = fused_attention(q, k, v, Some(0.5), Some(mask));
+    let d = max_abs_diff(fused, explicit);
+    assert!(d <= 1e-5, "decoder prompt: max |diff| {d}");
+}
+
+proptest! {
+    #[test]
+    fn window_hides_any_agrees_with_the_mask(
+        q0 in 0usize..40, s in 1usize..6, k0 in 0usize..40, t in 1usize..12, window in 1usize..20,
+    ) {
+        let dev = device();
+        let mask = sliding_window_mask(q0, s, k0, t, window, &dev);
+        let any = values(mask.int().float()).iter().any(|&x| x != 0.0);
+        prop_assert_eq!(window_hides_any(q0, s, k0, t, window), any);
+    }
+}
+
+/// A linear layer with random weight and bias of `[d_in, d_out]`.
+fn random_linear(d_in: usize, d_out: usize, dev: &Device) -> Linear {
+    let mut l = LinearConfig::new(d_in, d_out).init(dev);
+    l.weight = Param::from_tensor(randn([d_in, d_out], dev));
+    l.bias = Some(Param::from_tensor(randn([d_out], dev)));
+    l
+}
+
+/// Checks `y [m, n]` against `x [m, k] · w` computed in f64, element by element, with the
+/// standard forward error bound of an f32 dot product of length `k` summed in any order:
+/// `|y - exact| <= k · u · Σ_r |x_r w_r|` (u = 2^-24). `w` is `[k, n]` when `kn`, else `[n, k]`.
+fn check_against_f64(x: &[f32], w: &[f32], y: &[f32], m: usize, k: usize, n: usize, kn: bool) {
+    let u = f64::from(f32::EPSILON) / 2.0;
+    for i in 0..m {
+        for c in 0..n {
+            let (mut exact, mut mag) = (0f64, 0f64);
+            for r in 0..k {
+                let wv = if kn { w[r * n + c] } else { w[c * k + r] };
+                let p = f64::from(x[i * k + r]) * f64::from(wv);
+                exact += p;
+                mag += p.abs();
+            }
+            let err = (f64::from(y[i * n + c]) - exact).abs();
+            let bound = k as f64 * u * mag;
+            assert!(
+                err <= bound,
+                "row {i} col {c}: |y - exact| = {err:e} > bound {bound:e} (k {k})"
+            );
+        }
+    }
+}
+
+#[test]
+fn small_rows_linear_matches_linear_forward() {
+    let dev = device();
+    // 1024 x 2051: above the kernel's size threshold; an odd width leaves scalar tail
+    // columns, 3 threads give uneven blocks, d_in = 1027 a partial group of weight rows.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for (d_in, d_out) in [(1024, 2051), (1027, 1024)] {
+        assert!(d_in * d_out >= SMALL_ROWS_MIN_ELEMENTS);
+        let layer = random_linear(d_in, d_out, &dev);
+        for rows in [1, 4, SMALL_ROWS_MAX] {
+            let x = randn([1, rows, d_in], &dev);
+            let fast = pool.install(|| linear(&layer, x.clone()));
+            assert_eq!(fast.dims(), [1, rows, d_out]);
+            // Without the bias, both products are within f32 dot-product rounding of the
+            // exact one; with it, the kernel's result plus the bias is exactly what `linear`
+            // returns.
+            let mut no_bias = random_linear(d_in, d_out, &dev);
+            no_bias.weight = layer.weight.clone();
+            no_bias.bias = None;
+            let fast_nb = pool.install(|| linear(&no_bias, x.clone()));
+            let w = values(layer.weight.val());
+            let xs = values(x.clone());
+            for y in [fast_nb.clone(), no_bias.forward(x.clone())] {
+                check_against_f64(&xs, &w, &values(y), rows, d_in, d_out, true);
+            }
+            let b = layer.bias.as_ref().unwrap().val().unsqueeze::<3>();
+            assert_eq!(values(fast), values(fast_nb + b));
+            // The kernel is really used (it needs AVX2+FMA, which x86-64 CI machines have).
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let w = layer.weight.val();
+                assert!(small_rows_matmul(&x.reshape([rows, d_in]), &w, Layout::KN).is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn small_rows_tied_projection_matches_matmul_with_transpose() {
+    let dev = device();
+    // A tied output projection: embedding `[vocab, d]` used as `x · Eᵀ`; d = 259 leaves a
+    // scalar tail of each dot product, vocab = 5001 a partial group of four columns.
+    let (vocab, d) = (5001, 259);
+    let e = randn([vocab, d], &dev);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for rows in [1, 3] {
+        let x = randn([rows, d], &dev);
+        let fast = pool.install(|| matmul_transposed(x.clone(), e.clone()));
+        assert_eq!(fast.dims(), [rows, vocab]);
+        check_against_f64(
+            &values(x),
+            &values(e.clone()),
+            &values(fast),
+            rows,
+            d,
+            vocab,
+            false,
+        );
+    }
+}
+
+#[test]
+fn small_rows_kernel_declines_non_flex_and_strided_inputs() {
+    let dev = device();
+    let x = randn([2, 64], &dev);
+    // A strided (transposed) weight view is not read by the kernel: Burn's matmul runs.
+    let wt = randn([32, 64], &dev).transpose();
+    assert!(small_rows_matmul(&x, &wt, Layout::KN).is_none());
+    // The capture device is not Flex.
+    assert!(!voxtrace::nn::linear::is_flex(&Device::capture()));
+    assert!(voxtrace::nn::linear::is_flex(&dev));
+}
