@@ -180,8 +180,12 @@ fn whisper(model_dir: &Path, audio: &[PathBuf], device: &Device) -> anyhow::Resu
             .with_context(|| format!("transcribing {}", path.display()))?;
         let secs = samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE);
         audio_s += secs;
+        let encode_s: f64 = tr.windows.iter().map(|w| w.encode_s).sum();
+        let decode_s: f64 = tr.windows.iter().map(|w| w.decode_s).sum();
+        let tokens: usize = tr.windows.iter().map(|w| w.output.token_ids.len()).sum();
         files.push(json!({"file": path.display().to_string(), "text": tr.text,
-            "audio_seconds": secs, "seconds": t.elapsed().as_secs_f64()}));
+            "audio_seconds": secs, "seconds": t.elapsed().as_secs_f64(),
+            "encode_s": encode_s, "decode_s": decode_s, "tokens": tokens}));
     }
     let transcribe_s = t1.elapsed().as_secs_f64();
     Ok(

@@ -315,7 +315,7 @@ pub fn window_hides_any(q0: usize, s: usize, k0: usize, t: usize, window: usize)
         return false;
     }
     let future = k0 + t - 1 > q0;
-    let too_old = k0 + window <= q0 + s - 1;
+    let too_old = k0 + window < q0 + s;
     future || too_old
 }
 

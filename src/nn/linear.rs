@@ -263,7 +263,8 @@ unsafe fn kn_block(
 }
 
 /// `y [m, len] = x [m, k] · w[c0 .. c0 + len, :]ᵀ` for `w [n, k]` row-major: four output
-/// columns (weight rows) at a time, each a dot product over `k` in 8-wide lanes.
+/// columns (weight rows) at a time, each a dot product over `k` in 8-wide lanes, the loop
+/// unrolled by hand (this crate builds at opt-level 1 in the dev profile).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `x.len() >= m * k`, `w.len() >= (c0 + len) * k`,
@@ -285,32 +286,62 @@ unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usi
     let k8 = k / 8 * 8;
     let wp = w.as_ptr();
     let xp = x.as_ptr();
+    let full = len / 4 * 4;
     let mut c = 0;
-    while c < len {
-        let cols = 4.min(len - c);
+    // Groups of four weight rows, unrolled: four independent accumulators.
+    while c < full {
         for i in 0..m {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut r = 0;
-            while r < k8 {
-                // SAFETY: r + 8 <= k; weight rows c0 + c + j < c0 + len.
-                unsafe {
-                    let xv = _mm256_loadu_ps(xp.add(i * k + r));
-                    for (j, a) in acc.iter_mut().take(cols).enumerate() {
-                        let wv = _mm256_loadu_ps(wp.add((c0 + c + j) * k + r));
-                        *a = _mm256_fmadd_ps(xv, wv, *a);
+            // SAFETY: r + 8 <= k8 <= k; weight rows c0 + c .. c0 + c + 4 <= c0 + len.
+            unsafe {
+                let xr = xp.add(i * k);
+                let w0 = wp.add((c0 + c) * k);
+                let (w1, w2, w3) = (w0.add(k), w0.add(2 * k), w0.add(3 * k));
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                );
+                let mut r = 0;
+                while r < k8 {
+                    let xv = _mm256_loadu_ps(xr.add(r));
+                    a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w0.add(r)), a0);
+                    a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w1.add(r)), a1);
+                    a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w2.add(r)), a2);
+                    a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w3.add(r)), a3);
+                    r += 8;
+                }
+                let mut out = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
+                for (j, o) in out.iter_mut().enumerate() {
+                    for rr in k8..k {
+                        *o += x[i * k + rr] * w[(c0 + c + j) * k + rr];
                     }
                 }
-                r += 8;
-            }
-            for (j, a) in acc.iter().take(cols).enumerate() {
-                let mut s = hsum(*a);
-                for rr in k8..k {
-                    s += x[i * k + rr] * w[(c0 + c + j) * k + rr];
-                }
-                y[i * len + c + j] = s;
+                y[i * len + c..i * len + c + 4].copy_from_slice(&out);
             }
         }
         c += 4;
+    }
+    // The last one to three weight rows.
+    while c < len {
+        for i in 0..m {
+            let mut acc = _mm256_setzero_ps();
+            let mut r = 0;
+            while r < k8 {
+                // SAFETY: r + 8 <= k; weight row c0 + c < c0 + len.
+                unsafe {
+                    let xv = _mm256_loadu_ps(xp.add(i * k + r));
+                    acc = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wp.add((c0 + c) * k + r)), acc);
+                }
+                r += 8;
+            }
+            let mut s = hsum(acc);
+            for rr in k8..k {
+                s += x[i * k + rr] * w[(c0 + c) * k + rr];
+            }
+            y[i * len + c] = s;
+        }
+        c += 1;
     }
 }
 

@@ -351,6 +351,16 @@ pub struct DecoderLayerCache {
     pub cross_v: Tensor<4>,
 }
 
+/// `t` with its elements in row-major order of its shape (a copy when `t` is a strided view;
+/// unchanged on the graph-capture device, where layout is not observable).
+fn contiguous<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if is_capture(&t.device()) {
+        return t;
+    }
+    let device = t.device();
+    Tensor::from_data(t.into_data(), &device)
+}
+
 /// `WhisperDecoderLayer` (pre-norm: self-attention, cross-attention, FFN).
 #[derive(Module, Debug)]
 pub struct WhisperDecoderLayer {
@@ -396,15 +406,17 @@ impl WhisperDecoderLayer {
         }
     }
 
-    /// Cross-attention keys/values of `encoder_hidden_states [b, frames, d_model]`.
+    /// Cross-attention keys/values of `encoder_hidden_states [b, frames, d_model]`, stored
+    /// contiguous in `[b, n_heads, frames, head_dim]` order (the head split is a strided view;
+    /// without this every decoder step would copy them again inside the attention kernel).
     pub fn cross_cache(&self, encoder_hidden_states: Tensor<3>) -> DecoderLayerCache {
         let (k, v) = self
             .encoder_attn
             .key_values(encoder_hidden_states, &Scope::off());
         DecoderLayerCache {
             self_attn: KvCache::default(),
-            cross_k: k,
-            cross_v: v,
+            cross_k: contiguous(k),
+            cross_v: contiguous(v),
         }
     }
 
