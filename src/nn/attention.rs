@@ -6,7 +6,7 @@
 //! includes the current position: key `j` is visible from query `i` when `i - window < j <= i`
 //! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
 
-use super::linear::is_capture;
+use super::linear::is_flex;
 use super::mlp::linear;
 use super::rope::{RopeStyle, apply_rope};
 use crate::trace::Scope;
@@ -215,9 +215,10 @@ fn rope_proj(
 /// positions: `q [b, n_heads, s, hd]` at `q0..`, `k`/`v [b, n_kv_heads, t, hd]` at `k0..`.
 /// Query head `j` uses key/value head `j / n_rep` (transformers `repeat_kv`).
 ///
-/// On an executing device this runs Burn's fused attention ([`fused_attention`]); on the
-/// graph-capture device it spells out matmul, mask, softmax, matmul as upstream's
-/// `eager_attention_forward` does, which is the pattern `voxtrace export` lowers.
+/// On Flex this runs Burn's fused attention ([`fused_attention`]). Elsewhere it spells out
+/// matmul, mask, softmax, matmul as upstream's `eager_attention_forward` does
+/// ([`attend_explicit`]): on the graph-capture device that is the pattern `voxtrace export`
+/// lowers, and Burn's generic attention (ndarray, wgpu) has no grouped-query heads.
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -230,7 +231,7 @@ pub fn attend(
     let [_, h, s, _] = q.dims();
     let [_, n_kv, t, _] = k.dims();
     debug_assert_eq!(h, n_kv * n_rep, "n_heads must be n_kv_heads * n_rep");
-    if is_capture(&q.device()) {
+    if !is_flex(&q.device()) {
         return attend_explicit(q, k, v, q0, k0, window, n_rep);
     }
     let mask = window_hides_any(q0, s, k0, t, window)
@@ -285,9 +286,10 @@ pub fn attend_explicit(
 /// Scaled dot-product attention in one fused kernel (Burn `module::attention`; Flex runs an
 /// online-softmax "flash" kernel, Rayon-parallel over heads, that never materialises the
 /// `[b, h, s, t]` scores): `q [b, n_heads, s, hd]`, `k`/`v [b, n_kv_heads, t, hd]` with
-/// `n_heads` a multiple of `n_kv_heads` (query head `j` uses key/value head
+/// `n_heads` a multiple of `n_kv_heads` on Flex (query head `j` uses key/value head
 /// `j / (n_heads / n_kv_heads)`, as transformers `repeat_kv`), `scale` (default
 /// `hd^-0.5`), `mask [s, t]` hiding keys where `true`. Returns `[b, n_heads, s, hd]`.
+/// Burn's generic fallback on other backends needs `n_heads == n_kv_heads`.
 ///
 /// Agrees with the explicit matmul/softmax/matmul of [`attend`] and [`attend_with_weights`]
 /// up to f32 summation order (`tests/fused_kernels.rs`). Every query row must see at least one

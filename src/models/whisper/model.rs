@@ -11,7 +11,7 @@
 
 use super::config::{LAYER_NORM_EPS, WhisperConfig};
 use crate::nn::attention::{KvCache, attend_with_weights, causal_mask, fused_attention};
-use crate::nn::linear::is_capture;
+use crate::nn::linear::{is_capture, is_flex};
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::{Module, Param};
@@ -170,8 +170,8 @@ impl WhisperAttention {
     /// Attend `x [b, s, d_model]` to keys/values `[b, n_heads, t, head_dim]`; `mask [s, t]`
     /// hides keys where `true`. Queries are scaled by `head_dim^-0.5` after `q_proj`, as
     /// upstream does. Records `q_proj`, `out_proj`, `out.0` and the probabilities `out.1`
-    /// `[b, n_heads, s, t]`. Returns `[b, s, d_model]`. With capture off on an executing
-    /// device the probabilities are not needed and the fused kernel
+    /// `[b, n_heads, s, t]`. Returns `[b, s, d_model]`. With capture off on Flex the
+    /// probabilities are not needed and the fused kernel
     /// ([`fused_attention`]) runs instead of matmul/softmax/matmul.
     pub fn attend(
         &self,
@@ -185,9 +185,10 @@ impl WhisperAttention {
         let scaling = (self.head_dim as f64).powf(-0.5);
         let q = linear(&self.q_proj, x, &scope.child("q_proj")) * scaling;
         let q = self.heads(q);
-        // The probabilities exist only on the explicit path: use it when they are recorded
-        // or when a graph is captured for export; otherwise the fused kernel.
-        let (out, weights) = if scope.enabled() || is_capture(&q.device()) {
+        // The probabilities exist only on the explicit path: use it when they are recorded,
+        // and off Flex (a graph captured for export keeps upstream's op pattern); otherwise
+        // the fused kernel.
+        let (out, weights) = if scope.enabled() || !is_flex(&q.device()) {
             let (out, weights) = attend_with_weights(q, k, v, 1.0, mask);
             (out, Some(weights))
         } else {
