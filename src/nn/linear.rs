@@ -6,11 +6,10 @@
 //! `gemm` crate, whose one-row branch is a single-threaded matrix-vector kernel
 //! (`gemm-common` 0.19 `gemm.rs`: the `m <= 1` branches call `gemv` without the parallelism
 //! argument) and whose general branch packs the whole right-hand side for a handful of rows.
-//! Measured on this 2-core machine for `[m, 3072] · [3072, 9216]`: Flex 21 ms at m = 1 and
-//! 60 ms at m = 4, PyTorch 9.4 and 42 ms, this kernel 8.9 and 14.7 ms (README, Benchmarks).
 //! [`small_rows_matmul`] streams each weight row once, eight rows at a time, accumulating into
 //! the few output rows that stay in cache, with the output columns split across Rayon
 //! threads; AVX2+FMA when the CPU has them (checked at run time), else Burn's matmul.
+//! `just bench-voxtral` measures the effect against torch (README, Benchmarks).
 
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -122,59 +121,30 @@ pub fn small_rows_matmul(x: &Tensor<2>, w: &Tensor<2>, layout: Layout) -> Option
     if w_data.len() != k * n || x_data.len() != m * k {
         return None;
     }
+    // Column blocks of a multiple of 8 (one AVX register), one per thread. With `[k, n]` each
+    // thread walks every weight row over its columns and its output rows stay in L1 between
+    // weight rows; with `[n, k]` it reads whole weight rows (a contiguous range of the table).
     let threads = rayon::current_num_threads().max(1);
-    let out = match layout {
-        // Column blocks of a multiple of 8, one per thread: each thread walks every weight
-        // row over its columns, and its output rows stay in L1 between weight rows.
-        Layout::KN => {
-            let chunk = n.div_ceil(threads).div_ceil(8) * 8;
-            let blocks: Vec<(usize, Vec<f32>)> = (0..threads)
-                .into_par_iter()
-                .filter(|t| t * chunk < n)
-                .map(|t| {
-                    let c0 = t * chunk;
-                    let len = chunk.min(n - c0);
-                    let mut y = vec![0f32; m * len];
-                    // SAFETY: AVX2 and FMA were detected above; columns c0 .. c0 + len <= n of
-                    // `w_data` (`k * n`, checked), `x_data` holds `m * k`, `y` holds `m * len`.
-                    unsafe { kn_block(m, k, x_data, w_data, n, c0, len, &mut y) };
-                    (c0, y)
-                })
-                .collect();
-            scatter_columns(blocks, m, n)
-        }
-        // Column blocks of a multiple of 8, one per thread: each thread reads whole weight
-        // rows (a contiguous range of the `[n, k]` table).
-        Layout::NK => {
-            let chunk = n.div_ceil(threads).div_ceil(8) * 8;
-            let blocks: Vec<(usize, Vec<f32>)> = (0..threads)
-                .into_par_iter()
-                .filter(|t| t * chunk < n)
-                .map(|t| {
-                    let c0 = t * chunk;
-                    let len = chunk.min(n - c0);
-                    let mut y = vec![0f32; m * len];
-                    // SAFETY: AVX2 and FMA were detected above; weight rows c0 .. c0 + len lie
-                    // inside `w_data` (`n * k`, checked); `y` holds `m * len`.
-                    unsafe { nk_block(m, k, x_data, w_data, c0, len, &mut y) };
-                    (c0, y)
-                })
-                .collect();
-            let mut out = vec![0f32; m * n];
-            for (c0, y) in blocks {
-                let len = y.len() / m;
-                for i in 0..m {
-                    out[i * n + c0..i * n + c0 + len].copy_from_slice(&y[i * len..(i + 1) * len]);
+    let chunk = n.div_ceil(threads).div_ceil(8) * 8;
+    let blocks: Vec<(usize, Vec<f32>)> = (0..threads)
+        .into_par_iter()
+        .filter(|t| t * chunk < n)
+        .map(|t| {
+            let c0 = t * chunk;
+            let len = chunk.min(n - c0);
+            let mut y = vec![0f32; m * len];
+            // SAFETY: AVX2 and FMA were detected above; columns (weight rows for `NK`)
+            // c0 .. c0 + len <= n lie inside `w_data` (`k * n`, checked), `x_data` holds
+            // `m * k`, `y` holds `m * len`.
+            unsafe {
+                match layout {
+                    Layout::KN => kn_block(m, k, x_data, w_data, n, c0, len, &mut y),
+                    Layout::NK => nk_block(m, k, x_data, w_data, c0, len, &mut y),
                 }
             }
-            out
-        }
-    };
-    Some(Tensor::from_data(TensorData::new(out, [m, n]), &device))
-}
-
-/// Assemble `[m, n]` from column blocks `(first column, [m, len])`.
-fn scatter_columns(blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) -> Vec<f32> {
+            (c0, y)
+        })
+        .collect();
     let mut out = vec![0f32; m * n];
     for (c0, y) in blocks {
         let len = y.len() / m;
@@ -182,7 +152,7 @@ fn scatter_columns(blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) -> Vec<f3
             out[i * n + c0..i * n + c0 + len].copy_from_slice(&y[i * len..(i + 1) * len]);
         }
     }
-    out
+    Some(Tensor::from_data(TensorData::new(out, [m, n]), &device))
 }
 
 fn avx2_fma() -> bool {
