@@ -237,3 +237,138 @@ fn small_rows_kernel_declines_non_flex_and_strided_inputs() {
     assert!(!voxtrace::nn::linear::is_flex(&Device::capture()));
     assert!(voxtrace::nn::linear::is_flex(&dev));
 }
+
+/// `nn::gelu` (parallel on Flex) gives Burn's `gelu` bit for bit, on a tensor large enough to
+/// take the parallel path, with a strided view and the special values (±0, ±inf, NaN,
+/// large and tiny magnitudes) in it; a small tensor goes through Burn's own pass.
+#[test]
+fn parallel_gelu_is_burns_gelu_bit_for_bit() {
+    use voxtrace::nn::activation::{PARALLEL_MIN_ELEMENTS, gelu};
+    let dev = device();
+    let n = PARALLEL_MIN_ELEMENTS * 3 + 17;
+    let mut v = values(randn([n], &dev).mul_scalar(4.0));
+    let special = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e-30,
+        -1e-30,
+        88.0,
+        -88.0,
+        f32::MAX,
+        f32::MIN,
+    ];
+    v[..special.len()].copy_from_slice(&special);
+    let x = Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [n]), &dev);
+    let bits = |t: Tensor<1>| -> Vec<u32> { values(t).iter().map(|f| f.to_bits()).collect() };
+    let ours = bits(gelu(x.clone()));
+    let burn = bits(burn::tensor::activation::gelu(x.clone()));
+    assert_eq!(ours.len(), burn.len());
+    let differ = ours.iter().zip(&burn).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of {n} values differ from Burn's gelu");
+    // A transposed (strided) view: made contiguous first, same values.
+    let m = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(values(x.clone()), [n, 1]),
+        &dev,
+    )
+    .repeat_dim(1, 2)
+    .transpose();
+    let a = values(gelu(m.clone()));
+    let b = values(burn::tensor::activation::gelu(m));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Below the threshold: Burn's pass itself.
+    let small = randn([64], &dev);
+    assert_eq!(
+        bits(gelu(small.clone())),
+        bits(burn::tensor::activation::gelu(small))
+    );
+}
+
+/// `dense_attention` (our query-block kernel, taken by `fused_attention` without a mask on
+/// long sequences) against the explicit matmul/softmax/matmul and against Flex's own fused
+/// kernel: two batches, GQA (4 query heads on 2 key/value heads), a query count that is not a
+/// multiple of the block, and scores large enough that a softmax without the row maximum
+/// would overflow.
+#[test]
+fn dense_attention_matches_explicit_and_flex_kernel() {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    use voxtrace::nn::dense_attention::{
+        DENSE_MIN_KEYS, DENSE_MIN_QUERIES, Q_BLOCK, dense_attention,
+    };
+    let dev = device();
+    let (b, h, h_kv, hd) = (2, 4, 2, 32);
+    let s = Q_BLOCK * 2 + 11;
+    let t = DENSE_MIN_KEYS + 45;
+    assert!(s >= DENSE_MIN_QUERIES);
+    let q = randn([b, h, s, hd], &dev) * 3.0;
+    let k = randn([b, h_kv, t, hd], &dev) * 3.0;
+    let v = randn([b, h_kv, t, hd], &dev);
+    let scale = (hd as f32).powf(-0.5);
+    let dense = dense_attention(&q, &k, &v, scale).expect("f32 Flex tensors");
+    assert_eq!(dense.dims(), [b, h, s, hd]);
+    // Explicit path, key/value heads repeated as transformers' repeat_kv.
+    let kr = voxtrace::nn::attention::repeat_kv(k.clone(), h / h_kv);
+    let vr = voxtrace::nn::attention::repeat_kv(v.clone(), h / h_kv);
+    let (explicit, _) = attend_with_weights(q.clone(), kr, vr, scale as f64, None);
+    let d = max_abs_diff(dense.clone(), explicit);
+    assert!(d <= 2e-5, "dense vs explicit: max |diff| {d}");
+    let options = AttentionModuleOptions {
+        scale: Some(scale as f64),
+        softcap: None,
+        is_causal: false,
+    };
+    let flex = attention(q.clone(), k.clone(), v.clone(), None, None, options);
+    let d = max_abs_diff(dense.clone(), flex);
+    assert!(d <= 2e-5, "dense vs Flex's fused kernel: max |diff| {d}");
+    // fused_attention takes the dense path here: same values.
+    let via = fused_attention(q.clone(), k.clone(), v.clone(), Some(scale as f64), None);
+    assert_eq!(values(via), values(dense));
+    // Shapes that do not fit are declined, not guessed.
+    assert!(dense_attention(&q, &k.clone().narrow(2, 0, t - 1), &v, scale).is_none());
+    let k3 = randn([b, 3, t, hd], &dev);
+    let v3 = randn([b, 3, t, hd], &dev);
+    assert!(dense_attention(&q, &k3, &v3, scale).is_none());
+}
+
+/// The AVX2 row softmax numerator (`exp(x - max)`, Cephes polynomial) against f64 `exp`:
+/// within 2^-21 relative (a few f32 ulps) over the whole range down to the flush point, 0 for
+/// `-inf` and for scores far below the maximum, and a NaN score makes the sum NaN.
+#[test]
+fn simd_exp_row_matches_f64_exp() {
+    use voxtrace::nn::dense_attention::{exp_shifted, exp_shifted_avx2};
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        eprintln!("no AVX2+FMA on this CPU: the kernel is never called; nothing to check");
+        return;
+    }
+    // Max 0 first, then a sweep of [-87, 0], then the edge values; 8-lane body plus a tail.
+    let mut row: Vec<f32> = vec![0.0];
+    row.extend((0..20_000).map(|i| -87.0 * i as f32 / 19_999.0));
+    row.extend([-1e-7, -0.5, -1.0, -86.9, f32::NEG_INFINITY, -1e30, -200.0]);
+    let input = row.clone();
+    // SAFETY: AVX2 and FMA detected above.
+    let sum = unsafe { exp_shifted_avx2(&mut row) };
+    let mut worst = 0f64;
+    for (&x, &e) in input.iter().zip(&row) {
+        let want = (x as f64).exp();
+        if x < -87.3 {
+            assert_eq!(e, 0.0, "exp({x}) should flush to 0, got {e}");
+        } else {
+            worst = worst.max(((e as f64) - want).abs() / want);
+        }
+    }
+    assert!(worst <= 2f64.powi(-21), "worst relative error {worst:e}");
+    let want_sum: f64 = input.iter().map(|&x| (x as f64).exp()).sum();
+    assert!(((sum as f64) - want_sum).abs() / want_sum < 1e-5);
+    // Same row through the scalar reference: the sums agree closely.
+    let mut scalar = input.clone();
+    let s2 = exp_shifted(&mut scalar);
+    assert!((sum - s2).abs() / s2 < 1e-5);
+    // A NaN score poisons the sum (upstream's softmax gives NaN rows too).
+    let mut nan_row = vec![0.0f32; 19];
+    nan_row[9] = f32::NAN;
+    // SAFETY: as above.
+    assert!(unsafe { exp_shifted_avx2(&mut nan_row) }.is_nan());
+}

@@ -6,6 +6,7 @@
 //! includes the current position: key `j` is visible from query `i` when `i - window < j <= i`
 //! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
 
+use super::dense_attention::{DENSE_MIN_KEYS, DENSE_MIN_QUERIES, dense_attention};
 use super::linear::is_flex;
 use super::mlp::linear;
 use super::rope::{RopeStyle, apply_rope};
@@ -294,6 +295,9 @@ pub fn attend_explicit(
 /// Agrees with the explicit matmul/softmax/matmul of [`attend`] and [`attend_with_weights`]
 /// up to f32 summation order (`tests/fused_kernels.rs`). Every query row must see at least one
 /// key (a fully hidden row has no softmax).
+///
+/// Without a mask, with at least [`DENSE_MIN_QUERIES`] queries and [`DENSE_MIN_KEYS`] keys
+/// on Flex (Whisper's encoder), [`dense_attention`] runs instead of Flex's kernel.
 pub fn fused_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -301,6 +305,14 @@ pub fn fused_attention(
     scale: Option<f64>,
     mask: Option<Tensor<2, Bool>>,
 ) -> Tensor<4> {
+    let [_, _, s, hd] = q.dims();
+    let t = k.dims()[2];
+    if mask.is_none() && s >= DENSE_MIN_QUERIES && t >= DENSE_MIN_KEYS && is_flex(&q.device()) {
+        let scale = scale.unwrap_or((hd as f64).powf(-0.5)) as f32;
+        if let Some(out) = dense_attention(&q, &k, &v, scale) {
+            return out;
+        }
+    }
     let options = AttentionModuleOptions {
         scale,
         softcap: None,

@@ -1,13 +1,16 @@
 //! Neural-network layers shared by the models (Voxtral Realtime now, Whisper next), each named
 //! by its upstream term and mirroring one upstream PyTorch class.
 
+pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod dense_attention;
 pub mod linear;
 pub mod mlp;
 pub mod rms_norm;
 pub mod rope;
 
+pub use activation::gelu;
 pub use attention::{Attention, AttentionConfig, KvCache};
 pub use conv::CausalConv1d;
 pub use mlp::SwiGluMlp;

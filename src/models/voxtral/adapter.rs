@@ -5,11 +5,11 @@
 //! `[b, frames, d_enc]` is regrouped row-major to `[b, frames/4, 4*d_enc]`
 //! (frames 4k..4k+3 side by side), then `linear_2(gelu(linear_1(x)))`, no biases.
 
+use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 /// Two-layer GELU projector from grouped encoder frames to decoder width.

@@ -10,12 +10,12 @@
 use super::config::DecoderConfig;
 use super::encoder::{Step, record_rope};
 use crate::nn::attention::{Attention, AttentionConfig, KvCache};
+use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::nn::{RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
 use crate::trace::Scope;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 /// ADA RMSNorm time conditioning: `linear2(gelu(linear1(t_cond)))`.

@@ -8,10 +8,10 @@
 
 use super::config::EncoderConfig;
 use crate::nn::attention::{Attention, AttentionConfig, KvCache};
+use crate::nn::gelu;
 use crate::nn::{CausalConv1d, RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// The conv stem (`embedder`).

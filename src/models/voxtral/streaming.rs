@@ -27,8 +27,8 @@ use crate::audio::mel::LogMelExtractor;
 use crate::audio::{AudioConfig, AudioError};
 use crate::nn::RotaryEmbedding;
 use crate::nn::attention::KvCache;
+use crate::nn::gelu;
 use crate::trace::Scope;
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// STFT look-back in samples: half a 400-sample window.

@@ -11,12 +11,12 @@
 
 use super::config::{LAYER_NORM_EPS, WhisperConfig};
 use crate::nn::attention::{KvCache, attend_with_weights, causal_mask, fused_attention};
+use crate::nn::gelu;
 use crate::nn::linear::{is_capture, is_flex};
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
