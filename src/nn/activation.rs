@@ -2,8 +2,8 @@
 //! the Rayon threads on Flex.
 //!
 //! Why: Burn Flex 0.22 computes `gelu` in one single-threaded pass of `libm::erff`
-//! (`burn-flex` `ops/activation.rs`), which took as long as a `[1500, 384] x [384, 1536]`
-//! matmul in Whisper's encoder MLP. [`gelu`] evaluates the same expression with the same
+//! (`burn-flex` `ops/activation.rs`), one core for the `[1500, 1536]` activations of each
+//! Whisper encoder MLP. [`gelu`] evaluates the same expression with the same
 //! `libm::erff`, in chunks on every thread, so its values are bit for bit Burn's
 //! (`tests/fused_kernels.rs`); on other devices (ndarray, wgpu, the capture device used by
 //! `voxtrace export`) it is Burn's `gelu` itself.

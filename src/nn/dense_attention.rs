@@ -3,8 +3,8 @@
 //!
 //! Why: Burn Flex 0.22's fused attention (`burn-flex` `ops/attention.rs`) walks the keys in
 //! tiles of 64 with an online softmax, so every tile is two small `gemm` calls (`k = 64`) and
-//! a rescale of the output rows; on Whisper tiny's encoder that took about 100 ms per layer,
-//! as long as its four projections and MLP together. [`dense_attention`] takes
+//! a rescale of the output rows, with a scalar `exp`; under `perf record` it was the largest
+//! share of Whisper tiny's encoder (README, Benchmarks). [`dense_attention`] takes
 //! [`Q_BLOCK`] queries against all `t` keys: one `[Q_BLOCK, hd] x [hd, t]` product for the
 //! scores (which stay in L2), a plain softmax over each row, one `[Q_BLOCK, t] x [t, hd]`
 //! product for the output, with the (head, query block) pairs spread over the Rayon threads.
