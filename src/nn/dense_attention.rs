@@ -233,7 +233,7 @@ pub unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
     let mut i = 0;
     while i < n8 {
         // SAFETY: i + 8 <= n.
-        vmax = _mm256_max_ps(vmax, unsafe { _mm256_loadu_ps(p.add(i)) });
+        vmax = _mm256_max_ps(vmax, unsafe { crate::nn::linear::load8(p.wrapping_add(i)) });
         i += 8;
     }
     let mut lanes = [0f32; 8];
@@ -249,8 +249,11 @@ pub unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
     while i < n8 {
         // SAFETY: i + 8 <= n.
         unsafe {
-            let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), shift));
-            _mm256_storeu_ps(p.add(i), e);
+            let e = exp256(_mm256_sub_ps(
+                crate::nn::linear::load8(p.wrapping_add(i)),
+                shift,
+            ));
+            _mm256_storeu_ps(p.wrapping_add(i), e);
             vsum = _mm256_add_ps(vsum, e);
         }
         i += 8;

@@ -166,6 +166,22 @@ fn avx2_fma() -> bool {
     }
 }
 
+/// Eight f32 from `p` (unaligned): `vlddqu`. Not `_mm256_loadu_ps`, which is a
+/// `ptr::copy_nonoverlapping` into a stack temporary: with this crate's debug assertions on
+/// (dev and test profiles) that carries a run-time precondition check and a round trip
+/// through memory on every load, which halved the tied-projection kernel's speed.
+///
+/// # Safety
+/// AVX2 must be available and `p .. p + 8` readable.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees 32 readable bytes at `p`; vlddqu has no alignment need.
+    _mm256_castsi256_ps(unsafe { _mm256_lddqu_si256(p.cast::<__m256i>()) })
+}
+
 /// Rows of `w` read together in [`kn_block`]: eight concurrent streams, one output
 /// load/store per eight multiply-adds.
 const KN_ROWS: usize = 8;
@@ -201,15 +217,19 @@ unsafe fn kn_block(
             while c + 8 <= len {
                 // SAFETY: rows r .. r + 8 <= k and columns c0 + c .. + 8 <= c0 + len <= ldw.
                 unsafe {
-                    let base = wp.add(r * ldw + c0 + c);
+                    let base = wp.wrapping_add(r * ldw + c0 + c);
                     let wv: [__m256; KN_ROWS] =
-                        std::array::from_fn(|j| _mm256_loadu_ps(base.add(j * ldw)));
+                        std::array::from_fn(|j| load8(base.wrapping_add(j * ldw)));
                     for i in 0..m {
-                        let yi = yp.add(i * len + c);
-                        let xi = xp.add(i * k + r);
-                        let mut acc = _mm256_loadu_ps(yi);
+                        let yi = yp.wrapping_add(i * len + c);
+                        let xi = xp.wrapping_add(i * k + r);
+                        let mut acc = load8(yi);
                         for (j, wj) in wv.iter().enumerate() {
-                            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*xi.add(j)), *wj, acc);
+                            acc = _mm256_fmadd_ps(
+                                _mm256_broadcast_ss(&*xi.wrapping_add(j)),
+                                *wj,
+                                acc,
+                            );
                         }
                         _mm256_storeu_ps(yi, acc);
                     }
@@ -231,6 +251,10 @@ unsafe fn kn_block(
         r += KN_ROWS;
     }
 }
+
+/// How many weight rows ahead [`nk_block`] asks for the cache lines it will read next (a
+/// prefetch hint; reading past the table's end is not a fault).
+const NK_PREFETCH_ROWS: usize = 4;
 
 /// `y [m, len] = x [m, k] · w[c0 .. c0 + len, :]ᵀ` for `w [n, k]` row-major: four output
 /// columns (weight rows) at a time, each a dot product over `k` in 8-wide lanes, the loop
@@ -263,9 +287,13 @@ unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usi
         for i in 0..m {
             // SAFETY: r + 8 <= k8 <= k; weight rows c0 + c .. c0 + c + 4 <= c0 + len.
             unsafe {
-                let xr = xp.add(i * k);
-                let w0 = wp.add((c0 + c) * k);
-                let (w1, w2, w3) = (w0.add(k), w0.add(2 * k), w0.add(3 * k));
+                let xr = xp.wrapping_add(i * k);
+                let w0 = wp.wrapping_add((c0 + c) * k);
+                let (w1, w2, w3) = (
+                    w0.wrapping_add(k),
+                    w0.wrapping_add(2 * k),
+                    w0.wrapping_add(3 * k),
+                );
                 let (mut a0, mut a1, mut a2, mut a3) = (
                     _mm256_setzero_ps(),
                     _mm256_setzero_ps(),
@@ -274,11 +302,20 @@ unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usi
                 );
                 let mut r = 0;
                 while r < k8 {
-                    let xv = _mm256_loadu_ps(xr.add(r));
-                    a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w0.add(r)), a0);
-                    a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w1.add(r)), a1);
-                    a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w2.add(r)), a2);
-                    a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w3.add(r)), a3);
+                    // The next group of four rows, 16 floats (one cache line) per row per
+                    // step, requested ahead: the four row streams alone left the loads
+                    // waiting on memory at half the bandwidth of a sequential read.
+                    if r % 16 == 0 {
+                        for row in NK_PREFETCH_ROWS..NK_PREFETCH_ROWS + 4 {
+                            let ahead = w0.wrapping_add(row * k + r);
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
+                        }
+                    }
+                    let xv = load8(xr.wrapping_add(r));
+                    a0 = _mm256_fmadd_ps(xv, load8(w0.wrapping_add(r)), a0);
+                    a1 = _mm256_fmadd_ps(xv, load8(w1.wrapping_add(r)), a1);
+                    a2 = _mm256_fmadd_ps(xv, load8(w2.wrapping_add(r)), a2);
+                    a3 = _mm256_fmadd_ps(xv, load8(w3.wrapping_add(r)), a3);
                     r += 8;
                 }
                 let mut out = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
@@ -300,8 +337,8 @@ unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usi
             while r < k8 {
                 // SAFETY: r + 8 <= k; weight row c0 + c < c0 + len.
                 unsafe {
-                    let xv = _mm256_loadu_ps(xp.add(i * k + r));
-                    acc = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wp.add((c0 + c) * k + r)), acc);
+                    let xv = load8(xp.wrapping_add(i * k + r));
+                    acc = _mm256_fmadd_ps(xv, load8(wp.wrapping_add((c0 + c) * k + r)), acc);
                 }
                 r += 8;
             }
