@@ -216,22 +216,34 @@ unsafe fn kn_block(
         if rr == KN_ROWS {
             while c + 8 <= len {
                 // SAFETY: rows r .. r + 8 <= k and columns c0 + c .. + 8 <= c0 + len <= ldw.
+                // Written out (no arrays or iterators): this crate builds at opt-level 1 in
+                // the dev profile, where those left loads and checks inside the loop.
                 unsafe {
                     let base = wp.wrapping_add(r * ldw + c0 + c);
-                    let wv: [__m256; KN_ROWS] =
-                        std::array::from_fn(|j| load8(base.wrapping_add(j * ldw)));
-                    for i in 0..m {
-                        let yi = yp.wrapping_add(i * len + c);
-                        let xi = xp.wrapping_add(i * k + r);
+                    let w0 = load8(base);
+                    let w1 = load8(base.wrapping_add(ldw));
+                    let w2 = load8(base.wrapping_add(2 * ldw));
+                    let w3 = load8(base.wrapping_add(3 * ldw));
+                    let w4 = load8(base.wrapping_add(4 * ldw));
+                    let w5 = load8(base.wrapping_add(5 * ldw));
+                    let w6 = load8(base.wrapping_add(6 * ldw));
+                    let w7 = load8(base.wrapping_add(7 * ldw));
+                    let mut yi = yp.wrapping_add(c);
+                    let mut xi = xp.wrapping_add(r);
+                    for _ in 0..m {
+                        let xv = |j: usize| _mm256_set1_ps(*xi.wrapping_add(j));
                         let mut acc = load8(yi);
-                        for (j, wj) in wv.iter().enumerate() {
-                            acc = _mm256_fmadd_ps(
-                                _mm256_broadcast_ss(&*xi.wrapping_add(j)),
-                                *wj,
-                                acc,
-                            );
-                        }
+                        acc = _mm256_fmadd_ps(xv(0), w0, acc);
+                        acc = _mm256_fmadd_ps(xv(1), w1, acc);
+                        acc = _mm256_fmadd_ps(xv(2), w2, acc);
+                        acc = _mm256_fmadd_ps(xv(3), w3, acc);
+                        acc = _mm256_fmadd_ps(xv(4), w4, acc);
+                        acc = _mm256_fmadd_ps(xv(5), w5, acc);
+                        acc = _mm256_fmadd_ps(xv(6), w6, acc);
+                        acc = _mm256_fmadd_ps(xv(7), w7, acc);
                         _mm256_storeu_ps(yi, acc);
+                        yi = yi.wrapping_add(len);
+                        xi = xi.wrapping_add(k);
                     }
                 }
                 c += 8;
