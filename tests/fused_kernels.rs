@@ -238,18 +238,15 @@ fn small_rows_kernel_declines_non_flex_and_strided_inputs() {
     assert!(voxtrace::nn::linear::is_flex(&dev));
 }
 
-/// `nn::gelu` (parallel, AVX2 on Flex) against an f64 GELU: within 2^-22 |x| + 2^-23 |gelu(x)|
-/// (the f32 `erf` approximation's few ulp, scaled by `0.5 x`, plus the final products' rounding),
-/// which Burn's own `libm::erff` form also meets, on a tensor large enough for the parallel path
-/// with the special values (±0, ±inf, NaN, tiny and huge magnitudes) in it; a strided view
-/// is made contiguous first; a small tensor goes through Burn's own pass.
+/// `nn::gelu` (parallel on Flex) gives Burn's `gelu` bit for bit, on a tensor large enough to
+/// take the parallel path, with a strided view and the special values (±0, ±inf, NaN,
+/// large and tiny magnitudes) in it; a small tensor goes through Burn's own pass.
 #[test]
-fn parallel_gelu_matches_f64_gelu() {
+fn parallel_gelu_is_burns_gelu_bit_for_bit() {
     use voxtrace::nn::activation::{PARALLEL_MIN_ELEMENTS, gelu};
     let dev = device();
     let n = PARALLEL_MIN_ELEMENTS * 3 + 17;
-    let mut v = values(randn([n], &dev).mul_scalar(3.0));
-    // A dense sweep of [-10, 10] after the specials.
+    let mut v = values(randn([n], &dev).mul_scalar(4.0));
     let special = [
         0.0,
         -0.0,
@@ -264,51 +261,28 @@ fn parallel_gelu_matches_f64_gelu() {
         f32::MIN,
     ];
     v[..special.len()].copy_from_slice(&special);
-    for (i, x) in v[special.len()..special.len() + 40_000]
-        .iter_mut()
-        .enumerate()
-    {
-        *x = -10.0 + 20.0 * i as f32 / 40_000.0;
-    }
-    let x = Tensor::<1>::from_data(burn::tensor::TensorData::new(v.clone(), [n]), &dev);
-    let ours = values(gelu(x.clone()));
-    let burn = values(burn::tensor::activation::gelu(x.clone()));
-    let reference = |x: f32| -> f64 {
-        let x = x as f64;
-        0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
-    };
-    let within = |x: f32, y: f32| -> bool {
-        let want = reference(x);
-        if want.is_nan() || y.is_nan() {
-            return want.is_nan() && y.is_nan();
-        }
-        if want.is_infinite() || x.abs() > 1e30 {
-            return (y as f64 - want).abs() <= want.abs() * 1e-6 || y as f64 == want;
-        }
-        (y as f64 - want).abs() <= 2f64.powi(-22) * (x as f64).abs() + 2f64.powi(-23) * want.abs()
-    };
-    for (i, &xi) in v.iter().enumerate() {
-        assert!(
-            within(xi, ours[i]),
-            "gelu({xi}) = {} (f64: {})",
-            ours[i],
-            reference(xi)
-        );
-        assert!(within(xi, burn[i]), "Burn's gelu({xi}) = {}", burn[i]);
-    }
-    // A transposed (strided) view: made contiguous first, same values as the contiguous input.
-    let m = Tensor::<2>::from_data(burn::tensor::TensorData::new(v.clone(), [n, 1]), &dev)
-        .repeat_dim(1, 2)
-        .transpose();
-    let t = values(gelu(m));
-    let bits = |s: &[f32]| -> Vec<u32> { s.iter().map(|f| f.to_bits()).collect() };
-    assert_eq!(bits(&t[..n]), bits(&ours));
-    assert_eq!(bits(&t[n..]), bits(&ours));
+    let x = Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [n]), &dev);
+    let bits = |t: Tensor<1>| -> Vec<u32> { values(t).iter().map(|f| f.to_bits()).collect() };
+    let ours = bits(gelu(x.clone()));
+    let burn = bits(burn::tensor::activation::gelu(x.clone()));
+    assert_eq!(ours.len(), burn.len());
+    let differ = ours.iter().zip(&burn).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of {n} values differ from Burn's gelu");
+    // A transposed (strided) view: made contiguous first, same values.
+    let m = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(values(x.clone()), [n, 1]),
+        &dev,
+    )
+    .repeat_dim(1, 2)
+    .transpose();
+    let a = values(gelu(m.clone()));
+    let b = values(burn::tensor::activation::gelu(m));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     // Below the threshold: Burn's pass itself.
     let small = randn([64], &dev);
     assert_eq!(
-        bits(&values(gelu(small.clone()))),
-        bits(&values(burn::tensor::activation::gelu(small)))
+        bits(gelu(small.clone())),
+        bits(burn::tensor::activation::gelu(small))
     );
 }
 
