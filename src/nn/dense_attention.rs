@@ -6,7 +6,7 @@
 //! a rescale of the output rows, with a scalar `exp`; under `perf record` it was the largest
 //! share of Whisper tiny's encoder (README, Benchmarks). [`dense_attention`] takes
 //! [`Q_BLOCK`] queries against all `t` keys: one `[Q_BLOCK, hd] x [hd, t]` product for the
-//! scores (which stay in L2), a plain softmax over each row, one `[Q_BLOCK, t] x [t, hd]`
+//! scores (which stay in L2), `exp(score - row max)` over each row, one `[Q_BLOCK, t] x [t, hd]`
 //! product for the output, with the (head, query block) pairs spread over the Rayon threads.
 //! The maths is upstream's `eager_attention_forward` (softmax(q·kᵀ·scale)·v), the output
 //! divided by the row sums after the second product as flash attention does.
@@ -121,8 +121,9 @@ fn attend_block(
     dv: usize,
     scale: f32,
 ) {
-    debug_assert!(q.len() == rows * hd && k.len() == t * hd && v.len() == t * dv);
-    debug_assert!(o.len() == rows * dv && scores.len() == rows * t);
+    // Real checks (not debug-only): the raw-pointer products below rely on them.
+    assert!(q.len() == rows * hd && k.len() == t * hd && v.len() == t * dv);
+    assert!(o.len() == rows * dv && scores.len() == rows * t && rows <= Q_BLOCK);
     // SAFETY: every pointer/stride pair below addresses only elements inside the slices, whose
     // lengths are checked above: scores [rows, t] row-major, q [rows, hd] row-major, kᵀ read
     // from k [t, hd] row-major (column stride hd), o [rows, dv], v [t, dv] row-major.
@@ -151,7 +152,7 @@ fn attend_block(
         );
     }
     let mut sums = [0f32; Q_BLOCK];
-    let simd = avx2_fma();
+    let simd = crate::nn::linear::avx2_fma();
     for (row, sum) in scores.chunks_exact_mut(t).zip(sums.iter_mut()) {
         *sum = if simd {
             // SAFETY: AVX2 and FMA were detected.
@@ -189,17 +190,6 @@ fn attend_block(
         for x in row {
             *x *= inv;
         }
-    }
-}
-
-fn avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 

@@ -155,7 +155,9 @@ pub fn small_rows_matmul(x: &Tensor<2>, w: &Tensor<2>, layout: Layout) -> Option
     Some(Tensor::from_data(TensorData::new(out, [m, n]), &device))
 }
 
-fn avx2_fma() -> bool {
+/// Whether the CPU has AVX2 and FMA (checked at run time; cached by std), which every
+/// hand-written kernel in `nn` needs.
+pub(crate) fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -315,8 +317,8 @@ unsafe fn nk_block(m: usize, k: usize, x: &[f32], w: &[f32], c0: usize, len: usi
                 let mut r = 0;
                 while r < k8 {
                     // The next group of four rows, 16 floats (one cache line) per row per
-                    // step, requested ahead: the four row streams alone left the loads
-                    // waiting on memory at half the bandwidth of a sequential read.
+                    // step, requested ahead: with the four row streams alone the loads sat
+                    // waiting on memory (`perf annotate`).
                     if r % 16 == 0 {
                         for row in NK_PREFETCH_ROWS..NK_PREFETCH_ROWS + 4 {
                             let ahead = w0.wrapping_add(row * k + r);
