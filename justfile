@@ -8,6 +8,8 @@ py := venv / "bin/python"
 ref_venv := env_var_or_default("VOXTRACE_REF_VENV", justfile_directory() / ".venv-ref")
 ref_py := ref_venv / "bin/python"
 models := justfile_directory() / "models-cache"
+# The shared speech clips (tests read the same variable).
+audio_dir := env_var_or_default("VOXTRACE_AUDIO_DIR", justfile_directory() / ".." / "shared" / "audio")
 
 default:
     @just --list
@@ -99,7 +101,7 @@ bench-build:
 bench-whisper *args: bench-build
     #!/usr/bin/env bash
     set -euo pipefail
-    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache | tail -n1)
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
     {{ref_py}} reference/bench_whisper.py --voxtrace target/debug/voxtrace --audio-root "$root" --out reports/bench/whisper.json {{args}}
 
 # Voxtral full size, random weights: encoder layer (1 s) and decoder step (pos 64, 4096) vs upstream torch with the same weights; bandwidth floor. `--stream-steps 5` adds the whole-model streaming step (~18 GB RAM).
@@ -114,15 +116,15 @@ bench-trace *args: bench-build
 bench-compare *args: bench-build
     {{py}} reference/bench_compare.py --voxtrace target/debug/voxtrace --out reports/bench/compare.json {{args}}
 
-# Materialise the corpus audio: ../shared/audio when present, else the manifest's Debian packages (apt-get download, dpkg-deb -x, ffmpeg/sox) into corpus-cache/; lists missing clips.
+# Materialise the corpus audio: $VOXTRACE_AUDIO_DIR (default ../shared/audio) when present, else the manifest's Debian packages (apt-get download, dpkg-deb -x, ffmpeg/sox) into corpus-cache/; lists missing clips.
 corpus manifest="audio_samples/manifest.tsv":
-    bash reference/corpus_materialise.sh {{manifest}} {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache
+    bash reference/corpus_materialise.sh {{manifest}} {{audio_dir}} {{justfile_directory()}}/corpus-cache
 
 # The main job: transcribe the corpus with every available system, score WER, write reports/<run-id>/report.html (extra args go to `voxtrace eval`, e.g. --run-id X).
 eval *args:
     #!/usr/bin/env bash
     set -euo pipefail
-    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{justfile_directory()}}/../shared/audio {{justfile_directory()}}/corpus-cache | tail -n1)
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
     systems=(--system "voxtral-tiny-burn=voxtral:fixtures/voxtral_tiny/mistral")
     ref=()
     if [ -f fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json ]; then

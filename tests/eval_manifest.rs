@@ -6,12 +6,17 @@ use std::path::Path;
 use voxtrace::eval::manifest::Manifest;
 use voxtrace::eval::metrics::{ScoreInput, score_corpus};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio");
+/// The shared speech clips: `$VOXTRACE_AUDIO_DIR` if set, else `<crate>/../shared/audio`.
+fn shared_dir() -> String {
+    std::env::var("VOXTRACE_AUDIO_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio").to_string())
+}
 const PROJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audio_samples/manifest.tsv");
 
 fn shared() -> (Manifest, Manifest) {
-    let main = Manifest::load(format!("{SHARED}/manifest.tsv")).expect("shared manifest");
-    let tts = Manifest::load(format!("{SHARED}/tts/manifest.tsv")).expect("shared tts manifest");
+    let dir = shared_dir();
+    let main = Manifest::load(format!("{dir}/manifest.tsv")).expect("shared manifest");
+    let tts = Manifest::load(format!("{dir}/tts/manifest.tsv")).expect("shared tts manifest");
     (main, tts)
 }
 
@@ -32,8 +37,8 @@ fn shared_manifests_parse_and_files_exist() {
 #[test]
 fn project_manifest_is_the_union_with_debian_columns() {
     let (main, tts) = shared();
-    let project =
-        Manifest::load_with_root(PROJECT, Some(Path::new(SHARED))).expect("project manifest");
+    let project = Manifest::load_with_root(PROJECT, Some(Path::new(&shared_dir())))
+        .expect("project manifest");
     assert_eq!(project.len(), main.len() + tts.len());
     assert_eq!(
         project.columns,

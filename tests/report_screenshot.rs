@@ -13,7 +13,7 @@ fn eval(dir: &Path, run: &str, systems: &[String], extra: &[&str]) {
         "--manifest".into(),
         format!("{ROOT}/audio_samples/manifest.tsv"),
         "--audio-root".into(),
-        format!("{ROOT}/../shared/audio"),
+        std::env::var("VOXTRACE_AUDIO_DIR").unwrap_or_else(|_| format!("{ROOT}/../shared/audio")),
         "--run-id".into(),
         run.into(),
         "--quiet".into(),

@@ -59,7 +59,10 @@ fn clip(name: &str) -> Vec<f32> {
     let path = if name == "synthetic" {
         voxtral_fixture("synthetic.wav")
     } else {
-        root().join("../shared/audio").join(name)
+        std::env::var_os("VOXTRACE_AUDIO_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root().join("../shared/audio"))
+            .join(name)
     };
     voxtrace::audio::load_mono_16k(&path).unwrap()
 }

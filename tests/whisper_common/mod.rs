@@ -51,8 +51,11 @@ pub fn fixture(rel: &str) -> PathBuf {
     .join(rel)
 }
 
+/// The shared speech clips: `$VOXTRACE_AUDIO_DIR` if set, else `<crate>/../shared/audio`.
 pub fn audio_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio"))
+    std::env::var_os("VOXTRACE_AUDIO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio")))
 }
 
 /// A tensor of a dump.
