@@ -1,6 +1,7 @@
 //! The fast kernels used when capture is off agree with the explicit upstream-shaped ops that
 //! traces and exports use: fused (flash) attention vs matmul/mask/softmax/matmul, and the
-//! few-rows linear kernel vs Burn's `Linear::forward`.
+//! few-rows linear kernel vs Burn's `Linear::forward`; and the Flex softmax of the explicit
+//! path (`nn::softmax`, f64 row sum) against an f64 softmax.
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
@@ -441,4 +442,90 @@ fn simd_exp_row_matches_f64_exp() {
     nan_row[9] = f32::NAN;
     // SAFETY: as above.
     assert!(unsafe { exp_shifted_avx2(&mut nan_row) }.is_nan());
+}
+
+/// f64 softmax of one f32 row (the exact result the f32 kernels round).
+fn softmax_f64(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_match_f64() {
+    let dev = device();
+    // [batch, heads, queries, keys] scores as in Whisper's encoder (1500 keys), wide spread,
+    // a masked band and a row length that is not a multiple of four.
+    for keys in [1500usize, 7, 1] {
+        let scores = randn([1, 3, 40, keys], &dev) * 4.0;
+        let mut v = values(scores);
+        for (i, x) in v.iter_mut().enumerate() {
+            if keys > 1 && i % keys > keys / 2 && (i / keys) % 3 == 0 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        let t = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(v.clone(), [1, 3, 40, keys]),
+            &dev,
+        );
+        let got = values(voxtrace::nn::softmax::softmax_last(t.clone()));
+        let burn = values(burn::tensor::activation::softmax(t, 3));
+        let (mut worst_sum, mut worst_burn_sum, mut worst_rel) = (0f64, 0f64, 0f64);
+        for ((row, out), bout) in v.chunks(keys).zip(got.chunks(keys)).zip(burn.chunks(keys)) {
+            let want = softmax_f64(row);
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            // exp's argument x - max is rounded to f32 (relative 2^-24 of |x - max|), exp
+            // itself and the division round once each; the sum shares the worst of its terms.
+            let spread = row
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| max - x as f64)
+                .fold(0.0, f64::max);
+            for ((&x, &o), &w) in row.iter().zip(out).zip(&want) {
+                if x == f32::NEG_INFINITY {
+                    assert_eq!(o, 0.0, "masked key must get probability 0");
+                    continue;
+                }
+                let bound = ((max - x as f64) + spread + 4.0) * 2f64.powi(-24);
+                let rel = (o as f64 - w).abs() / w.max(f64::MIN_POSITIVE);
+                worst_rel = worst_rel.max(rel / bound);
+                assert!(
+                    rel <= bound,
+                    "keys {keys}: p {o} vs f64 {w} (relative {rel:.2e} > {bound:.2e})"
+                );
+            }
+            let sum: f64 = out.iter().map(|&p| p as f64).sum();
+            worst_sum = worst_sum.max((sum - 1.0).abs());
+            let bsum: f64 = bout.iter().map(|&p| p as f64).sum();
+            worst_burn_sum = worst_burn_sum.max((bsum - 1.0).abs());
+        }
+        eprintln!(
+            "keys {keys}: |row sum - 1| max {worst_sum:.2e} (Burn Flex softmax {worst_burn_sum:.2e}); \
+             worst error / bound {worst_rel:.2}"
+        );
+        // Every probability is one rounding of an f64 quotient: the row sums to 1 within a
+        // few f32 ulps of 1, whatever the row length.
+        assert!(
+            worst_sum <= 4.0 * 2f64.powi(-24),
+            "keys {keys}: row sum off by {worst_sum:.2e}"
+        );
+    }
+}
+
+#[test]
+fn softmax_nan_and_fully_masked_rows_are_nan_and_views_are_read_in_order() {
+    let mut out = [0f32; 3];
+    voxtrace::nn::softmax::softmax_row(&[0.0, f32::NAN, 1.0], &mut out);
+    assert!(out.iter().all(|p| p.is_nan()), "{out:?}");
+    voxtrace::nn::softmax::softmax_row(&[f32::NEG_INFINITY; 3], &mut out);
+    assert!(out.iter().all(|p| p.is_nan()), "{out:?}");
+    // A transposed (strided) view: the kernel must softmax along the view's last axis.
+    let dev = device();
+    let t = randn([2, 5, 9], &dev);
+    let view = t.clone().swap_dims(1, 2);
+    let got = values(voxtrace::nn::softmax::softmax_last(view.clone()));
+    let contiguous = Tensor::<3>::from_data(view.into_data(), &dev);
+    let want = values(voxtrace::nn::softmax::softmax_last(contiguous));
+    assert_eq!(got, want);
 }

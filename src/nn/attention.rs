@@ -10,10 +10,10 @@ use super::dense_attention::{DENSE_MIN_KEYS, DENSE_MIN_QUERIES, dense_attention}
 use super::linear::is_flex;
 use super::mlp::linear;
 use super::rope::{RopeStyle, apply_rope};
+use super::softmax::softmax_last;
 use crate::trace::Scope;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -273,7 +273,7 @@ pub fn attend_explicit(
         mask.unsqueeze::<4>().expand([b, h, s, t]),
         f32::NEG_INFINITY,
     );
-    let probs = softmax(scores, 3);
+    let probs = softmax_last(scores);
     if n_rep == 1 {
         probs.matmul(v)
     } else {
@@ -390,7 +390,7 @@ pub fn attend_with_weights(
         Some(m) => scores.mask_fill(m.unsqueeze::<4>().expand([b, h, s, t]), f32::NEG_INFINITY),
         None => scores,
     };
-    let weights = softmax(scores, 3);
+    let weights = softmax_last(scores);
     (weights.clone().matmul(v), weights)
 }
 

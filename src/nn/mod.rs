@@ -9,6 +9,7 @@ pub mod linear;
 pub mod mlp;
 pub mod rms_norm;
 pub mod rope;
+pub mod softmax;
 
 pub use activation::gelu;
 pub use attention::{Attention, AttentionConfig, KvCache};
