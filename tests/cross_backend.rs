@@ -4,13 +4,15 @@
 //! the second run is compared with the Flex run by the comparator library ([`compare_dumps`]),
 //! Flex as the reference.
 //!
-//! Tolerances are the project's parity tolerances, not new ones: Voxtral tiny atol 1e-5 /
-//! rtol 1e-4 (`tests/voxtral_parity.rs`), Whisper tiny.en chained forward atol 5e-4 / rtol 1e-4
-//! (`tests/whisper_parity.rs`, `CHAIN_ATOL`, measured as f32 summation order through 1500
-//! encoder frames). Integer captures (`input_ids`, `generated_ids`: greedy decoding on each
-//! backend) must be equal. Each backend is also held to upstream PyTorch on its own (the
-//! fixture dumps, gathered per `voxtrace.sliced`), so two backends that agree with each other
-//! but not with upstream still fail.
+//! Tolerances are the project's parity tolerances: Voxtral tiny atol 1e-5 / rtol 1e-4
+//! (`tests/voxtral_parity.rs`), Whisper tiny.en chained forward atol 5e-4 / rtol 1e-4 against
+//! upstream (`tests/whisper_parity.rs`, `CHAIN_ATOL`, measured on the dump's frames). Flex
+//! against another backend over all 1500 Whisper encoder frames is held to
+//! [`WHISPER_PAIR_ATOL`], twice upstream's own f32 error against float64 (see there). Integer
+//! captures (`input_ids`, `generated_ids`: greedy decoding on each backend) must be equal.
+//! Each backend is also held to upstream PyTorch on its own (the fixture dumps, gathered per
+//! `voxtrace.sliced`), so two backends that agree with each other but not with upstream still
+//! fail.
 //!
 //! Each test prints the largest max |diff| per pair and the smallest atol that would pass
 //! (`--nocapture`).
@@ -19,15 +21,19 @@
 //! fixtures/whisper_tiny_en/dumps/goforward.safetensors`, then `voxtrace compare`):
 //! * Voxtral tiny, flex vs ndarray: max |diff| 1.6e-5 (`logits`, values ~1e0..1e1), smallest
 //!   passing atol at rtol 1e-4: 7.4e-6 (limit 1e-5).
-//! * Whisper tiny.en, flex vs ndarray over all 1500 encoder frames: max |diff| 1.22e-3 at
-//!   `model.encoder.layers.3.fc2.out` (|values| up to ~1e2, so inside rtol), smallest passing
-//!   atol at rtol 1e-4: 4.76e-4 (`model.encoder.layers.3.final_layer_norm.out`; limit 5e-4).
-//!   Against transformers on the dump's gathered frames ndarray needs atol 3.1e-5, Flex 2.6e-4:
-//!   the gap is mostly Flex's. It first appears at `model.encoder.layers.0.self_attn.out_proj.in.0`
-//!   (softmax(QK^T)V over 1500 keys: flex vs upstream 7.0e-5, ndarray vs upstream 5.6e-6, with
-//!   q/k/v within 8e-6 on both): Flex's fused softmax rows over 1500 keys sum to 1 within
-//!   2.4e-5 (layer 0; 1.9e-5 layer 3), ndarray's within 2.0e-6, measured in f64 over every row
-//!   of `model.encoder.layers.{0,3}.self_attn.out.1`. No tolerance is widened for it.
+//! * Whisper tiny.en, flex vs ndarray over all 1500 encoder frames: smallest passing atol at
+//!   rtol 1e-4 4.76e-4 on that machine. Against transformers on the dump's gathered frames
+//!   ndarray needed atol 3.1e-5, Flex 2.6e-4: the gap was Flex's, first at
+//!   `model.encoder.layers.0.self_attn.out_proj.in.0` (softmax(QK^T)V over 1500 keys). Burn
+//!   Flex's softmax sums each row in one f32: its rows summed to 1 within 2.4e-5 (layer 0).
+//!
+//! Measured 2026-12-03, same commands, on a machine where the 2026-12-01 code failed here
+//! (flex vs ndarray 1.69e-3 at `model.encoder.layers.3.fc1.out`): attention probabilities now
+//! come from `voxtrace::nn::softmax` (row sum in f64) on Flex. Flex's rows sum to 1 within
+//! 4.6e-8 (ndarray 1.9e-6); against transformers on the dump's frames Flex needs atol 6.0e-5
+//! (was 2.1e-4), ndarray 6.7e-5; flex vs ndarray over all frames 1.18e-3, the share of
+//! ndarray's own error (1.04e-3 against float64 by `reference/whisper_f64_noise.py`, Flex
+//! 7.9e-5, torch f32 5.77e-4).
 #![cfg(all(feature = "ndarray", feature = "record"))]
 
 mod common;
@@ -45,9 +51,21 @@ use voxtrace::trace::{NameFilter, Scope, Tracer};
 /// Voxtral tiny parity tolerance (`tests/voxtral_parity.rs`).
 const VOXTRAL_ATOL: f64 = 1e-5;
 const VOXTRAL_RTOL: f64 = 1e-4;
-/// Whisper tiny.en chained-forward tolerance (`tests/whisper_parity.rs`, `CHAIN_ATOL`).
+/// Whisper tiny.en chained-forward tolerance against the upstream dump (`tests/whisper_parity.rs`,
+/// `CHAIN_ATOL`; measured on the dump's frames, every 50th encoder frame).
 const WHISPER_ATOL: f64 = 5e-4;
 const WHISPER_RTOL: f64 = 1e-4;
+/// Whisper tiny.en, two of our backends against each other over every frame: twice upstream's
+/// own f32 error, times the 1.4 margin of `CHAIN_ATOL`. Measured 2026-12-03 with
+/// `reference/whisper_f64_noise.py` on goforward (all 1500 encoder frames, rtol 1e-4): torch
+/// f32 needs atol 5.77e-4 to pass against a float64 forward pass of the same weights, at
+/// `model.encoder.layers.3.fc1.out` (values up to 557, a 384-term dot product per element);
+/// ndarray 1.04e-3, Flex 7.9e-5. Two f32 backends each as far from the exact result as
+/// upstream may differ by twice that: 2 x 5.77e-4 x 1.4 = 1.6e-3. Flex vs ndarray measured
+/// 1.18e-3; Flex before `nn::softmax` (sum in one f32) 1.69e-3, which this bound rejects.
+/// Whether a pair passes 5e-4 here depended on the machine (gemm's blocking follows the
+/// cache sizes): it passed on CI's machine and failed on this one.
+const WHISPER_PAIR_ATOL: f64 = 1.6e-3;
 
 /// Delay tokens of the tiny fixture dumps (480 ms), as in `tests/voxtral_parity.rs`.
 const VOXTRAL_DELAY: f32 = 6.0;
@@ -212,6 +230,10 @@ fn whisper_tol() -> Tolerances {
     Tolerances::new(WHISPER_ATOL, WHISPER_RTOL).unwrap()
 }
 
+fn whisper_pair_tol() -> Tolerances {
+    Tolerances::new(WHISPER_PAIR_ATOL, WHISPER_RTOL).unwrap()
+}
+
 /// Voxtral tiny on `other` vs Flex, both layouts, cards-001 (the full-capture dump).
 fn voxtral_cross(name: &str, other: &Device) {
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +275,7 @@ fn whisper_cross(name: &str, other: &Device) {
         &format!("whisper tiny.en {clip} flex vs {name}"),
         &a,
         &b,
-        &whisper_tol(),
+        &whisper_pair_tol(),
         270,
     );
     assert_agree(
