@@ -10,8 +10,8 @@ Run (from the repo root, after `just setup-reference` and `just models`):
         --inputs fixtures/whisper_tiny_en/dumps/goforward.safetensors flex=/tmp/flex.safetensors
 
 What it does (transformers 5.23.0 `WhisperForConditionalGeneration`, eager attention, CPU):
-1. Builds the model from the CTranslate2 `model.bin` exactly as `reference/whisper_reference.py`
-   does (the same f16-exact weights), once in float64 and once in float32.
+1. Builds the model from the CTranslate2 `model.bin` with `reference/whisper_reference.py`'s
+   `build_model` (the same f16-exact weights) and runs it in float32, then in float64.
 2. Runs both on the `input_features` / `input_ids` of `--inputs` (a trace-v1 dump), with a
    forward hook on every module recording `<module path>.out`.
 3. For torch float32 and for every `label=dump` given (voxtrace trace-v1 dumps of the same
@@ -39,13 +39,10 @@ from ct2_reader import read_ct2  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_torch(cfg, sd, feats, ids, dtype):
-    """Every module output of one teacher-forced forward pass, as float64 numpy arrays."""
-    m = wr.WhisperForConditionalGeneration(cfg).eval()
-    m.load_state_dict(sd, strict=True)
-    m.tie_weights()
-    m.config._attn_implementation = "eager"
-    m = m.to(dtype)
+def run_torch(model, feats, ids):
+    """Every module output of one teacher-forced forward pass of `model` (in its own dtype),
+    as float64 numpy arrays."""
+    dtype = next(model.parameters()).dtype
     rec = {}
 
     def hook(name):
@@ -56,11 +53,13 @@ def run_torch(cfg, sd, feats, ids, dtype):
 
         return f
 
-    for n, mod in m.named_modules():
-        if n:
-            mod.register_forward_hook(hook(n))
-    with torch.no_grad():
-        m(input_features=feats.to(dtype), decoder_input_ids=ids)
+    handles = [mod.register_forward_hook(hook(n)) for n, mod in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(input_features=feats.to(dtype), decoder_input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
     return rec
 
 
@@ -79,14 +78,13 @@ def main():
     ct2_cfg = json.loads((cache / "config.json").read_text())
     _, spec, _, variables, aliases = read_ct2(cache / "model.bin")
     assert spec == "WhisperSpec", spec
-    cfg = wr.hf_config(ct2_cfg)
-    sd = wr.ct2_to_hf(variables, aliases)
+    model, _ = wr.build_model(ct2_cfg, variables, aliases)
     dump = load_file(args.inputs)
     feats = torch.from_numpy(dump["input_features"])
     ids = torch.from_numpy(dump["input_ids"]).long()
 
-    r64 = run_torch(cfg, sd, feats, ids, torch.float64)
-    runs = {"torch f32": run_torch(cfg, sd, feats, ids, torch.float32)}
+    runs = {"torch f32": run_torch(model, feats, ids)}
+    r64 = run_torch(model.to(torch.float64), feats, ids)
     for spec_ in args.runs:
         label, _, path = spec_.partition("=")
         if not path:

@@ -185,6 +185,27 @@ def ct2_to_hf(variables, aliases):
     return sd
 
 
+def build_model(ct2_cfg, variables, aliases):
+    """`WhisperForConditionalGeneration` (float32, eval, eager attention, tied `proj_out`,
+    generation config) holding the CT2 weights, loaded strictly; returns (model, HF state dict).
+    Also used by `reference/whisper_f64_noise.py`."""
+    model = WhisperForConditionalGeneration(hf_config(ct2_cfg)).to(torch.float32).eval()
+    sd = ct2_to_hf(variables, aliases)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    assert not missing and not unexpected, (missing, unexpected)
+    for k, v in sd.items():
+        assert tuple(expected[k].shape) == tuple(v.shape), (k, expected[k].shape, v.shape)
+    model.load_state_dict(sd, strict=True)
+    model.tie_weights()
+    assert torch.equal(model.proj_out.weight, model.model.decoder.embed_tokens.weight)
+    model.generation_config = generation_config(ct2_cfg)
+    model.config._attn_implementation = "eager"
+    model.set_attn_implementation("eager") if hasattr(model, "set_attn_implementation") else None
+    return model, sd
+
+
 def atomic_save(tensors, path, metadata):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -321,21 +342,7 @@ def main():
     assert spec == "WhisperSpec", spec
     print(f"CT2 model.bin: binary version {version}, {spec} rev {revision}, {len(variables)} variables, {len(aliases)} aliases")
 
-    cfg = hf_config(ct2_cfg)
-    model = WhisperForConditionalGeneration(cfg).to(torch.float32).eval()
-    sd = ct2_to_hf(variables, aliases)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    assert not missing and not unexpected, (missing, unexpected)
-    for k, v in sd.items():
-        assert tuple(expected[k].shape) == tuple(v.shape), (k, expected[k].shape, v.shape)
-    model.load_state_dict(sd, strict=True)
-    model.tie_weights()
-    assert torch.equal(model.proj_out.weight, model.model.decoder.embed_tokens.weight)
-    model.generation_config = generation_config(ct2_cfg)
-    model.config._attn_implementation = "eager"
-    model.set_attn_implementation("eager") if hasattr(model, "set_attn_implementation") else None
+    model, sd = build_model(ct2_cfg, variables, aliases)
 
     hf_dir = cache / "hf"
     if not args.timing_only:

@@ -10,10 +10,8 @@
 //! tensor against Burn's `gelu`); on other devices (ndarray, wgpu, the capture device used by
 //! `voxtrace export`) it is Burn's `gelu` itself.
 
-use crate::nn::linear::is_flex;
-use burn::tensor::{Tensor, TensorData, activation};
-use burn_dispatch::backends::Flex;
-use rayon::prelude::*;
+use crate::nn::linear::map_flex_f32;
+use burn::tensor::{Tensor, activation};
 
 /// Elements below which [`gelu`] runs Burn's single-threaded pass (thread hand-off costs
 /// more than it saves).
@@ -34,24 +32,10 @@ pub fn gelu_scalar(x: f32) -> f32 {
 /// [`PARALLEL_MIN_ELEMENTS`] elements the values are computed by [`gelu_scalar`] on all Rayon
 /// threads; otherwise this is `burn::tensor::activation::gelu`.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let n = x.shape().num_elements();
-    if n < PARALLEL_MIN_ELEMENTS || !is_flex(&x.device()) {
+    if x.shape().num_elements() < PARALLEL_MIN_ELEMENTS {
         return activation::gelu(x);
     }
-    let device = x.device();
-    let dims = x.dims();
-    let Ok(flex) = x.clone().try_into_primitive::<Flex>() else {
-        return activation::gelu(x);
-    };
-    let flex = flex.to_contiguous();
-    let Some(src) = flex.as_slice::<f32>().filter(|s| s.len() == n) else {
-        return activation::gelu(x);
-    };
-    let mut out = vec![0f32; n];
-    out.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(o, s)| gelu_slice(s, o));
-    Tensor::from_data(TensorData::new(out, dims), &device)
+    map_flex_f32(&x, CHUNK, gelu_slice).unwrap_or_else(|| activation::gelu(x))
 }
 
 /// `out[i] = gelu_scalar(src[i])`, eight at a time by [`erff8`] when AVX2 is available

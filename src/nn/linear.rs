@@ -41,6 +41,33 @@ pub fn is_flex(device: &Device) -> bool {
     matches!(device.as_dispatch(), burn_dispatch::DispatchDevice::Flex(_))
 }
 
+/// `f` over the values of an f32 Flex tensor, on the Rayon threads: the values (made
+/// contiguous, in `x`'s logical order) are cut into chunks of `chunk` elements (a multiple of
+/// the row length when `f` works on rows), `f(src_chunk, out_chunk)` fills the output chunk,
+/// and the result is a new tensor of `x`'s shape. `None` when `x` is not an f32 Flex tensor
+/// or `chunk` is 0: the caller then runs Burn's own op. Used by [`crate::nn::gelu`] and
+/// [`crate::nn::softmax::softmax_last`].
+pub fn map_flex_f32<const D: usize>(
+    x: &Tensor<D>,
+    chunk: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Option<Tensor<D>> {
+    let n = x.shape().num_elements();
+    if chunk == 0 || !is_flex(&x.device()) {
+        return None;
+    }
+    let flex = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+    let src = flex.as_slice::<f32>().filter(|s| s.len() == n)?;
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .for_each(|(o, s)| f(s, o));
+    Some(Tensor::from_data(
+        TensorData::new(out, x.dims()),
+        &x.device(),
+    ))
+}
+
 /// `layer(x)`: `x [..., d_in]` -> `x · weight [d_in, d_out] + bias [d_out]` = `[..., d_out]`,
 /// as Burn's `Linear::forward` (PyTorch `F.linear`; Burn stores the weight transposed).
 /// At most [`SMALL_ROWS_MAX`] rows on Flex run through [`small_rows_matmul`].

@@ -15,10 +15,8 @@
 //! as computed. It runs on Flex only; other devices (ndarray, wgpu, the capture device of
 //! `voxtrace export`, which lowers Burn's softmax to ONNX `Softmax`) get Burn's `softmax`.
 
-use crate::nn::linear::is_flex;
-use burn::tensor::{Tensor, TensorData, activation};
-use burn_dispatch::backends::Flex;
-use rayon::prelude::*;
+use crate::nn::linear::map_flex_f32;
+use burn::tensor::{Tensor, activation};
 
 /// Rows per Rayon task.
 const ROWS_PER_TASK: usize = 64;
@@ -28,32 +26,13 @@ const ROWS_PER_TASK: usize = 64;
 /// elsewhere this is `burn::tensor::activation::softmax(x, D - 1)`. A row that is all
 /// `-inf` (every key masked) or holds a NaN comes out NaN, as in Burn and PyTorch.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !is_flex(&x.device()) {
-        return activation::softmax(x, D - 1);
-    }
-    let device = x.device();
-    let dims = x.dims();
-    let n = x.shape().num_elements();
-    let row = dims[D - 1];
-    if n == 0 || row == 0 {
-        return activation::softmax(x, D - 1);
-    }
-    let Ok(flex) = x.clone().try_into_primitive::<Flex>() else {
-        return activation::softmax(x, D - 1);
-    };
-    let flex = flex.to_contiguous();
-    let Some(src) = flex.as_slice::<f32>().filter(|s| s.len() == n) else {
-        return activation::softmax(x, D - 1);
-    };
-    let mut out = vec![0f32; n];
-    out.par_chunks_mut(ROWS_PER_TASK * row)
-        .zip(src.par_chunks(ROWS_PER_TASK * row))
-        .for_each(|(o, s)| {
-            for (o, s) in o.chunks_exact_mut(row).zip(s.chunks_exact(row)) {
-                softmax_row(s, o);
-            }
-        });
-    Tensor::from_data(TensorData::new(out, dims), &device)
+    let row = x.dims()[D - 1];
+    map_flex_f32(&x, ROWS_PER_TASK * row, |src, out| {
+        for (s, o) in src.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+            softmax_row(s, o);
+        }
+    })
+    .unwrap_or_else(|| activation::softmax(x, D - 1))
 }
 
 /// Softmax of one row: `out[i] = exp(src[i] - max) / Σ_j exp(src[j] - max)`, the `exp` in
