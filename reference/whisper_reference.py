@@ -249,10 +249,13 @@ def manifest_clips():
 
 
 class Recorder:
-    """Forward (pre-)hooks on every named module; capture names per voxtrace COMMON.md."""
+    """Forward (pre-)hooks on every named module; capture names per voxtrace COMMON.md.
+    Floating tensors are stored as `float_dtype` (float32 for the dumps; float64 for
+    `reference/whisper_f32_error.py`'s float64 pass)."""
 
-    def __init__(self, model):
+    def __init__(self, model, float_dtype=torch.float32):
         self.tensors = {}
+        self.float_dtype = float_dtype
         self.handles = []
         for name, mod in model.named_modules():
             if name == "":
@@ -268,7 +271,7 @@ class Recorder:
         if t.dtype == torch.bool:
             return  # masks as bool: not part of the f32 trace
         t = t.detach()
-        t = t.to(torch.float32) if t.is_floating_point() else t.to(torch.int64)
+        t = t.to(self.float_dtype) if t.is_floating_point() else t.to(torch.int64)
         self.tensors[key] = t.contiguous().clone()
 
     def put_any(self, prefix, v):

@@ -6,9 +6,12 @@
 //!
 //! Tolerances are the project's parity tolerances: Voxtral tiny atol 1e-5 / rtol 1e-4
 //! (`tests/voxtral_parity.rs`), Whisper tiny.en chained forward atol 5e-4 / rtol 1e-4 against
-//! upstream (`tests/whisper_parity.rs`, `CHAIN_ATOL`, measured on the dump's frames). Flex
-//! against another backend over all 1500 Whisper encoder frames is held to
-//! [`WHISPER_PAIR_ATOL`], twice upstream's own f32 error against float64 (see there). Integer
+//! upstream (`tests/whisper_parity.rs`, `CHAIN_ATOL`, measured on the dump's frames), raised
+//! per tensor to twice upstream's own f32 error against float64 where that is larger
+//! (`common::lift_to_f32_error`, `fixtures/whisper_tiny_en/f32_error.json`): Flex against
+//! another backend compares all 1500 encoder frames, and there encoder layer 3's FFN is
+//! ill-conditioned (transformers itself is 1.24e-3 from float64 at `fc1.out` on goforward,
+//! above the flat 5e-4). Integer
 //! captures (`input_ids`, `generated_ids`: greedy decoding on each backend) must be equal.
 //! Each backend is also held to upstream PyTorch on its own (the fixture dumps, gathered per
 //! `voxtrace.sliced`), so two backends that agree with each other but not with upstream still
@@ -34,12 +37,22 @@
 //! (was 2.1e-4), ndarray 6.7e-5; flex vs ndarray over all frames 1.18e-3, the share of
 //! ndarray's own error (1.04e-3 against float64 by `reference/whisper_f64_noise.py`, Flex
 //! 7.9e-5, torch f32 5.77e-4).
+//!
+//! Measured 2026-12-03 later (full traces of both dump clips from Flex with gemm's AVX2 and
+//! AVX-512 kernels, ndarray, ONNX Runtime and torch f32, against
+//! `fixtures/whisper_tiny_en/f32_error.json`): the flat 5e-4 fails on all frames for Flex vs
+//! torch itself (goforward needs 7.2e-4, at layer 3 `fc1.out`), Flex vs ndarray needs 1.18e-3
+//! there; with the raised per-tensor atol every pair passes, the largest needing 1.14x twice
+//! upstream's error (AVX2 vs AVX-512 Flex, 1.42e-3 at goforward `fc1.out`). The raised bound is
+//! loose where f32 is ill-conditioned, so it no longer separates Flex's old one-f32 softmax row
+//! sum (1.69e-3 from ndarray at that tensor); tests/fused_kernels.rs holds the softmax to
+//! float64 directly.
 #![cfg(all(feature = "ndarray", feature = "record"))]
 
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{read_dump, root, voxtral_fixture};
+use common::{lift_to_f32_error, read_dump, root, voxtral_fixture};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use voxtrace::compare::{Report, Tolerances, compare_dumps};
@@ -55,17 +68,6 @@ const VOXTRAL_RTOL: f64 = 1e-4;
 /// `CHAIN_ATOL`; measured on the dump's frames, every 50th encoder frame).
 const WHISPER_ATOL: f64 = 5e-4;
 const WHISPER_RTOL: f64 = 1e-4;
-/// Whisper tiny.en, two of our backends against each other over every frame: twice upstream's
-/// own f32 error, times the 1.4 margin of `CHAIN_ATOL`. Measured 2026-12-03 with
-/// `reference/whisper_f64_noise.py` on goforward (all 1500 encoder frames, rtol 1e-4): torch
-/// f32 needs atol 5.77e-4 to pass against a float64 forward pass of the same weights, at
-/// `model.encoder.layers.3.fc1.out` (values up to 557, a 384-term dot product per element);
-/// ndarray 1.04e-3, Flex 7.9e-5. Two f32 backends each as far from the exact result as
-/// upstream may differ by twice that: 2 x 5.77e-4 x 1.4 = 1.6e-3. Flex vs ndarray measured
-/// 1.18e-3; Flex before `nn::softmax` (sum in one f32) 1.69e-3, which this bound rejects.
-/// Whether a pair passes 5e-4 here depended on the machine (gemm's blocking follows the
-/// cache sizes): it passed on CI's machine and failed on this one.
-const WHISPER_PAIR_ATOL: f64 = 1.6e-3;
 
 /// Delay tokens of the tiny fixture dumps (480 ms), as in `tests/voxtral_parity.rs`.
 const VOXTRAL_DELAY: f32 = 6.0;
@@ -226,12 +228,13 @@ fn voxtral_tol() -> Tolerances {
     Tolerances::new(VOXTRAL_ATOL, VOXTRAL_RTOL).unwrap()
 }
 
-fn whisper_tol() -> Tolerances {
-    Tolerances::new(WHISPER_ATOL, WHISPER_RTOL).unwrap()
-}
-
-fn whisper_pair_tol() -> Tolerances {
-    Tolerances::new(WHISPER_PAIR_ATOL, WHISPER_RTOL).unwrap()
+/// The Whisper chained tolerance on `clip`, raised per tensor to twice upstream's own f32
+/// error where that is larger ([`lift_to_f32_error`]); the raised names are printed.
+fn whisper_tol(clip: &str) -> Tolerances {
+    let (tol, lifted) =
+        lift_to_f32_error(Tolerances::new(WHISPER_ATOL, WHISPER_RTOL).unwrap(), clip);
+    eprintln!("whisper {clip}: atol raised to 2x upstream's f32 error at {lifted:?}");
+    tol
 }
 
 /// Voxtral tiny on `other` vs Flex, both layouts, cards-001 (the full-capture dump).
@@ -275,14 +278,14 @@ fn whisper_cross(name: &str, other: &Device) {
         &format!("whisper tiny.en {clip} flex vs {name}"),
         &a,
         &b,
-        &whisper_pair_tol(),
+        &whisper_tol(clip),
         270,
     );
     assert_agree(
         &format!("whisper tiny.en {clip} upstream vs {name}"),
         &whisper_dump(clip),
         &b,
-        &whisper_tol(),
+        &whisper_tol(clip),
         270,
     );
 }

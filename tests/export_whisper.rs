@@ -11,12 +11,18 @@
 //! in magnitude, so rtol 1e-4 is the float32 accumulation budget of 4 layers). Chained
 //! intermediates (each layer's error compounds through the following ones, and the 1500-frame
 //! attention sums 1500 products per element) use atol 5e-4 + rtol 1e-4, the same chained
-//! tolerance tests/whisper_parity.rs uses for Burn vs transformers.
+//! tolerance tests/whisper_parity.rs uses for Burn vs transformers. Every atol is raised per
+//! tensor to twice upstream's own f32 error against float64 where that is larger
+//! (`fixtures/whisper_tiny_en/f32_error.json`, `tests/common::lift_to_f32_error`): on all 1500
+//! frames, encoder layer 3's `fc1.out` is 1.24e-3 from float64 in transformers itself, and ORT
+//! vs Burn differed by at most 7.8e-4 there with gemm's AVX2 kernels and 1.48e-3 with its AVX-512 ones
+//! (2026-12-03), against a raised atol of 2.48e-3.
 //!
 //! Needs `VOXTRACE_PYTHON`; fails when it or the weights are absent.
 // The exporter names ONNX nodes through the tracer taps, which exist only with `record`.
 #![cfg(feature = "record")]
 
+mod common;
 mod export_common;
 
 use export_common::*;
@@ -39,7 +45,9 @@ fn dump() -> PathBuf {
     root().join("fixtures/whisper_tiny_en/dumps/goforward.safetensors")
 }
 
-/// Chained 5e-4/1e-4 everywhere, 1e-4/1e-4 on the part boundaries.
+/// Chained 5e-4/1e-4 everywhere, 1e-4/1e-4 on the part boundaries; each raised to twice
+/// upstream's own f32 error on goforward where that is larger
+/// ([`common::lift_to_f32_error`]).
 fn tolerances() -> Tolerances {
     let mut t = Tolerances::new(5e-4, 1e-4).unwrap();
     for name in [
@@ -49,6 +57,8 @@ fn tolerances() -> Tolerances {
     ] {
         t = t.with_override(TolOverride::new(name, 1e-4, 1e-4).unwrap());
     }
+    let (t, lifted) = common::lift_to_f32_error(t, "goforward");
+    eprintln!("goforward: atol raised to 2x upstream's f32 error at {lifted:?}");
     t
 }
 

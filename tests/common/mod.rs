@@ -95,3 +95,58 @@ pub fn allclose(actual: &[f32], reference: &[f32], atol: f32, rtol: f32) -> (boo
     }
     (ok, max)
 }
+
+/// How many times upstream's own float32 error a difference between two f32 runs of Whisper
+/// tiny.en may reach: |a - b| <= |a - x| + |b - x| for the exact result x, with each run
+/// allowed upstream's distance from x. Measured 2026-12-03 over every pair of torch f32, Flex
+/// (gemm's AVX2 and AVX-512 kernels), ndarray and ONNX Runtime, both dump clips, all 1500
+/// frames (`reference/whisper_f32_error.py --pairs CLIP LABEL=DUMP...` on full traces): where
+/// an atol above 5e-4 is needed, a pair needed at most 1.14x upstream's error (AVX2 vs
+/// AVX-512 Flex at goforward `model.encoder.layers.3.fc1.out`).
+pub const F32_ERROR_FACTOR: f64 = 2.0;
+
+/// `tol` with each tensor's atol raised, where needed, to [`F32_ERROR_FACTOR`] x upstream's
+/// own float32 error on that tensor for `clip` (`max_err`, max |x_f32 - x_f64| of
+/// transformers over the whole tensor, in `fixtures/whisper_tiny_en/f32_error.json`, written
+/// by `reference/whisper_f32_error.py`). A flat atol below that rejects correct f32
+/// implementations at ill-conditioned tensors (encoder layer 3's FFN: 1536-term dot products of
+/// values ~10^2, where transformers itself is 1.2e-3 to 1.8e-3 from float64); elsewhere `tol`
+/// is unchanged. Returns the new tolerances and the names whose atol was raised. Panics on a
+/// missing or malformed fixture, or a clip it does not hold.
+pub fn lift_to_f32_error(
+    tol: voxtrace::compare::Tolerances,
+    clip: &str,
+) -> (voxtrace::compare::Tolerances, Vec<String>) {
+    let path = root().join("fixtures/whisper_tiny_en/f32_error.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let per = v["clips"][clip]
+        .as_object()
+        .unwrap_or_else(|| panic!("{}: no clip {clip}", path.display()));
+    assert!(
+        per.len() > 250,
+        "{}: {} tensors for {clip}",
+        path.display(),
+        per.len()
+    );
+    let mut out = tol.clone();
+    let mut lifted = Vec::new();
+    for (name, st) in per {
+        let e = st["max_err"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{}: {clip}/{name}: no max_err", path.display()));
+        let cur = tol.for_name(name);
+        if F32_ERROR_FACTOR * e > cur.atol {
+            assert!(
+                !name.contains(['*', '?', '[', ']', '{', '}']),
+                "{name}: glob characters in a capture name"
+            );
+            out = out.with_override(
+                voxtrace::compare::TolOverride::new(name, F32_ERROR_FACTOR * e, cur.rtol).unwrap(),
+            );
+            lifted.push(format!("{name} {:.2e}", F32_ERROR_FACTOR * e));
+        }
+    }
+    (out, lifted)
+}
