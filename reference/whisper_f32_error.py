@@ -44,7 +44,6 @@ from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import whisper_reference as wr  # noqa: E402
-from ct2_reader import read_ct2  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,11 +104,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    cache = Path(args.cache)
-    ct2_cfg = json.loads((cache / "config.json").read_text())
-    _, spec, _, variables, aliases = read_ct2(cache / "model.bin")
-    assert spec == "WhisperSpec", spec
-    model, _ = wr.build_model(ct2_cfg, variables, aliases)
+    model = wr.load_model(args.cache)
     if args.pairs:
         pairs(model, args.pairs[0], args.pairs[1:])
         return

@@ -206,6 +206,16 @@ def build_model(ct2_cfg, variables, aliases):
     return model, sd
 
 
+def load_model(cache):
+    """`build_model` on `<cache>/model.bin` and `<cache>/config.json` (a CTranslate2 Whisper
+    directory); returns the float32 model. Used by the diagnostic scripts."""
+    cache = Path(cache)
+    ct2_cfg = json.loads((cache / "config.json").read_text())
+    _, spec, _, variables, aliases = read_ct2(cache / "model.bin")
+    assert spec == "WhisperSpec", spec
+    return build_model(ct2_cfg, variables, aliases)[0]
+
+
 def atomic_save(tensors, path, metadata):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
