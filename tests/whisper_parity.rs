@@ -15,10 +15,11 @@
 //!   cross-attention: they mix all 1500 / 3000 frames) are checked in the chained forward.
 //! * Chained: one traced teacher-forced forward from `input_features` and `input_ids`,
 //!   every capture compared (after the same gathers) with the measured tolerance documented
-//!   at [`CHAIN_ATOL`].
+//!   at [`CHAIN_ATOL`], raised per tensor where upstream's own f32 error is larger.
 // Needs tensor capture (the default `record` feature).
 #![cfg(feature = "record")]
 
+mod common;
 mod whisper_common;
 
 use burn::tensor::Tensor;
@@ -39,7 +40,12 @@ const RTOL: f32 = 1e-4;
 /// difference is only f32 summation order (Flex vs PyTorch CPU matmul/conv kernels)
 /// accumulated through the conv stem and 4 encoder layers over 1500 frames, then carried into
 /// the decoder through cross-attention; layer-local checks of the same modules hold at
-/// 1e-5/1e-4. The bound below is 1.4x the largest measured value.
+/// 1e-5/1e-4. The bound below is 1.4x the largest measured value. Like the other chained
+/// Whisper checks it is raised per tensor to twice upstream's own f32 error against float64
+/// where that is larger (`common::lift_to_f32_error`): encoder layer 3's FFN, where
+/// transformers itself is 1.2e-3 to 1.8e-3 from float64 and Flex with gemm's AVX2 kernels
+/// differs from it by up to 7.2e-4 on frames the dumps do not keep
+/// (`reference/whisper_f32_error.py --pairs`, 2026-12-03).
 const CHAIN_ATOL: f32 = 5e-4;
 const CHAIN_RTOL: f32 = 1e-4;
 
@@ -268,6 +274,10 @@ fn chained(clip: &str, m: &Whisper) {
         )
         .unwrap();
     let captured = tracer.finish().unwrap();
+    // CHAIN_ATOL, raised per tensor to twice upstream's own f32 error where that is larger.
+    let base = voxtrace::compare::Tolerances::new(CHAIN_ATOL as f64, CHAIN_RTOL as f64).unwrap();
+    let (tol, lifted) = common::lift_to_f32_error(base, clip);
+    eprintln!("{clip}: atol raised to 2x upstream's f32 error at {lifted:?}");
     let mut c = Checker::new();
     let mut report = Vec::new();
     let mut ours = std::collections::HashSet::new();
@@ -284,7 +294,8 @@ fn chained(clip: &str, m: &Whisper) {
             let (_, max) = allclose(&v, &want.f32, 0.0, 0.0);
             report.push((max, cap.name.clone()));
         }
-        c.check(&cap.name, &shape, &v, want, CHAIN_ATOL, CHAIN_RTOL);
+        let atol = tol.for_name(&cap.name).atol as f32;
+        c.check(&cap.name, &shape, &v, want, atol, CHAIN_RTOL);
     }
     for name in &d.order {
         if !ours.contains(name) && name != "generated_ids" {
