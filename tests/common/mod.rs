@@ -109,8 +109,9 @@ pub const F32_ERROR_FACTOR: f64 = 2.0;
 /// own float32 error on that tensor for `clip` (`max_err`, max |x_f32 - x_f64| of
 /// transformers over the whole tensor, in `fixtures/whisper_tiny_en/f32_error.json`, written
 /// by `reference/whisper_f32_error.py`). A flat atol below that rejects correct f32
-/// implementations at ill-conditioned tensors (encoder layer 3's FFN: 1536-term dot products of
-/// values ~10^2, where transformers itself is 1.2e-3 to 1.8e-3 from float64); elsewhere `tol`
+/// implementations at ill-conditioned tensors (encoder layer 3's FFN: `fc1` sums 384 products
+/// of inputs up to ~90 into outputs up to ~560, `fc2` 1536 products; transformers itself is
+/// 1.2e-3 to 1.8e-3 from float64 there); elsewhere `tol`
 /// is unchanged. Returns the new tolerances and the names whose atol was raised. Panics on a
 /// missing or malformed fixture, or a clip it does not hold.
 pub fn lift_to_f32_error(
