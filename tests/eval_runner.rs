@@ -589,6 +589,31 @@ fn eval_check_gates_on_wer_rise_and_pinned_change() {
                 .unwrap();
                 assert_eq!(cj["passed"], false);
                 assert_eq!(cj["systems"][0]["newly_broken"][0]["id"], "b");
+                // Run folders are not committed: a history row whose results are absent is
+                // skipped for the default baseline (and named), an explicit one is an error,
+                // and with no earlier results at all the check cannot run.
+                std::fs::rename(d.join("reports/run2"), d.join("run2-moved")).unwrap();
+                let o = check(&[]);
+                assert_eq!(o.status.code(), Some(1), "run3 vs run1 still regresses");
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(
+                    err.contains("baseline \"run1\"") && err.contains("run2 ("),
+                    "{err}"
+                );
+                assert!(String::from_utf8_lossy(&o.stdout).contains("run1"));
+                let o = check(&["--baseline-run", "run2"]);
+                assert_eq!(o.status.code(), Some(2));
+                for r in ["run0", "run1"] {
+                    std::fs::rename(d.join("reports").join(r), d.join(format!("{r}-moved")))
+                        .unwrap();
+                }
+                let o = check(&[]);
+                assert_eq!(o.status.code(), Some(2));
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(
+                    err.contains("no earlier run") && err.contains("run0 ("),
+                    "{err}"
+                );
             }
             _ => unreachable!(),
         }

@@ -15,7 +15,9 @@ pub struct EvalCheckArgs {
     /// History file written by `voxtrace eval`.
     #[arg(long, default_value = "reports/history.jsonl")]
     pub history: PathBuf,
-    /// Baseline: a run id of the history (default: the run before --run).
+    /// Baseline: a run id of the history (default: the newest run before --run whose
+    /// `results.json` is on disk; run folders are not committed, so runs recorded elsewhere
+    /// are skipped, and named on stderr).
     #[arg(long, conflicts_with = "baseline")]
     pub baseline_run: Option<String>,
     /// Baseline: a results.json file.
@@ -81,11 +83,35 @@ pub fn run(args: &EvalCheckArgs) -> anyhow::Result<ExitCode> {
                     cur_row.run_id
                 )
             }
-            let row = &rows[cur_idx - 1];
-            (
-                check::load_results(&check::results_path(&args.history, &row.results))?,
-                row.run_id.clone(),
-            )
+            // The newest earlier run whose results are on disk: run folders are git-ignored,
+            // so a fresh clone holds the committed history rows but not their results.
+            let mut skipped = Vec::new();
+            let mut found = None;
+            for row in rows[..cur_idx].iter().rev() {
+                let path = check::results_path(&args.history, &row.results);
+                if path.is_file() {
+                    found = Some((row, path));
+                    break;
+                }
+                skipped.push(format!("{} ({} absent)", row.run_id, path.display()));
+            }
+            let Some((row, path)) = found else {
+                bail!(
+                    "{}: no earlier run of {:?} has its results on disk ({}); run `voxtrace eval` \
+                     for a baseline or pass --baseline FILE",
+                    args.history.display(),
+                    cur_row.run_id,
+                    skipped.join(", ")
+                )
+            };
+            if !skipped.is_empty() {
+                eprintln!(
+                    "eval-check: baseline {:?}; skipped newer runs without results: {}",
+                    row.run_id,
+                    skipped.join(", ")
+                );
+            }
+            (check::load_results(&path)?, row.run_id.clone())
         }
     };
     let outcome = check::check(
