@@ -7,10 +7,12 @@
 //! [`cli`] (the `voxtrace` command).
 
 pub mod audio;
+pub mod backend;
 pub mod cli;
 pub mod compare;
 pub mod eval;
 pub mod export;
+pub mod io;
 pub mod models;
 pub mod nn;
 pub mod report;

@@ -39,29 +39,13 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Compute device by name: `flex` (default CPU backend), `ndarray` and `wgpu` when built with
-/// the cargo features of the same names.
+/// Compute device by name (see [`crate::backend::device`]), as an `anyhow` error for the
+/// subcommands.
 ///
 /// # Errors
 /// An unknown name or a backend not compiled in.
 pub fn device(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "flex" | "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        "ndarray" => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        other => anyhow::bail!(
-            "unknown or not compiled-in device {other:?} (available: flex{}{})",
-            if cfg!(feature = "ndarray") {
-                ", ndarray"
-            } else {
-                ""
-            },
-            if cfg!(feature = "wgpu") { ", wgpu" } else { "" }
-        ),
-    }
+    Ok(crate::backend::device(name)?)
 }
 
 /// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare, eval),

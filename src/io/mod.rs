@@ -1,0 +1,64 @@
+//! Files in and out: the one atomic file writer and the one whole-file safetensors writer
+//! every tool uses. Lowest layer: imports nothing else from the crate.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A file could not be written. The message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", path.display())]
+pub struct WriteError {
+    /// The file that was to be written.
+    pub path: PathBuf,
+    /// What went wrong (the operating system's message included).
+    pub detail: String,
+}
+
+impl WriteError {
+    fn new(path: &Path, detail: impl Into<String>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed, given mode
+/// 0644 (Unix), then renamed over `path`, so an interrupted write never leaves a half-written
+/// file and never clobbers the previous one.
+///
+/// # Errors
+/// [`WriteError`] naming `path`: the folder does not exist or is not writable, the disk is
+/// full, the rename fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(WriteError::new(
+            path,
+            format!("folder {} does not exist", dir.display()),
+        ));
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+        WriteError::new(
+            path,
+            format!("creating a temporary file in {}: {e}", dir.display()),
+        )
+    })?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| WriteError::new(path, format!("writing the temporary file: {e}")))?;
+    // tempfile creates files with mode 0600; outputs are ordinary, world-readable files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| WriteError::new(path, format!("setting permissions: {e}")))?;
+    }
+    tmp.persist(path)
+        .map_err(|e| WriteError::new(path, format!("renaming the temporary file: {}", e.error)))?;
+    Ok(())
+}
