@@ -62,3 +62,57 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .map_err(|e| WriteError::new(path, format!("renaming the temporary file: {}", e.error)))?;
     Ok(())
 }
+
+/// One tensor for [`write_safetensors`]: its name, element type, shape and little-endian bytes
+/// (`shape.iter().product() * dtype.size()` of them).
+#[derive(Debug, Clone)]
+pub struct TensorBytes<'a> {
+    /// Tensor name as stored in the file.
+    pub name: String,
+    /// Element type.
+    pub dtype: safetensors::Dtype,
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Little-endian element bytes, row-major.
+    pub data: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> TensorBytes<'a> {
+    /// An f32 tensor from `values` (`[shape...]`, row-major).
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &'a [f32]) -> Self {
+        let data = if cfg!(target_endian = "little") {
+            std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+        } else {
+            std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+        Self {
+            name: name.into(),
+            dtype: safetensors::Dtype::F32,
+            shape,
+            data,
+        }
+    }
+}
+
+/// Write whole `tensors` (with optional `__metadata__` strings) as one safetensors file,
+/// atomically (see [`write_atomic`]). The streaming writer for trace dumps is
+/// `crate::trace::writer`; every other safetensors file this crate writes goes through here.
+///
+/// # Errors
+/// [`WriteError`] naming `path`: a tensor whose byte count does not match its shape and dtype,
+/// or any error of [`write_atomic`].
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorBytes<'_>],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<(), WriteError> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
+            .map_err(|e| WriteError::new(path, format!("tensor `{}`: {e}", t.name)))?;
+        views.push((t.name.as_str(), view));
+    }
+    let bytes = safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| WriteError::new(path, format!("serializing safetensors: {e}")))?;
+    write_atomic(path, &bytes)
+}
