@@ -1,13 +1,21 @@
 //! voxtrace: port speech-to-text transformers to Burn and prove the port right, layer by layer.
 //!
-//! One module per concept: [`audio`] (decoding, resampling, log-mel, padding), [`tokenizer`]
-//! (Tekken), [`nn`] (layers shared by the models), [`models`] (Voxtral Realtime, Whisper),
-//! [`trace`] (recording intermediate tensors under upstream names), [`compare`] (per-tensor
-//! drift between two dumps), [`eval`] (WER scoring), [`export`] (ONNX and Model Explorer graph export),
-//! [`cli`] (the `voxtrace` command).
+//! Layers, lowest first; a module uses only its own layer or lower ones (`tests/architecture.rs`
+//! checks it, and that nothing imports the CLI):
+//! 1. Files and devices: [`io`] (atomic writes, the safetensors writer), [`backend`] (device
+//!    selection by name).
+//! 2. Numerics and inputs: [`audio`] (decoding, resampling, log-mel, padding), [`tokenizer`]
+//!    (Tekken, Whisper's BPE), [`nn`] (layers shared by the models), [`trace`] (recording
+//!    intermediate tensors under upstream names).
+//! 3. [`models`]: Voxtral Realtime and Whisper, each mirroring its upstream module tree.
+//! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
+//!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
+//!    regression check, HTML), [`bench`] (benchmark workers).
+//! 5. [`cli`]: the `voxtrace` command, all argument parsing; `anyhow` lives only here.
 
 pub mod audio;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod eval;

@@ -159,7 +159,7 @@ fn voxtral_streaming_chunk_equals_slice_of_whole_signal() {
 
 #[test]
 fn features_command_writes_a_trace_file() {
-    use voxtrace::audio::cli::{FeatureModel, FeaturesArgs, run};
+    use voxtrace::cli::features::{FeatureModel, FeaturesArgs, run};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("features.safetensors");
     let input = audio_common::shared_audio().join("goforward.wav");

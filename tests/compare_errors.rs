@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use compare_common::*;
-use voxtrace::compare::{CompareArgs, CompareError, Dump, Tolerances, cli, compare_dumps, run};
+use voxtrace::cli::compare::{CompareArgs, run};
+use voxtrace::compare::{CompareError, Dump, Tolerances, compare_dumps, execute, exit_code};
 
 /// A valid two-tensor safetensors file.
 fn good(dir: &Path, name: &str) -> PathBuf {
@@ -40,8 +41,8 @@ fn assert_exit2(bad: &Path, good: &Path, cause: &str) -> CompareError {
     for (r, a) in [(bad, good), (good, bad)] {
         let args = CompareArgs::new(r, a);
         assert_eq!(run(&args).unwrap(), ExitCode::from(2), "{}", bad.display());
-        let out = cli::execute(&args);
-        assert_eq!(cli::exit_code(&out), 2);
+        let out = execute(&args.options());
+        assert_eq!(exit_code(&out), 2);
         let e = out.unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(&fname), "message {msg:?} should name {fname}");
@@ -310,7 +311,7 @@ fn empty_reference() {
     raw_safetensors(&p, "{}", &[]);
     let args = CompareArgs::new(&p, &g);
     assert_eq!(run(&args).unwrap(), ExitCode::from(2));
-    let e = cli::execute(&args).unwrap_err();
+    let e = execute(&args.options()).unwrap_err();
     assert!(matches!(e, CompareError::EmptyReference { .. }));
     assert!(e.to_string().contains("nothing.safetensors"));
     // An empty *actual* is fine: everything is missing, exit 1.
@@ -326,7 +327,7 @@ fn bad_arguments_and_unwritable_outputs() {
     args.tol = vec!["model.*=1e-3".into()];
     assert_eq!(run(&args).unwrap(), ExitCode::from(2));
     assert!(matches!(
-        cli::execute(&args),
+        execute(&args.options()),
         Err(CompareError::InvalidInput(m)) if m.contains("model.*=1e-3")
     ));
     let mut args = CompareArgs::new(&g, &g);
@@ -336,7 +337,7 @@ fn bad_arguments_and_unwritable_outputs() {
     let mut args = CompareArgs::new(&g, &g);
     args.json = Some(dir.path().join("no_such_dir").join("r.json"));
     assert_eq!(run(&args).unwrap(), ExitCode::from(2));
-    let e = cli::execute(&args).unwrap_err();
+    let e = execute(&args.options()).unwrap_err();
     assert!(matches!(e, CompareError::Write { .. }));
     assert!(e.to_string().contains("r.json"));
 }

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 
 use compare_common::*;
 use safetensors::Dtype;
+use voxtrace::cli::compare::{CompareArgs, CriterionArg, run};
 use voxtrace::compare::{
-    CompareArgs, Criterion, DType, Dump, ITEM_ELEMS, OrderSource, Report, Status, TolOverride,
-    Tolerances, compare_dumps, compare_opened, compare_tensors, run,
+    DType, Dump, ITEM_ELEMS, OrderSource, Report, Status, TolOverride, Tolerances, compare_dumps,
+    compare_opened, compare_tensors,
 };
 
 const ORDER: [&str; 6] = [
@@ -476,10 +477,10 @@ fn polygraphy_criterion_via_cli_args() {
     let dir = tempfile::tempdir().unwrap();
     let (rp, ap) = write_pair(dir.path());
     let mut args = CompareArgs::new(&rp, &ap);
-    args.criterion = Criterion::Polygraphy;
+    args.criterion = CriterionArg::Polygraphy;
     args.atol = 0.3;
     args.rtol = 0.3;
-    let t = args.tolerances().unwrap();
+    let t = args.options().tolerances().unwrap();
     let r = compare_dumps(&rp, &ap, &t).unwrap();
     // attn: |d| = [0.5, 0, 1, 0.25], rel = [0.5, 0, 0.25, inf]; fail iff |d| > 0.3 and rel > 0.3:
     // only element 0.
@@ -525,10 +526,10 @@ fn clap_arguments_parse() {
     assert_eq!(a.reference, PathBuf::from("ref.safetensors"));
     assert_eq!(a.actual, PathBuf::from("act_dir"));
     assert_eq!((a.atol, a.rtol), (2e-5, 1e-4));
-    assert_eq!(a.criterion, Criterion::Polygraphy);
+    assert_eq!(a.criterion, CriterionArg::Polygraphy);
     assert!(a.equal_nan && !a.no_inf_equal && !a.quiet);
     assert_eq!(a.json, Some(PathBuf::from("r.json")));
-    let t = a.tolerances().unwrap();
+    let t = a.options().tolerances().unwrap();
     assert_eq!(t.for_name("model.audio_tower.layers.0.out").atol, 1e-4);
     assert_eq!(t.for_name("logits").rtol, 0.0);
     assert_eq!(t.for_name("other").atol, 2e-5);
@@ -536,7 +537,7 @@ fn clap_arguments_parse() {
     let d = Cli::try_parse_from(["x", "r", "a"]).unwrap().args;
     assert_eq!(
         (d.atol, d.rtol, d.criterion),
-        (1e-5, 1e-4, Criterion::Allclose)
+        (1e-5, 1e-4, CriterionArg::Allclose)
     );
     assert!(Cli::try_parse_from(["x", "r"]).is_err());
 }

@@ -7,10 +7,10 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
-use voxtrace::models::voxtral::encoder::Step;
 use voxtrace::models::voxtral::time_embedding::time_embedding;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::nn::RotaryEmbedding;
+use voxtrace::nn::attention::Step;
 use voxtrace::trace::Scope;
 
 const ATOL: f32 = 1e-5;
@@ -117,16 +117,7 @@ fn run(layout: WeightLayout) {
             layer.self_attn_layer_norm.forward(x),
         );
         let x: Tensor<3> = c.tensor(&format!("{p}.self_attn.in.hidden_states"));
-        let y = layer.self_attn.forward(
-            x,
-            0,
-            &cos,
-            &sin,
-            cfg.rope_style,
-            cfg.encoder.sliding_window,
-            None,
-            &off,
-        );
+        let y = layer.self_attn.forward(x, &step, None, &off);
         c.check(&format!("{p}.self_attn.out.0"), y);
         let x: Tensor<3> = c.tensor(&format!("{p}.final_layer_norm.in.0"));
         c.check(
@@ -185,16 +176,7 @@ fn run(layout: WeightLayout) {
             layer.input_layernorm.forward(x),
         );
         let x: Tensor<3> = c.tensor(&format!("{p}.self_attn.in.hidden_states"));
-        let y = layer.self_attn.forward(
-            x,
-            0,
-            &cos,
-            &sin,
-            cfg.rope_style,
-            cfg.decoder.sliding_window,
-            None,
-            &off,
-        );
+        let y = layer.self_attn.forward(x, &step, None, &off);
         c.check(&format!("{p}.self_attn.out.0"), y);
         let x: Tensor<3> = c.tensor(&format!("{p}.post_attention_layernorm.in.0"));
         c.check(

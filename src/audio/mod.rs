@@ -10,7 +10,6 @@
 //!
 //! All failures are an [`AudioError`] naming the file (or the input) and the cause; nothing here panics on bad input.
 
-pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod mel;

@@ -13,6 +13,30 @@ use burn::tensor::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `--part` values (the library's [`Part`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartArg {
+    /// Audio encoder.
+    Encoder,
+    /// Voxtral adapter (multi-modal projector).
+    Adapter,
+    /// Decoder over `tokens` positions from position 0 (no KV-cache inputs).
+    DecoderStep,
+    /// The whole teacher-forced forward pass.
+    All,
+}
+
+impl From<PartArg> for Part {
+    fn from(p: PartArg) -> Self {
+        match p {
+            PartArg::Encoder => Part::Encoder,
+            PartArg::Adapter => Part::Adapter,
+            PartArg::DecoderStep => Part::DecoderStep,
+            PartArg::All => Part::All,
+        }
+    }
+}
+
 /// Arguments of `voxtrace export`.
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -21,8 +45,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Which part to export.
-    #[arg(long, value_enum, default_value_t = Part::All)]
-    pub part: Part,
+    #[arg(long, value_enum, default_value_t = PartArg::All)]
+    pub part: PartArg,
     /// Output ONNX file (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -81,7 +105,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(args.past == 0, "--past is implemented for Voxtral only");
         let tokens = args.tokens.unwrap_or(4);
         (
-            export::capture_whisper(&model, args.part, tokens)?,
+            export::capture_whisper(&model, args.part.into(), tokens)?,
             format!("whisper {:?}", args.part),
         )
     } else {
@@ -102,7 +126,14 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         let delay = audio_cfg.n_delay_tokens(Some(args.delay_ms))? as f32;
         let tokens = args.tokens.unwrap_or(args.frames / 8);
         (
-            export::capture_voxtral(&model, args.part, args.frames, tokens, delay, args.past)?,
+            export::capture_voxtral(
+                &model,
+                args.part.into(),
+                args.frames,
+                tokens,
+                delay,
+                args.past,
+            )?,
             format!("voxtral {:?}", args.part),
         )
     };

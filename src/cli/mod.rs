@@ -1,9 +1,11 @@
 //! The `voxtrace` command line: one subcommand per job, each in its own file.
 
 mod bench;
+pub mod compare;
 mod eval;
 mod eval_check;
 mod export;
+pub mod features;
 mod trace;
 mod transcribe;
 
@@ -24,11 +26,11 @@ enum Command {
     /// Run a model on audio and record every intermediate tensor under its upstream name.
     Trace(trace::TraceArgs),
     /// Per-tensor drift between two dumps (safetensors, .npz, folder of .npy): table, JSON, HTML.
-    Compare(crate::compare::CompareArgs),
-    /// Transcribe audio files (offline greedy schedule).
+    Compare(compare::CompareArgs),
+    /// Transcribe audio files: Voxtral streams 80 ms steps (or `--offline`), Whisper decodes 30 s windows greedily.
     Transcribe(transcribe::TranscribeArgs),
     /// Compute model input features (padded log-mel) of an audio file to a safetensors dump.
-    Features(crate::audio::cli::FeaturesArgs),
+    Features(features::FeaturesArgs),
     /// Transcribe a corpus with several systems, score WER, write reports/<run-id>/report.html.
     Eval(eval::EvalArgs),
     /// Compare an eval run with a baseline; exit 1 on a WER rise or a pinned-utterance change.
@@ -54,9 +56,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Trace(a) => trace::run(a),
-        Command::Compare(a) => crate::compare::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Transcribe(a) => transcribe::run(a),
-        Command::Features(a) => crate::audio::cli::run(a),
+        Command::Features(a) => features::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
         Command::Export(a) => export::run(a),

@@ -13,7 +13,9 @@
 
 use crate::models::voxtral::generate::generate_offline;
 use crate::models::voxtral::pipeline::prepare_offline;
-use crate::models::voxtral::{Voxtral, loader::detect_layout};
+use crate::models::voxtral::{
+    PromptTokens, StreamingPrompt, Voxtral, loader::detect_layout, streaming_prompt,
+};
 use crate::tokenizer::Tekken;
 use crate::trace::{NameFilter, Tracer};
 use anyhow::Context;
@@ -81,7 +83,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         .audio()
         .cloned()
         .unwrap_or_else(crate::audio::AudioConfig::voxtral_realtime);
-    let delay_tokens = audio_cfg.n_delay_tokens(Some(args.delay_ms))?;
+    let tokens = PromptTokens::from_tekken(&tok)?;
+    let StreamingPrompt {
+        ids: prompt,
+        delay_tokens,
+    } = streaming_prompt(&tokens, &audio_cfg, Some(args.delay_ms))?;
     let (features, dump_ids) = match (&args.audio, &args.inputs) {
         (Some(audio), _) => {
             let samples = crate::audio::load_mono_16k(audio)?;
@@ -100,18 +106,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give an AUDIO file or --inputs DUMP"),
     };
     let n_tokens = features.dims()[2] / audio_cfg.audio_length_per_tok();
-    let mut prompt = vec![tok.bos_id()? as i64];
-    let pad = tok.streaming_pad_id()? as i64;
-    prompt.extend(std::iter::repeat_n(
-        pad,
-        audio_cfg.n_left_pad_tokens()? + delay_tokens,
-    ));
+    let pad = tokens.streaming_pad;
     let g = generate_offline(
         &model,
         features.clone(),
         &prompt,
         delay_tokens as f32,
-        Some(tok.eos_id()? as i64),
+        Some(tokens.eos),
     );
     let generated = g.sequence.clone();
     // The teacher-forced pass needs one id per audio token: replay the dump's ids, or our own

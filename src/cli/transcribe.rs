@@ -6,9 +6,9 @@
 //! audio time (80 ms per step) and the real-time factor.
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
-use crate::models::voxtral::Voxtral;
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
 use crate::models::voxtral::streaming::StreamingSession;
+use crate::models::voxtral::{PromptTokens, Voxtral, streaming_prompt};
 use crate::tokenizer::Tekken;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -213,18 +213,14 @@ fn streaming(
         .audio()
         .cloned()
         .unwrap_or_else(AudioConfig::voxtral_realtime);
-    let delay = cfg.n_delay_tokens(Some(delay_ms))?;
-    let mut prompt = vec![tok.bos_id()? as i64];
-    prompt.extend(std::iter::repeat_n(
-        tok.streaming_pad_id()? as i64,
-        cfg.n_left_pad_tokens()? + delay,
-    ));
+    let tokens = PromptTokens::from_tekken(tok)?;
+    let prompt = streaming_prompt(&tokens, &cfg, Some(delay_ms))?;
     let mut session = StreamingSession::new(
         model,
         cfg,
-        prompt,
-        delay,
-        Some(tok.eos_id()? as i64),
+        prompt.ids,
+        prompt.delay_tokens,
+        Some(tokens.eos),
         device,
     )?;
     let mut decoder = tok.streaming_decoder();

@@ -2,7 +2,7 @@
 //!
 //! Every variant that concerns a file carries the file's path, and every message names it, so
 //! that `voxtrace compare` can print one line that says which file is at fault and why. All of
-//! these errors map to exit code 2 ("could not compare"); see [`crate::compare::cli`].
+//! these errors map to exit code 2 ("could not compare"); see [`crate::compare::exit_code`].
 
 use std::path::{Path, PathBuf};
 

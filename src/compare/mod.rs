@@ -13,8 +13,8 @@
 //! default; zero references are excluded from `max_rel_err` instead of being divided by ε.
 //!
 //! Layout: [`dump`] (readers), [`tolerance`], [`metrics`] (single-pass accumulator),
-//! [`report`] (results, JSON, table), [`html`] (self-contained HTML report), [`cli`]
-//! (`voxtrace compare`).
+//! [`report`] (results, JSON, table), [`html`] (self-contained HTML report); [`CompareOptions`]
+//! and [`execute`] are what `voxtrace compare` (src/cli/compare.rs) runs.
 //!
 //! Execution: both dumps are memory-mapped (or streamed for compressed `.npz` members); tensors
 //! are processed one at a time per worker, large memory-mapped tensors are split into chunks of
@@ -22,7 +22,6 @@
 //! threads with `std::thread::scope`. Partial results are merged in index order, so the output
 //! is deterministic.
 
-pub mod cli;
 pub mod dump;
 pub mod error;
 pub mod html;
@@ -30,11 +29,10 @@ pub mod metrics;
 pub mod report;
 pub mod tolerance;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-pub use cli::{CompareArgs, run};
 pub use dump::{DType, Dump, DumpFormat, TensorInfo};
 pub use error::CompareError;
 pub use metrics::{Accumulator, Metrics};
@@ -42,6 +40,94 @@ pub use report::{DumpSummary, ExtraTensor, OrderSource, Report, Status, TensorRe
 pub use tolerance::{Criterion, ElemTol, TolOverride, Tolerances};
 
 use dump::BLOCK;
+
+/// One comparison as `voxtrace compare` runs it: two dumps, the tolerance settings and the
+/// report files to write.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Reference dump (e.g. PyTorch): a .safetensors file, an .npz, or a folder of .npy files.
+    pub reference: PathBuf,
+    /// Actual dump (e.g. the Burn port), same formats.
+    pub actual: PathBuf,
+    /// Default absolute tolerance (the tensor's unit).
+    pub atol: f64,
+    /// Default relative tolerance (fraction of |reference|).
+    pub rtol: f64,
+    /// Per-name overrides `PATTERN=ATOL,RTOL` (see [`TolOverride::parse`]); the last match wins.
+    pub tol: Vec<String>,
+    /// Element rule.
+    pub criterion: Criterion,
+    /// NaN at the same position in both dumps counts as equal.
+    pub equal_nan: bool,
+    /// Equal infinities at the same position count as a failure.
+    pub no_inf_equal: bool,
+    /// Write the JSON report here (atomic write).
+    pub json: Option<PathBuf>,
+    /// Write the self-contained HTML report here (atomic write).
+    pub html: Option<PathBuf>,
+}
+
+impl CompareOptions {
+    /// Options with the default tolerances ([`tolerance::DEFAULT_ATOL`],
+    /// [`tolerance::DEFAULT_RTOL`], [`Criterion::Allclose`]) and no report files.
+    pub fn new(reference: impl Into<PathBuf>, actual: impl Into<PathBuf>) -> Self {
+        CompareOptions {
+            reference: reference.into(),
+            actual: actual.into(),
+            atol: tolerance::DEFAULT_ATOL,
+            rtol: tolerance::DEFAULT_RTOL,
+            tol: Vec::new(),
+            criterion: Criterion::Allclose,
+            equal_nan: false,
+            no_inf_equal: false,
+            json: None,
+            html: None,
+        }
+    }
+
+    /// Build the [`Tolerances`] these options describe.
+    ///
+    /// # Errors
+    /// [`CompareError::InvalidInput`] for a negative or non-finite tolerance or a malformed
+    /// override.
+    pub fn tolerances(&self) -> Result<Tolerances, CompareError> {
+        let mut t = Tolerances::new(self.atol, self.rtol)?;
+        for spec in &self.tol {
+            t = t.with_override(TolOverride::parse(spec)?);
+        }
+        t.criterion = self.criterion;
+        t.equal_nan = self.equal_nan;
+        t.inf_equal = !self.no_inf_equal;
+        Ok(t)
+    }
+}
+
+/// Compare and write the requested reports; returns the report, or the error that makes the
+/// exit code 2. Prints nothing.
+///
+/// # Errors
+/// Any [`CompareError`]: a missing, unreadable or corrupt dump, a bad tolerance, a report file
+/// that could not be written.
+pub fn execute(opts: &CompareOptions) -> Result<Report, CompareError> {
+    let tol = opts.tolerances()?;
+    let report = compare_dumps(&opts.reference, &opts.actual, &tol)?;
+    if let Some(p) = &opts.json {
+        report.write_json(p)?;
+    }
+    if let Some(p) = &opts.html {
+        report.write_html(p)?;
+    }
+    Ok(report)
+}
+
+/// The exit code for an outcome of [`execute`]: 0 every reference tensor passed, 1 at least one
+/// failed, is missing or has another shape, 2 the comparison could not be made.
+pub fn exit_code(outcome: &Result<Report, CompareError>) -> u8 {
+    match outcome {
+        Ok(r) => r.exit_code(),
+        Err(_) => 2,
+    }
+}
 
 /// Elements per parallel work item when a tensor is split.
 pub const ITEM_ELEMS: usize = 1 << 20;

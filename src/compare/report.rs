@@ -634,32 +634,13 @@ pub(crate) fn table_row(t: &TensorResult) -> Vec<String> {
     row
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed, given mode
-/// 0644 (Unix), then renamed over `path`. Errors: [`CompareError::Write`] naming `path`.
+/// Write `bytes` to `path` atomically ([`crate::io::write_atomic`]).
+///
+/// # Errors
+/// [`CompareError::Write`] naming `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CompareError> {
-    use std::io::Write;
-    let err = |detail: String| CompareError::Write {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| err(format!("creating temporary file in {}: {e}", dir.display())))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| err(format!("writing temporary file: {e}")))?;
-    // tempfile creates files with mode 0600; a report is an ordinary, world-readable output.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| err(format!("setting permissions: {e}")))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| err(format!("renaming temporary file: {}", e.error)))?;
-    Ok(())
+    crate::io::write_atomic(path, bytes).map_err(|e| CompareError::Write {
+        path: e.path,
+        detail: e.detail,
+    })
 }

@@ -26,7 +26,6 @@ pub const POLYGRAPHY_EPS: f64 = 2.220446049250313e-16;
 /// How an element is judged, given `d = |actual − reference|` (finite pair) and `r = |reference|`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[derive(clap::ValueEnum)]
 pub enum Criterion {
     /// The element fails iff `d > atol + rtol·r` (the `numpy.isclose` / `torch.isclose` rule).
     /// Default.

@@ -60,7 +60,7 @@ pub enum ExportError {
 }
 
 /// Which sub-graph to export (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     /// Audio encoder.
     Encoder,
@@ -558,7 +558,7 @@ pub fn write(
     if let Some(p) = graph_json {
         let text = serde_json::to_string_pretty(&exported.graph_json)
             .map_err(|e| ExportError::Data(e.to_string()))?;
-        crate::compare::report::write_atomic(p, text.as_bytes())
+        crate::io::write_atomic(p, text.as_bytes())
             .map_err(|e| ExportError::Data(e.to_string()))?;
     }
     onnx::write_model(exported.model, out, opts.external_threshold)

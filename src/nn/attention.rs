@@ -16,7 +16,77 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+/// Everything an attention layer needs besides its weights for one call: where the queries
+/// sit, their RoPE tables, the weights' RoPE layout and the sliding window.
+pub struct Step<'a> {
+    /// Absolute position of the first frame.
+    pub pos0: usize,
+    /// RoPE cos `[seq, head_dim/2]`.
+    pub cos: &'a Tensor<2>,
+    /// RoPE sin `[seq, head_dim/2]`.
+    pub sin: &'a Tensor<2>,
+    /// RoPE layout of the weights.
+    pub style: RopeStyle,
+    /// Sliding window (positions, including the current one).
+    pub window: usize,
+    /// Position inputs in upstream form, built only when capture is on.
+    pub traced: Option<TracedPositions>,
+}
+
+/// Position inputs as upstream passes them to each layer (`position_embeddings` = (cos, sin)
+/// each `[1, seq, head_dim]` in half-split form, `position_ids [1, seq]`), for capture only.
+pub struct TracedPositions {
+    /// `[1, seq, head_dim]`.
+    pub cos: Tensor<3>,
+    /// `[1, seq, head_dim]`.
+    pub sin: Tensor<3>,
+    /// `[1, seq]` absolute positions.
+    pub ids: Tensor<2, Int>,
+}
+
+impl TracedPositions {
+    /// Build the upstream-form position inputs for `seq` positions from `pos0`.
+    pub fn new(cos: &Tensor<2>, sin: &Tensor<2>, pos0: usize, seq: usize) -> Self {
+        let full = |t: &Tensor<2>| Tensor::cat(vec![t.clone(), t.clone()], 1).unsqueeze::<3>();
+        let ids: Vec<i64> = (pos0..pos0 + seq).map(|p| p as i64).collect();
+        Self {
+            cos: full(cos),
+            sin: full(sin),
+            ids: Tensor::from_data(TensorData::new(ids, [1, seq]), &cos.device()),
+        }
+    }
+
+    /// Record `in.position_embeddings.0/.1` and `in.position_ids` under `scope`.
+    pub fn record(&self, scope: &Scope) {
+        scope.record("in.position_embeddings.0", &self.cos);
+        scope.record("in.position_embeddings.1", &self.sin);
+        scope.record_int("in.position_ids", &self.ids);
+    }
+}
+
+/// Record the rotary module as upstream calls it (`in.0` = hidden states, `in.position_ids`)
+/// and returns it (`out.0` = cos, `out.1` = sin, each `[1, seq, head_dim]` = `cat(t, t)`: the
+/// frequency content is the same for both RoPE layouts). Returns the traced position inputs
+/// for the layers, or `None` when capture is off.
+pub fn record_rope(
+    scope: &Scope,
+    hidden: &Tensor<3>,
+    cos: &Tensor<2>,
+    sin: &Tensor<2>,
+    pos0: usize,
+) -> Option<TracedPositions> {
+    if !scope.enabled() {
+        return None;
+    }
+    let tp = TracedPositions::new(cos, sin, pos0, cos.dims()[0]);
+    scope.input(hidden);
+    scope.record_int("in.position_ids", &tp.ids);
+    scope.record("out.0", &tp.cos);
+    scope.record("out.1", &tp.sin);
+    Some(tp)
+}
 
 /// Shape and bias settings of an attention block.
 #[derive(Debug, Clone)]
@@ -101,24 +171,32 @@ impl Attention {
         }
     }
 
-    /// Attend `x [batch, seq, d_model]` at absolute positions `pos0 .. pos0 + seq`.
+    /// Attend `x` at absolute positions `step.pos0 .. step.pos0 + seq`.
     ///
-    /// `cos`/`sin` are `[seq, head_dim/2]` for those positions. With a `cache`, the new keys
+    /// # Shapes
+    /// `x [batch, seq, d_model]` -> `[batch, seq, n_heads * head_dim]` projected back to
+    /// `[batch, seq, d_model]`; `step.cos`/`step.sin` are `[seq, head_dim/2]` for those
+    /// positions.
+    ///
+    /// With a `cache`, the new keys
     /// and values are appended and entries older than `window - 1` positions before the last
     /// query are dropped afterwards, so the cache never exceeds `window` entries after a
     /// single-token step. Records `in.hidden_states`, the projections and `out.0`.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: Tensor<3>,
-        pos0: usize,
-        cos: &Tensor<2>,
-        sin: &Tensor<2>,
-        style: RopeStyle,
-        window: usize,
+        step: &Step,
         cache: Option<&mut KvCache>,
         scope: &Scope,
     ) -> Tensor<3> {
+        let Step {
+            pos0,
+            cos,
+            sin,
+            style,
+            window,
+            ..
+        } = *step;
         scope.record("in.hidden_states", &x);
         let [b, s, _] = x.dims();
         let hd = self.head_dim;

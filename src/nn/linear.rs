@@ -27,7 +27,7 @@ pub const SMALL_ROWS_MIN_ELEMENTS: usize = 1 << 20;
 /// Whether `device` is Burn's non-executing graph-capture device (`Device::capture()`, used by
 /// `voxtrace export`). On it every layer keeps the plain op pattern of the upstream eager code
 /// (one matmul per linear; matmul, mask, softmax, matmul per attention), which
-/// [`crate::export`] recognises and lowers; fused and hand-written kernels run on Flex only
+/// the ONNX exporter (`export`) recognises and lowers; fused and hand-written kernels run on Flex only
 /// ([`is_flex`]).
 pub fn is_capture(device: &Device) -> bool {
     matches!(

@@ -13,7 +13,7 @@
 //! safetensors dump in the `trace-v1` format ([`Tracer::to_file`]).
 //!
 //! A third sink, [`Tracer::graph`], is for graph capture (`Device::capture()`, see
-//! [`crate::export`]): nothing executes there, so instead of reading values it records which
+//! the ONNX exporter, `export`): nothing executes there, so instead of reading values it records which
 //! capture tensor id each accepted name refers to ([`GraphTap`]).
 //!
 //! # The `trace-v1` file format

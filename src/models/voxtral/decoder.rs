@@ -8,8 +8,7 @@
 //! is time-conditioned) and a SwiGLU MLP; a final RMSNorm.
 
 use super::config::DecoderConfig;
-use super::encoder::{Step, record_rope};
-use crate::nn::attention::{Attention, AttentionConfig, KvCache};
+use crate::nn::attention::{Attention, AttentionConfig, KvCache, Step, record_rope};
 use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::nn::{RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
@@ -28,6 +27,18 @@ pub struct AdaRmsNorm {
 }
 
 impl AdaRmsNorm {
+    /// Randomly initialised `[d_model] -> [ada_t_cond_dim] -> [d_model]`, no biases.
+    pub fn new(cfg: &DecoderConfig, device: &Device) -> Self {
+        Self {
+            linear1: LinearConfig::new(cfg.d_model, cfg.ada_t_cond_dim)
+                .with_bias(false)
+                .init(device),
+            linear2: LinearConfig::new(cfg.ada_t_cond_dim, cfg.d_model)
+                .with_bias(false)
+                .init(device),
+        }
+    }
+
     /// `t_cond [1, d_model]` -> scale offset `[1, d_model]`.
     pub fn forward(&self, t_cond: Tensor<2>, scope: &Scope) -> Tensor<2> {
         scope.input(&t_cond);
@@ -53,6 +64,25 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// Randomly initialised layer for `cfg`: GQA attention without biases
+    /// (`n_heads` query heads over `n_kv_heads` key/value heads), ADA RMSNorm, SwiGLU.
+    pub fn new(cfg: &DecoderConfig, device: &Device) -> Self {
+        let attn = AttentionConfig {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            biases: [false; 4],
+        };
+        Self {
+            input_layernorm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+            self_attn: Attention::new(&attn, device),
+            post_attention_layernorm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+            ada_rms_norm: AdaRmsNorm::new(cfg, device),
+            mlp: SwiGluMlp::new(cfg.d_model, cfg.intermediate_size, false, device),
+        }
+    }
+
     /// `[b, seq, d_model]` -> `[b, seq, d_model]`; `t_cond [1, d_model]`.
     pub fn forward(
         &self,
@@ -71,16 +101,9 @@ impl DecoderLayer {
         let n1 = scope.child("input_layernorm");
         n1.input(&x);
         let h = n1.output(self.input_layernorm.forward(x.clone()));
-        let h = self.self_attn.forward(
-            h,
-            step.pos0,
-            step.cos,
-            step.sin,
-            step.style,
-            step.window,
-            cache,
-            &scope.child("self_attn"),
-        );
+        let h = self
+            .self_attn
+            .forward(h, step, cache, &scope.child("self_attn"));
         let x = x + h;
         let n2 = scope.child("post_attention_layernorm");
         n2.input(&x);
@@ -108,30 +131,10 @@ pub struct TextModel {
 impl TextModel {
     /// Randomly initialised decoder of the given shape.
     pub fn new(cfg: &DecoderConfig, device: &Device) -> Self {
-        let attn = AttentionConfig {
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: cfg.head_dim,
-            biases: [false; 4],
-        };
         Self {
             embed_tokens: EmbeddingConfig::new(cfg.vocab_size, cfg.d_model).init(device),
             layers: (0..cfg.n_layers)
-                .map(|_| DecoderLayer {
-                    input_layernorm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
-                    self_attn: Attention::new(&attn, device),
-                    post_attention_layernorm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
-                    ada_rms_norm: AdaRmsNorm {
-                        linear1: LinearConfig::new(cfg.d_model, cfg.ada_t_cond_dim)
-                            .with_bias(false)
-                            .init(device),
-                        linear2: LinearConfig::new(cfg.ada_t_cond_dim, cfg.d_model)
-                            .with_bias(false)
-                            .init(device),
-                    },
-                    mlp: SwiGluMlp::new(cfg.d_model, cfg.intermediate_size, false, device),
-                })
+                .map(|_| DecoderLayer::new(cfg, device))
                 .collect(),
             norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
         }

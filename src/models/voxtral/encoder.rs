@@ -7,12 +7,12 @@
 //! sliding window and a SwiGLU MLP, then a final RMSNorm. No positional embedding is added.
 
 use super::config::EncoderConfig;
-use crate::nn::attention::{Attention, AttentionConfig, KvCache};
+use crate::nn::attention::{Attention, AttentionConfig, KvCache, Step, record_rope};
 use crate::nn::gelu;
 use crate::nn::{CausalConv1d, RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 /// The conv stem (`embedder`).
 #[derive(Module, Debug)]
@@ -24,6 +24,15 @@ pub struct Embedder {
 }
 
 impl Embedder {
+    /// Randomly initialised stem for `cfg`: `num_mel_bins -> d_model` (k=3, stride 1), then
+    /// `d_model -> d_model` (k=3, stride 2).
+    pub fn new(cfg: &EncoderConfig, device: &Device) -> Self {
+        Self {
+            conv1: CausalConv1d::new(cfg.num_mel_bins, cfg.d_model, 3, 1, device),
+            conv2: CausalConv1d::new(cfg.d_model, cfg.d_model, 3, 2, device),
+        }
+    }
+
     /// `[b, mels, frames]` -> `[b, frames/2, d_model]`.
     pub fn forward(&self, features: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.input(&features);
@@ -50,54 +59,25 @@ pub struct EncoderLayer {
     pub mlp: SwiGluMlp,
 }
 
-/// Everything a layer needs besides its weights for one call.
-pub struct Step<'a> {
-    /// Absolute position of the first frame.
-    pub pos0: usize,
-    /// RoPE cos `[seq, head_dim/2]`.
-    pub cos: &'a Tensor<2>,
-    /// RoPE sin `[seq, head_dim/2]`.
-    pub sin: &'a Tensor<2>,
-    /// RoPE layout of the weights.
-    pub style: RopeStyle,
-    /// Sliding window (positions, including the current one).
-    pub window: usize,
-    /// Position inputs in upstream form, built only when capture is on.
-    pub traced: Option<TracedPositions>,
-}
-
-/// Position inputs as upstream passes them to each layer (`position_embeddings` = (cos, sin)
-/// each `[1, seq, head_dim]` in half-split form, `position_ids [1, seq]`), for capture only.
-pub struct TracedPositions {
-    /// `[1, seq, head_dim]`.
-    pub cos: Tensor<3>,
-    /// `[1, seq, head_dim]`.
-    pub sin: Tensor<3>,
-    /// `[1, seq]` absolute positions.
-    pub ids: Tensor<2, Int>,
-}
-
-impl TracedPositions {
-    /// Build the upstream-form position inputs for `seq` positions from `pos0`.
-    pub fn new(cos: &Tensor<2>, sin: &Tensor<2>, pos0: usize, seq: usize) -> Self {
-        let full = |t: &Tensor<2>| Tensor::cat(vec![t.clone(), t.clone()], 1).unsqueeze::<3>();
-        let ids: Vec<i64> = (pos0..pos0 + seq).map(|p| p as i64).collect();
+impl EncoderLayer {
+    /// Randomly initialised layer for `cfg`: multi-head attention (`n_kv_heads = n_heads`) with
+    /// q, v, o biases and none on k; SwiGLU whose `down_proj` has a bias.
+    pub fn new(cfg: &EncoderConfig, device: &Device) -> Self {
+        let attn = AttentionConfig {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_heads,
+            head_dim: cfg.head_dim,
+            biases: [true, false, true, true],
+        };
         Self {
-            cos: full(cos),
-            sin: full(sin),
-            ids: Tensor::from_data(TensorData::new(ids, [1, seq]), &cos.device()),
+            self_attn_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+            self_attn: Attention::new(&attn, device),
+            final_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
+            mlp: SwiGluMlp::new(cfg.d_model, cfg.intermediate_size, true, device),
         }
     }
 
-    /// Record `in.position_embeddings.0/.1` and `in.position_ids` under `scope`.
-    pub fn record(&self, scope: &Scope) {
-        scope.record("in.position_embeddings.0", &self.cos);
-        scope.record("in.position_embeddings.1", &self.sin);
-        scope.record_int("in.position_ids", &self.ids);
-    }
-}
-
-impl EncoderLayer {
     /// `[b, seq, d_model]` -> `[b, seq, d_model]`.
     pub fn forward(
         &self,
@@ -114,16 +94,9 @@ impl EncoderLayer {
         let n1 = scope.child("self_attn_layer_norm");
         n1.input(&x);
         let h = n1.output(self.self_attn_layer_norm.forward(x.clone()));
-        let h = self.self_attn.forward(
-            h,
-            step.pos0,
-            step.cos,
-            step.sin,
-            step.style,
-            step.window,
-            cache,
-            &scope.child("self_attn"),
-        );
+        let h = self
+            .self_attn
+            .forward(h, step, cache, &scope.child("self_attn"));
         let x = x + h;
         let n2 = scope.child("final_layer_norm");
         n2.input(&x);
@@ -147,25 +120,10 @@ pub struct AudioEncoder {
 impl AudioEncoder {
     /// Randomly initialised encoder of the given shape.
     pub fn new(cfg: &EncoderConfig, device: &Device) -> Self {
-        let attn = AttentionConfig {
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_heads,
-            head_dim: cfg.head_dim,
-            biases: [true, false, true, true],
-        };
         Self {
-            embedder: Embedder {
-                conv1: CausalConv1d::new(cfg.num_mel_bins, cfg.d_model, 3, 1, device),
-                conv2: CausalConv1d::new(cfg.d_model, cfg.d_model, 3, 2, device),
-            },
+            embedder: Embedder::new(cfg, device),
             layers: (0..cfg.n_layers)
-                .map(|_| EncoderLayer {
-                    self_attn_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
-                    self_attn: Attention::new(&attn, device),
-                    final_layer_norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
-                    mlp: SwiGluMlp::new(cfg.d_model, cfg.intermediate_size, true, device),
-                })
+                .map(|_| EncoderLayer::new(cfg, device))
                 .collect(),
             norm: RMSNorm::new(cfg.d_model, cfg.norm_eps, device),
         }
@@ -208,26 +166,4 @@ impl AudioEncoder {
         scope.record("out.last_hidden_state", &h);
         h
     }
-}
-
-/// Record the rotary module as upstream calls it (`in.0` = hidden states, `in.position_ids`)
-/// and returns it (`out.0` = cos, `out.1` = sin, each `[1, seq, head_dim]` = `cat(t, t)`: the
-/// frequency content is the same for both RoPE layouts). Returns the traced position inputs
-/// for the layers, or `None` when capture is off.
-pub fn record_rope(
-    scope: &Scope,
-    hidden: &Tensor<3>,
-    cos: &Tensor<2>,
-    sin: &Tensor<2>,
-    pos0: usize,
-) -> Option<TracedPositions> {
-    if !scope.enabled() {
-        return None;
-    }
-    let tp = TracedPositions::new(cos, sin, pos0, cos.dims()[0]);
-    scope.input(hidden);
-    scope.record_int("in.position_ids", &tp.ids);
-    scope.record("out.0", &tp.cos);
-    scope.record("out.1", &tp.sin);
-    Some(tp)
 }

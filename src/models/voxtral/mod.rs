@@ -22,9 +22,11 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod pipeline;
+pub mod prompt;
 pub mod streaming;
 pub mod time_embedding;
 
 pub use config::{ConfigError, DecoderConfig, EncoderConfig, VoxtralConfig};
 pub use loader::{LoadError, WeightLayout};
 pub use model::{Voxtral, VoxtralRealtime};
+pub use prompt::{PromptTokens, StreamingPrompt, streaming_prompt};

@@ -9,6 +9,7 @@
 
 use super::generate::{Generation, generate_offline};
 use super::model::Voxtral;
+use super::prompt::{PromptTokens, StreamingPrompt, streaming_prompt};
 use crate::audio::{AudioConfig, AudioError, pad_offline};
 use crate::tokenizer::{Tekken, TekkenError};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -65,12 +66,10 @@ pub fn prepare_offline(
         .unwrap_or_else(AudioConfig::voxtral_realtime);
     let padded = pad_offline(&cfg, samples, Some(delay_ms))?;
     let mel = crate::audio::mel::voxtral_log_mel(&padded, true)?;
-    let delay_tokens = cfg.n_delay_tokens(Some(delay_ms))?;
-    let left = cfg.n_left_pad_tokens()?;
-    let bos = tokenizer.bos_id()? as i64;
-    let pad = tokenizer.streaming_pad_id()? as i64;
-    let mut prompt = vec![bos];
-    prompt.extend(std::iter::repeat_n(pad, left + delay_tokens));
+    let StreamingPrompt {
+        ids: prompt,
+        delay_tokens,
+    } = streaming_prompt(&PromptTokens::from_tekken(tokenizer)?, &cfg, Some(delay_ms))?;
     let n_tokens = mel.n_frames / cfg.audio_length_per_tok();
     if n_tokens <= prompt.len() {
         return Err(PipelineError::TooShort {

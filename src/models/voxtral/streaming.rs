@@ -21,12 +21,12 @@
 //!   drains. Tokens equal the offline schedule's (tested).
 
 use super::adapter::group_frames;
-use super::encoder::Step;
 use super::model::Voxtral;
 use crate::audio::mel::LogMelExtractor;
 use crate::audio::{AudioConfig, AudioError};
 use crate::nn::RotaryEmbedding;
 use crate::nn::attention::KvCache;
+use crate::nn::attention::Step;
 use crate::nn::gelu;
 use crate::trace::Scope;
 use burn::tensor::{Device, Int, Tensor, TensorData};

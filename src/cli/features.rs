@@ -6,17 +6,16 @@
 //! The file is written to a temporary file in the target directory and renamed into place.
 //!
 //! Exit codes: 0 on success; errors (unreadable audio, bad tekken.json, unwritable output) are returned as
-//! `anyhow::Error` for the binary to report (exit code 1 by the binary's convention).
+//! `anyhow::Error` for the binary to report (exit code 2).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use safetensors::{Dtype, tensor::TensorView};
 
-use super::{AudioConfig, load_mono_16k, mel::LogMelExtractor, pad_offline};
+use crate::audio::{AudioConfig, LogMelExtractor, load_mono_16k, pad_offline};
+use crate::io::{TensorBytes, write_safetensors};
 use crate::tokenizer::Tekken;
 
 /// Which upstream feature extractor to reproduce.
@@ -88,12 +87,6 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let bytes: Vec<u8> = features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = TensorView::new(
-        Dtype::F32,
-        vec![1, features.n_mels, features.n_frames],
-        &bytes,
-    )?;
     let metadata = HashMap::from([
         ("voxtrace.format".to_string(), "trace-v1".to_string()),
         (
@@ -106,17 +99,12 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<ExitCode> {
             args.input.display().to_string(),
         ),
     ]);
-    let encoded = safetensors::tensor::serialize([("input_features", view)], Some(metadata))?;
-    let dir = match args.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
-    tmp.write_all(&encoded)
-        .with_context(|| format!("{}: write failed", args.out.display()))?;
-    tmp.persist(&args.out)
-        .with_context(|| format!("{}: cannot rename into place", args.out.display()))?;
+    let tensor = TensorBytes::f32(
+        "input_features",
+        vec![1, features.n_mels, features.n_frames],
+        &features.data,
+    );
+    write_safetensors(&args.out, &[tensor], Some(metadata))?;
     eprintln!(
         "{}: input_features [1, {}, {}] -> {}",
         args.input.display(),

@@ -14,9 +14,26 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::error::CompareError;
-use super::report::Report;
-use super::tolerance::{Criterion, DEFAULT_ATOL, DEFAULT_RTOL, TolOverride, Tolerances};
+use crate::compare::tolerance::{DEFAULT_ATOL, DEFAULT_RTOL};
+use crate::compare::{CompareError, CompareOptions, Criterion, Report};
+
+/// `--criterion` values (the library's [`Criterion`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CriterionArg {
+    /// The element fails iff `d > atol + rtol·r` (the `numpy.isclose` / `torch.isclose` rule).
+    Allclose,
+    /// Polygraphy's elemwise rule: the element fails iff it exceeds both tolerances.
+    Polygraphy,
+}
+
+impl From<CriterionArg> for Criterion {
+    fn from(c: CriterionArg) -> Self {
+        match c {
+            CriterionArg::Allclose => Criterion::Allclose,
+            CriterionArg::Polygraphy => Criterion::Polygraphy,
+        }
+    }
+}
 
 /// Arguments of `voxtrace compare`.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,8 +54,8 @@ pub struct CompareArgs {
     pub tol: Vec<String>,
     /// Element rule: `allclose` fails where |a-r| > atol + rtol*|r|; `polygraphy` fails only
     /// where both |a-r| > atol and |a-r|/|r| > rtol.
-    #[arg(long, value_enum, default_value_t = Criterion::Allclose)]
-    pub criterion: Criterion,
+    #[arg(long, value_enum, default_value_t = CriterionArg::Allclose)]
+    pub criterion: CriterionArg,
     /// Treat NaN in both dumps at the same position as equal (default: NaN always fails).
     #[arg(long)]
     pub equal_nan: bool,
@@ -61,7 +78,7 @@ pub struct CompareArgs {
 }
 
 impl CompareArgs {
-    /// Arguments with defaults for the given paths.
+    /// Arguments with defaults for the given paths (as the command line gives them).
     pub fn new(reference: impl Into<PathBuf>, actual: impl Into<PathBuf>) -> Self {
         CompareArgs {
             reference: reference.into(),
@@ -69,7 +86,7 @@ impl CompareArgs {
             atol: DEFAULT_ATOL,
             rtol: DEFAULT_RTOL,
             tol: Vec::new(),
-            criterion: Criterion::Allclose,
+            criterion: CriterionArg::Allclose,
             equal_nan: false,
             no_inf_equal: false,
             json: None,
@@ -79,49 +96,37 @@ impl CompareArgs {
         }
     }
 
-    /// Build the [`Tolerances`] these arguments describe.
-    pub fn tolerances(&self) -> Result<Tolerances, CompareError> {
-        let mut t = Tolerances::new(self.atol, self.rtol)?;
-        for spec in &self.tol {
-            t = t.with_override(TolOverride::parse(spec)?);
+    /// The library options these arguments describe.
+    pub fn options(&self) -> CompareOptions {
+        CompareOptions {
+            reference: self.reference.clone(),
+            actual: self.actual.clone(),
+            atol: self.atol,
+            rtol: self.rtol,
+            tol: self.tol.clone(),
+            criterion: self.criterion.into(),
+            equal_nan: self.equal_nan,
+            no_inf_equal: self.no_inf_equal,
+            json: self.json.clone(),
+            html: self.html.clone(),
         }
-        t.criterion = self.criterion;
-        t.equal_nan = self.equal_nan;
-        t.inf_equal = !self.no_inf_equal;
-        Ok(t)
     }
 }
 
-/// Compare and write the requested reports; returns the report, or the error that makes the
-/// exit code 2. Prints nothing.
-pub fn execute(args: &CompareArgs) -> Result<Report, CompareError> {
-    let tol = args.tolerances()?;
-    let report = super::compare_dumps(&args.reference, &args.actual, &tol)?;
-    if let Some(p) = &args.json {
-        report.write_json(p)?;
-    }
-    if let Some(p) = &args.html {
-        report.write_html(p)?;
-    }
+/// Compare, write the requested reports and the Model Explorer overlay.
+fn execute(args: &CompareArgs) -> Result<Report, CompareError> {
+    let report = crate::compare::execute(&args.options())?;
     if let Some(p) = &args.graph_overlay {
         let json = crate::export::model_explorer::overlay_json(&report);
         let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-        super::report::write_atomic(p, text.as_bytes())?;
+        crate::compare::report::write_atomic(p, text.as_bytes())?;
     }
     Ok(report)
 }
 
-/// The exit code for an outcome of [`execute`]: 0, 1 or 2 (see the module docs).
-pub fn exit_code(outcome: &Result<Report, CompareError>) -> u8 {
-    match outcome {
-        Ok(r) => r.exit_code(),
-        Err(_) => 2,
-    }
-}
-
 /// Run `voxtrace compare`: print the table (or only the summary with `--quiet`) to stdout,
-/// errors to stderr as `error: <file>: <cause>`, write `--json`/`--html`, and return exit code
-/// 0/1/2. Never returns `Err`.
+/// errors to stderr as `error: <file>: <cause>`, write `--json`/`--html`/`--graph-overlay`, and
+/// return exit code 0/1/2. Never returns `Err`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     let outcome = execute(args);
     match &outcome {
@@ -134,5 +139,5 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => eprintln!("error: {e}"),
     }
-    Ok(ExitCode::from(exit_code(&outcome)))
+    Ok(ExitCode::from(crate::compare::exit_code(&outcome)))
 }
