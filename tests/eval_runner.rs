@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use voxtrace::eval::runner::{RunResults, UttStatus};
+use voxtrace::eval::results::{RunResults, UttStatus};
 use voxtrace::report::history;
 
 fn write(p: &Path, s: &str) {

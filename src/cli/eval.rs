@@ -1,12 +1,14 @@
 //! `voxtrace eval`: transcribe a corpus with one or more systems side by side, score WER, write
-//! `reports/<run-id>/{results.json, report.html, partial.jsonl}` and a `reports/history.jsonl`
-//! row. See [`crate::eval::runner`] for the scoring conventions and [`crate::eval::systems`] for
-//! the SPEC kinds.
+//! `reports/<run-id>/{results.json, partial.jsonl}` ([`crate::eval::runner`]), then a
+//! `reports/history.jsonl` row and `reports/<run-id>/report.html` ([`crate::report::publish`]).
+//! See [`crate::eval::runner`] for the scoring conventions and [`crate::eval::systems`] for the
+//! SPEC kinds.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::eval::runner::{ReferenceArg, RunOptions, headline, run_eval};
+use crate::eval::results::headline;
+use crate::eval::runner::{ReferenceArg, RunOptions, run_eval};
 use crate::eval::systems::SystemSpec;
 
 /// Arguments of `voxtrace eval`.
@@ -18,8 +20,9 @@ pub struct EvalArgs {
     /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
-    /// A system as NAME=SPEC; SPEC is voxtral:DIR, transcripts:FILE.json, cmd:'COMMAND {audio}'
-    /// or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for several systems.
+    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR, transcripts:FILE.json,
+    /// cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
+    /// several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
     pub systems: Vec<SystemSpec>,
     /// Score agreement against a reference system: `REF` (every other system against REF) or
@@ -69,6 +72,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         http_model: args.http_model.clone(),
     };
     let (run, dir) = run_eval(&opts)?;
+    crate::report::publish(&args.out, &dir, &run)?;
     if args.json {
         let obj = serde_json::json!({
             "run_id": run.run_id,

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use crate::eval::results::load_results;
 use crate::report::check::{self, CHECK_FILE, CheckOptions};
-use crate::report::history;
+use crate::report::{REPORT_FILE, history};
 
 /// Arguments of `voxtrace eval-check`.
 #[derive(clap::Args, Debug)]
@@ -62,16 +63,16 @@ pub fn run(args: &EvalCheckArgs) -> anyhow::Result<ExitCode> {
     };
     let cur_row = &rows[cur_idx];
     let cur_path = check::results_path(&args.history, &cur_row.results);
-    let current = check::load_results(&cur_path)?;
+    let current = load_results(&cur_path)?;
     let (baseline, label) = match (&args.baseline, &args.baseline_run) {
-        (Some(f), _) => (check::load_results(f)?, f.display().to_string()),
+        (Some(f), _) => (load_results(f)?, f.display().to_string()),
         (None, Some(id)) => {
             let row = rows
                 .iter()
                 .rfind(|r| &r.run_id == id)
                 .with_context(|| format!("{}: no baseline run {id:?}", args.history.display()))?;
             (
-                check::load_results(&check::results_path(&args.history, &row.results))?,
+                load_results(&check::results_path(&args.history, &row.results))?,
                 id.clone(),
             )
         }
@@ -111,7 +112,7 @@ pub fn run(args: &EvalCheckArgs) -> anyhow::Result<ExitCode> {
                     skipped.join(", ")
                 );
             }
-            (check::load_results(&path)?, row.run_id.clone())
+            (load_results(&path)?, row.run_id.clone())
         }
     };
     let outcome = check::check(
@@ -129,12 +130,7 @@ pub fn run(args: &EvalCheckArgs) -> anyhow::Result<ExitCode> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     crate::eval::metrics::write_json_atomic(&run_dir.join(CHECK_FILE), &outcome)?;
-    crate::report::html::write_report(
-        &run_dir.join("report.html"),
-        &current,
-        &rows,
-        Some(&outcome),
-    )?;
+    crate::report::html::write_report(&run_dir.join(REPORT_FILE), &current, &rows, Some(&outcome))?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome)?);
     } else {

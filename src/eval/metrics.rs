@@ -348,38 +348,25 @@ pub fn score_corpus_with(pairs: &[ScoreInput], opts: ScoreOptions) -> CorpusScor
     }
 }
 
-/// Write `value` as pretty JSON to `path` atomically: a temporary file in the same folder is
-/// written, flushed and renamed over `path`, so readers never see a partial file. Used for
-/// [`CorpusScore`] reports.
+/// Write `value` as pretty JSON (and a final newline) to `path` atomically through
+/// [`crate::io::write_atomic`], so readers never see a partial file. Used for `results.json` and
+/// `check.json`.
 ///
 /// # Errors
-/// The folder does not exist or is not writable, serialisation fails (non-finite floats are
-/// written as `null` by serde_json, so in practice only I/O fails); the message names `path`.
-pub fn write_json_atomic<T: Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| {
-        format!(
-            "{}: cannot create a temporary file in {}",
-            path.display(),
-            dir.display()
-        )
+/// [`super::EvalError::Json`] when serialisation fails (non-finite floats are written as `null`
+/// by serde_json, so in practice it does not), [`super::EvalError::Write`] when the folder does
+/// not exist or is not writable; both name `path`.
+pub fn write_json_atomic<T: Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), super::EvalError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| super::EvalError::Json {
+        path: path.to_path_buf(),
+        what: "cannot serialise JSON",
+        source,
     })?;
-    serde_json::to_writer_pretty(&mut tmp, value)
-        .with_context(|| format!("{}: cannot serialise JSON", path.display()))?;
-    tmp.write_all(b"\n")
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    tmp.persist(path).with_context(|| {
-        format!(
-            "{}: cannot rename the temporary file into place",
-            path.display()
-        )
-    })?;
+    bytes.push(b'\n');
+    crate::io::write_atomic(path, &bytes)?;
     Ok(())
 }
 

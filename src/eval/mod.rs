@@ -1,5 +1,5 @@
-//! End-to-end scoring core: corpus manifests, Whisper text normalisation, word alignment and
-//! ASR metrics (WER, CER, SER, RTF/RTFx).
+//! Corpus evaluation: transcribe a manifest's clips with one or more systems, score them
+//! (Whisper normalisation, word alignment, WER/CER/SER, RTF) and record the results.
 //!
 //! * [`manifest`]: the corpus TSV (`id file duration_s reference source license ...`).
 //! * [`normalize`]: a faithful port of Whisper's `EnglishTextNormalizer` / `BasicTextNormalizer`.
@@ -7,10 +7,22 @@
 //!   tie-breaking.
 //! * [`metrics`]: per-utterance and corpus scores ([`metrics::UtteranceScore`],
 //!   [`metrics::CorpusScore`], [`metrics::score_corpus`]).
+//! * [`systems`]: what turns a clip into text (`voxtral:`, `whisper:`, `transcripts:`, `cmd:`,
+//!   `http:`).
+//! * [`runner`]: the crash-safe corpus run (`partial.jsonl`, `--resume`) that writes
+//!   `results.json`.
+//! * [`results`]: the types of `results.json` and reading it back.
+//!
+//! The run history and the HTML report built from these results belong to the report layer
+//! above; this module knows nothing of them.
 
 pub mod align;
+mod error;
 pub mod manifest;
 pub mod metrics;
 pub mod normalize;
+pub mod results;
 pub mod runner;
 pub mod systems;
+
+pub use error::{Cause, EvalError, error_chain};

@@ -1,6 +1,7 @@
 //! Corpus runner: transcribe every clip of a manifest with one or more systems side by side,
-//! score them, and write `reports/<run-id>/{partial.jsonl, results.json, report.html}` plus one
-//! row of `reports/history.jsonl`.
+//! score them, and write `reports/<run-id>/{partial.jsonl, results.json}` ([`RunResults`]). The
+//! history row and `report.html` are written afterwards by the caller (`voxtrace eval` hands
+//! the results to the report layer's `publish`).
 //!
 //! Conventions (Open ASR Leaderboard / jiwer / sclite, see `docs` peer-tools §3):
 //! * **Missing clips** (audio file absent) are never dropped: they are listed in
@@ -15,37 +16,31 @@
 //!   normalised output against the reference system's normalised output (it can be negative
 //!   when the system inserts many words), over clips both transcribed; plus the exact-match rate.
 //! * Crash safety: each finished (system, clip) is appended to `partial.jsonl` and flushed
-//!   before the next one starts; `--resume` skips the pairs already there. `results.json`,
-//!   `report.html` and `history.jsonl` are written to a temporary file and renamed.
+//!   before the next one starts; `--resume` skips the pairs already there. `results.json` is
+//!   written to a temporary file and renamed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::align::{AlignedWord, ErrorCounts};
 use super::manifest::{Manifest, ManifestEntry};
-use super::metrics::{self, Confusion, ScoreInput, TextScore, WordCount};
+use super::metrics::{self, ScoreInput};
 use super::normalize::NORMALIZER_VERSION;
+use super::results::{
+    Agreement, Machine, MissingClip, Provenance, RESULTS_FORMAT, RunResults, SystemResult, Totals,
+    UttResult, UttStatus,
+};
 use super::systems::{System, SystemInfo, SystemSpec, hex};
+use super::{EvalError, error_chain};
 
-/// `format` field of `results.json`.
-pub const RESULTS_FORMAT: &str = "voxtrace-eval-results-v1";
-
-/// Status of one (system, clip).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UttStatus {
-    /// The system produced a transcript.
-    Ok,
-    /// The system failed on this clip (scored as an empty hypothesis).
-    Failed,
-    /// The audio file is missing (not scored, counted).
-    Missing,
+/// `EvalError::Io` for `path`, `what` failed.
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> EvalError {
+    let path = path.to_path_buf();
+    move |source| EvalError::Io { path, what, source }
 }
 
 /// One line of `partial.jsonl`: what a system returned for a clip.
@@ -65,191 +60,6 @@ pub struct UttRecord {
     pub seconds: Option<f64>,
     /// Audio seconds (decoded length when the system decoded it, else manifest `duration_s`).
     pub audio_s: f64,
-}
-
-/// Per-utterance result of one system, as written in `results.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UttResult {
-    /// Utterance id.
-    pub id: String,
-    /// Audio path as written in the manifest.
-    pub file: String,
-    /// Status.
-    pub status: UttStatus,
-    /// Error text (failed) or `audio missing: PATH` (missing).
-    pub error: Option<String>,
-    /// Reference transcript as in the manifest.
-    pub reference: String,
-    /// Hypothesis as returned (empty when failed; `None` when missing).
-    pub hypothesis: Option<String>,
-    /// Whisper-normalised reference.
-    pub reference_normalized: String,
-    /// Whisper-normalised hypothesis (`None` when missing).
-    pub hypothesis_normalized: Option<String>,
-    /// Normalised word counts: hits C, substitutions S, deletions D, insertions I.
-    pub counts: Option<ErrorCounts>,
-    /// Normalised WER of this utterance (`None` when missing).
-    pub wer: Option<f64>,
-    /// Normalised CER of this utterance.
-    pub cer: Option<f64>,
-    /// Raw (unnormalised, only tokenised) word and char scores.
-    pub raw: Option<TextScore>,
-    /// Normalised word alignment (sclite `pra` style).
-    pub alignment: Vec<AlignedWord>,
-    /// Processing seconds.
-    pub seconds: Option<f64>,
-    /// Audio seconds.
-    pub audio_s: f64,
-    /// seconds / audio_s.
-    pub rtf: Option<f64>,
-}
-
-/// Corpus totals of one system.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    /// Clips in the manifest.
-    pub n_clips: usize,
-    /// Clips scored (ok + failed).
-    pub n_scored: usize,
-    /// Clips transcribed.
-    pub n_ok: usize,
-    /// Clips the system failed on.
-    pub n_failed: usize,
-    /// Clips whose audio is missing.
-    pub n_missing: usize,
-    /// Their ids.
-    pub missing_ids: Vec<String>,
-    /// Ids of failed clips.
-    pub failed_ids: Vec<String>,
-    /// Corpus WER on normalised text: (S + D + I) / N.
-    pub wer: f64,
-    /// Corpus WER on raw text.
-    pub raw_wer: f64,
-    /// Corpus CER on normalised text.
-    pub cer: f64,
-    /// Corpus CER on raw text.
-    pub raw_cer: f64,
-    /// Sentence error rate (normalised).
-    pub ser: f64,
-    /// Normalised word counts summed over scored clips.
-    pub counts: ErrorCounts,
-    /// Total audio seconds of the scored clips.
-    pub audio_s: Option<f64>,
-    /// Total processing seconds (`None` for precomputed transcripts).
-    pub processing_s: Option<f64>,
-    /// processing / audio.
-    pub rtf: Option<f64>,
-    /// audio / processing.
-    pub rtfx: Option<f64>,
-    /// Most frequent (reference, hypothesis) substitutions.
-    pub top_confusions: Vec<Confusion>,
-    /// Most inserted words.
-    pub top_insertions: Vec<WordCount>,
-    /// Most deleted words.
-    pub top_deletions: Vec<WordCount>,
-}
-
-/// Agreement of a system with its reference system.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Agreement {
-    /// The reference system's name.
-    pub reference_system: String,
-    /// Clips both systems transcribed (status ok in both).
-    pub n_utterances: usize,
-    /// 1 − corpus WER (normalised) of this system against the reference system's output.
-    pub word_agreement: f64,
-    /// Normalised S/D/I/C of this system against the reference system.
-    pub counts: ErrorCounts,
-    /// Share of clips whose normalised transcripts are identical.
-    pub exact_match_rate: f64,
-    /// Share of clips whose raw transcripts are identical (after trimming).
-    pub raw_exact_match_rate: f64,
-    /// Ids whose normalised transcripts differ.
-    pub differing_ids: Vec<String>,
-}
-
-/// Results of one system.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SystemResult {
-    /// Name given on the command line.
-    pub name: String,
-    /// SPEC given on the command line.
-    pub spec: String,
-    /// Provenance.
-    pub info: SystemInfo,
-    /// Corpus totals.
-    pub totals: Totals,
-    /// Agreement with the reference system, when one is set and this is not it.
-    pub agreement: Option<Agreement>,
-    /// Per utterance, manifest order.
-    pub utterances: Vec<UttResult>,
-}
-
-/// A clip whose audio file is absent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MissingClip {
-    /// Utterance id.
-    pub id: String,
-    /// Resolved path that does not exist.
-    pub path: String,
-}
-
-/// The machine a run was made on.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Machine {
-    /// Host name (`/proc/sys/kernel/hostname`).
-    pub hostname: Option<String>,
-    /// CPU model (`/proc/cpuinfo` `model name`).
-    pub cpu: Option<String>,
-    /// Logical cores available.
-    pub cores: usize,
-    /// `std::env::consts::OS`/`ARCH`.
-    pub os: String,
-}
-
-/// Provenance of a run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// `git rev-parse HEAD` in the working directory, if available.
-    pub git_commit: Option<String>,
-    /// voxtrace version.
-    pub voxtrace_version: String,
-    /// Normaliser version ([`NORMALIZER_VERSION`]).
-    pub normalizer: String,
-    /// Scorer description.
-    pub scorer: String,
-    /// Manifest path.
-    pub manifest: String,
-    /// Audio root.
-    pub audio_root: String,
-    /// sha256 of the manifest bytes and the referenced audio bytes ([`corpus_hash`]).
-    pub corpus_sha256: String,
-    /// Machine.
-    pub machine: Machine,
-    /// Command line.
-    pub command: Vec<String>,
-}
-
-/// Everything `results.json` holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunResults {
-    /// [`RESULTS_FORMAT`].
-    pub format: String,
-    /// Run id (folder name under the reports folder).
-    pub run_id: String,
-    /// UTC time the run finished, RFC 3339.
-    pub time: String,
-    /// Provenance.
-    pub provenance: Provenance,
-    /// Clips in the manifest.
-    pub n_clips: usize,
-    /// Clips whose audio is missing.
-    pub missing_clips: Vec<MissingClip>,
-    /// Which system each system was scored against for agreement: `(system, reference)` pairs in
-    /// command-line order (from `--reference-system`; see [`ReferenceArg`]).
-    pub reference_pairs: Vec<(String, String)>,
-    /// One entry per system, in command-line order.
-    pub systems: Vec<SystemResult>,
 }
 
 /// Options of [`run_eval`].
@@ -356,20 +166,15 @@ pub fn machine() -> Machine {
 ///
 /// # Errors
 /// The manifest or an existing audio file cannot be read.
-pub fn corpus_hash(manifest: &Manifest) -> anyhow::Result<String> {
+pub fn corpus_hash(manifest: &Manifest) -> Result<String, EvalError> {
     let mut h = Sha256::new();
-    h.update(
-        std::fs::read(&manifest.path)
-            .with_context(|| format!("{}: cannot read", manifest.path.display()))?,
-    );
+    h.update(std::fs::read(&manifest.path).map_err(io_err(&manifest.path, "cannot read"))?);
     for e in &manifest.entries {
         h.update(e.id.as_bytes());
         h.update([0u8]);
         if e.path.is_file() {
-            let mut f = std::fs::File::open(&e.path)
-                .with_context(|| format!("{}: cannot open", e.path.display()))?;
-            std::io::copy(&mut f, &mut h)
-                .with_context(|| format!("{}: cannot read", e.path.display()))?;
+            let mut f = std::fs::File::open(&e.path).map_err(io_err(&e.path, "cannot open"))?;
+            std::io::copy(&mut f, &mut h).map_err(io_err(&e.path, "cannot read"))?;
         } else {
             h.update(b"<missing>");
         }
@@ -382,11 +187,11 @@ pub fn corpus_hash(manifest: &Manifest) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// Unreadable file, malformed line.
-pub fn read_partial(path: &Path) -> anyhow::Result<Vec<UttRecord>> {
+pub fn read_partial(path: &Path) -> Result<Vec<UttRecord>, EvalError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        Err(e) => return Err(io_err(path, "cannot read")(e)),
     };
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
@@ -398,7 +203,13 @@ pub fn read_partial(path: &Path) -> anyhow::Result<Vec<UttRecord>> {
         match serde_json::from_str::<UttRecord>(l) {
             Ok(r) => out.push(r),
             Err(_) if i + 1 == lines.len() && !complete => {}
-            Err(e) => bail!("{}:{}: malformed record: {e}", path.display(), i + 1),
+            Err(cause) => {
+                return Err(EvalError::MalformedRecord {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    cause,
+                });
+            }
         }
     }
     Ok(out)
@@ -533,15 +344,15 @@ impl ReferenceArg {
     ///
     /// # Errors
     /// An empty name on either side of `=`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, EvalError> {
         let (system, reference) = match s.split_once('=') {
             Some((a, b)) => (Some(a.trim().to_string()), b.trim().to_string()),
             None => (None, s.trim().to_string()),
         };
         if reference.is_empty() || system.as_deref() == Some("") {
-            return Err(format!(
+            return Err(EvalError::BadReference(format!(
                 "bad --reference-system {s:?}: expected REF or SYSTEM=REF"
-            ));
+            )));
         }
         Ok(Self { system, reference })
     }
@@ -556,36 +367,41 @@ impl ReferenceArg {
 pub fn resolve_references(
     args: &[ReferenceArg],
     systems: &[SystemSpec],
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> Result<Vec<(String, String)>, EvalError> {
+    let bad = |m: String| Err(EvalError::BadReference(m));
     let known: HashSet<&str> = systems.iter().map(|s| s.name.as_str()).collect();
     let mut default: Option<&str> = None;
     let mut explicit: HashMap<&str, &str> = HashMap::new();
     for a in args {
         if !known.contains(a.reference.as_str()) {
-            bail!(
+            return bad(format!(
                 "--reference-system: {:?} is not one of the --system names",
                 a.reference
-            )
+            ));
         }
         match &a.system {
             None => {
                 if let Some(d) = default {
-                    bail!(
+                    return bad(format!(
                         "--reference-system given two defaults ({d:?} and {:?}); pair them as SYSTEM=REF",
                         a.reference
-                    )
+                    ));
                 }
                 default = Some(&a.reference);
             }
             Some(sys) => {
                 if !known.contains(sys.as_str()) {
-                    bail!("--reference-system: {sys:?} is not one of the --system names")
+                    return bad(format!(
+                        "--reference-system: {sys:?} is not one of the --system names"
+                    ));
                 }
                 if sys == &a.reference {
-                    bail!("--reference-system: {sys:?} cannot be its own reference")
+                    return bad(format!(
+                        "--reference-system: {sys:?} cannot be its own reference"
+                    ));
                 }
                 if explicit.insert(sys, &a.reference).is_some() {
-                    bail!("--reference-system: {sys:?} is paired twice")
+                    return bad(format!("--reference-system: {sys:?} is paired twice"));
                 }
             }
         }
@@ -665,45 +481,50 @@ fn progress_style() -> indicatif::ProgressStyle {
     .progress_chars("=> ")
 }
 
-/// Run a corpus evaluation and write `results.json`, `report.html` and the history row.
-/// Returns the results and the run folder.
+/// Run a corpus evaluation and write `<out>/<run-id>/results.json` (and `partial.jsonl` as it
+/// goes). Returns the results and the run folder; the history row and `report.html` are the
+/// caller's to write (the report layer's `publish`).
 ///
 /// # Errors
 /// Bad manifest (file and line), a system that cannot be opened, duplicate system names, an
 /// unknown reference system, a run folder that already holds results without `--resume`, I/O
 /// errors writing the outputs. Per-clip failures are not errors (they are recorded).
-pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
+pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     let manifest = Manifest::load_with_root(&opts.manifest, opts.audio_root.as_deref())?;
     if opts.systems.is_empty() {
-        bail!("no --system given")
+        return Err(EvalError::BadRun("no --system given".into()));
     }
     let mut seen = HashSet::new();
     for s in &opts.systems {
         if !seen.insert(s.name.as_str()) {
-            bail!("system name {:?} given twice", s.name)
+            return Err(EvalError::BadRun(format!(
+                "system name {:?} given twice",
+                s.name
+            )));
         }
     }
     let reference_pairs = resolve_references(&opts.references, &opts.systems)?;
     let run_id = opts.run_id.clone().unwrap_or_else(default_run_id);
     if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
-        bail!("bad --run-id {run_id:?}: must be a plain folder name")
+        return Err(EvalError::BadRun(format!(
+            "bad --run-id {run_id:?}: must be a plain folder name"
+        )));
     }
     let run_dir = opts.out.join(&run_id);
     let partial_path = run_dir.join("partial.jsonl");
     if run_dir.join("results.json").exists() && !opts.resume {
-        bail!(
-            "{}: this run already has results; use --resume to redo its scoring or another --run-id",
-            run_dir.display()
-        )
+        return Err(EvalError::RunExists {
+            path: run_dir,
+            problem: "this run already has results; use --resume to redo its scoring or another --run-id",
+        });
     }
     if partial_path.exists() && !opts.resume {
-        bail!(
-            "{}: an interrupted run is there; add --resume to continue it or choose another --run-id",
-            partial_path.display()
-        )
+        return Err(EvalError::RunExists {
+            path: partial_path,
+            problem: "an interrupted run is there; add --resume to continue it or choose another --run-id",
+        });
     }
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir, "cannot create"))?;
     let done = read_partial(&partial_path)?;
     let mut records: HashMap<String, HashMap<String, UttRecord>> = HashMap::new();
     for r in done {
@@ -715,10 +536,13 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
 
     let mut systems: Vec<Box<dyn System>> = Vec::new();
     for s in &opts.systems {
-        systems.push(
-            s.open(&opts.device, &opts.http_model)
-                .with_context(|| format!("system {:?} ({})", s.name, s.spec))?,
-        );
+        systems.push(s.open(&opts.device, &opts.http_model).map_err(|e| {
+            EvalError::OpenSystem {
+                name: s.name.clone(),
+                spec: s.spec.clone(),
+                source: Box::new(e),
+            }
+        })?);
     }
 
     let missing: Vec<&ManifestEntry> = manifest
@@ -753,7 +577,7 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
         .create(true)
         .append(true)
         .open(&partial_path)
-        .with_context(|| format!("{}: cannot open for appending", partial_path.display()))?;
+        .map_err(io_err(&partial_path, "cannot open for appending"))?;
     for e in manifest
         .entries
         .iter()
@@ -781,25 +605,30 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
                     audio_s: t.audio_s.unwrap_or(e.duration_s),
                 },
                 Err(err) => {
-                    let _ = mp.println(format!("{} failed on {}: {err:#}", spec.name, e.id));
+                    let msg = error_chain(&err);
+                    let _ = mp.println(format!("{} failed on {}: {msg}", spec.name, e.id));
                     UttRecord {
                         system: spec.name.clone(),
                         id: e.id.clone(),
                         status: UttStatus::Failed,
                         hypothesis: String::new(),
-                        error: Some(format!("{err:#}")),
+                        error: Some(msg),
                         seconds: timed.then_some(secs),
                         audio_s: e.duration_s,
                     }
                 }
             };
-            let mut line = serde_json::to_string(&rec)?;
+            let mut line = serde_json::to_string(&rec).map_err(|source| EvalError::Json {
+                path: partial_path.clone(),
+                what: "cannot serialise a record",
+                source,
+            })?;
             line.push('\n');
             partial
                 .write_all(line.as_bytes())
                 .and_then(|_| partial.flush())
                 .and_then(|_| partial.sync_data())
-                .with_context(|| format!("{}: cannot append", partial_path.display()))?;
+                .map_err(io_err(&partial_path, "cannot append"))?;
             recs.insert(e.id.clone(), rec);
             bar.inc(1);
         }
@@ -862,43 +691,5 @@ pub fn run_eval(opts: &RunOptions) -> anyhow::Result<(RunResults, PathBuf)> {
         systems: results,
     };
     metrics::write_json_atomic(&run_dir.join("results.json"), &run)?;
-    let history_path = opts.out.join("history.jsonl");
-    crate::report::history::append(
-        &history_path,
-        &crate::report::history::HistoryRow::from_run(&run),
-    )?;
-    let history = crate::report::history::read(&history_path)?;
-    let check = crate::report::check::load_check(&run_dir)?;
-    crate::report::html::write_report(
-        &run_dir.join("report.html"),
-        &run,
-        &history,
-        check.as_ref(),
-    )?;
     Ok((run, run_dir))
-}
-
-/// Per-system headline figures as a JSON-friendly map (used by `--json` and history).
-pub fn headline(run: &RunResults) -> BTreeMap<String, serde_json::Value> {
-    run.systems
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                serde_json::json!({
-                    "wer": s.totals.wer,
-                    "raw_wer": s.totals.raw_wer,
-                    "cer": s.totals.cer,
-                    "ser": s.totals.ser,
-                    "rtf": s.totals.rtf,
-                    "rtfx": s.totals.rtfx,
-                    "n_scored": s.totals.n_scored,
-                    "n_failed": s.totals.n_failed,
-                    "n_missing": s.totals.n_missing,
-                    "word_agreement": s.agreement.as_ref().map(|a| a.word_agreement),
-                    "exact_match_rate": s.agreement.as_ref().map(|a| a.exact_match_rate),
-                }),
-            )
-        })
-        .collect()
 }

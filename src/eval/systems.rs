@@ -6,23 +6,56 @@
 //! | SPEC                    | what runs                                                                 |
 //! |-------------------------|---------------------------------------------------------------------------|
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
+//! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
 //! | `cmd:COMMAND`           | `sh -c COMMAND` with `{audio}` replaced by the shell-quoted audio path; stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
 //! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
 //!
-//! Adding a kind (e.g. `whisper:DIR` once the Burn Whisper model exists) means one new
-//! [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one in [`SystemSpec::open`].
+//! Adding a kind means one new [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one
+//! in [`SystemSpec::open`]. Errors are [`EvalError`]s naming the file, command or URL.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::EvalError;
 use super::manifest::ManifestEntry;
+
+/// [`EvalError::BadSystem`] for the argument `arg`.
+fn bad_system(arg: &str, problem: impl Into<String>) -> EvalError {
+    EvalError::BadSystem {
+        arg: arg.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// [`EvalError::Load`]: `what` failed on `path` because of `source`.
+fn load_err<E: Into<super::Cause>>(path: &Path, what: &'static str) -> impl FnOnce(E) -> EvalError {
+    let path = path.to_path_buf();
+    move |source| EvalError::Load {
+        path,
+        what,
+        source: source.into(),
+    }
+}
+
+/// [`EvalError::Io`]: `what` failed on `path`.
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> EvalError {
+    let path = path.to_path_buf();
+    move |source| EvalError::Io { path, what, source }
+}
+
+/// [`EvalError::BadFile`]: `path` is well-formed but `problem`.
+fn bad_file(path: &Path, problem: String) -> EvalError {
+    EvalError::BadFile {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
 
 /// The kind of a system and its argument.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +88,7 @@ pub struct SystemSpec {
 /// Provenance of a system, recorded in `results.json` and the report header.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemInfo {
-    /// `voxtral`, `transcripts`, `cmd` or `http`.
+    /// `voxtral`, `whisper`, `transcripts`, `cmd` or `http`.
     pub kind: String,
     /// Model folder or transcripts file, if any.
     pub model_path: Option<String>,
@@ -73,7 +106,8 @@ pub struct SystemInfo {
 pub struct Transcription {
     /// Transcript text (trimmed).
     pub text: String,
-    /// Decoded audio length in seconds when the system decoded the audio itself (voxtral), else
+    /// Decoded audio length in seconds when the system decoded the audio itself (voxtral,
+    /// whisper), else
     /// `None` (the manifest `duration_s` is used).
     pub audio_s: Option<f64>,
 }
@@ -87,7 +121,7 @@ pub trait System {
     /// # Errors
     /// Any failure of this clip (decode error, command exit status, HTTP error, id absent from a
     /// transcripts file); the message is recorded as the utterance's error.
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription>;
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError>;
     /// Whether [`System::transcribe`] needs the audio file (false for `transcripts:`). Clips
     /// whose audio is missing are reported as missing for every system regardless.
     fn needs_audio(&self) -> bool {
@@ -101,11 +135,12 @@ impl SystemSpec {
     /// # Errors
     /// No `=`, an empty or ill-formed name, an unknown kind, an empty argument, a `cmd:` without
     /// `{audio}`, an `http:` URL that does not start with `http://` or `https://`.
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
+    pub fn parse(s: &str) -> Result<Self, EvalError> {
         let Some((name, spec)) = s.split_once('=') else {
-            bail!(
-                "--system {s:?}: expected NAME=SPEC (e.g. burn=voxtral:fixtures/voxtral_tiny/mistral)"
-            )
+            return Err(bad_system(
+                s,
+                "expected NAME=SPEC (e.g. burn=voxtral:fixtures/voxtral_tiny/mistral)",
+            ));
         };
         let name = name.trim();
         if name.is_empty()
@@ -113,17 +148,19 @@ impl SystemSpec {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            bail!(
-                "--system {s:?}: name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"
-            )
+            return Err(bad_system(
+                s,
+                format!("name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"),
+            ));
         }
         let Some((kind, arg)) = spec.split_once(':') else {
-            bail!(
-                "--system {s:?}: SPEC must be voxtral:DIR, whisper:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL"
-            )
+            return Err(bad_system(
+                s,
+                "SPEC must be voxtral:DIR, whisper:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
+            ));
         };
         if arg.trim().is_empty() {
-            bail!("--system {s:?}: empty argument after {kind}:")
+            return Err(bad_system(s, format!("empty argument after {kind}:")));
         }
         let kind = match kind {
             "voxtral" => SystemKind::Voxtral(PathBuf::from(arg)),
@@ -131,21 +168,27 @@ impl SystemSpec {
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
                 if !arg.contains("{audio}") {
-                    bail!("--system {s:?}: a cmd: system needs the placeholder {{audio}}")
+                    return Err(bad_system(s, "a cmd: system needs the placeholder {audio}"));
                 }
                 SystemKind::Cmd(arg.to_string())
             }
             "http" => {
                 if !(arg.starts_with("http://") || arg.starts_with("https://")) {
-                    bail!(
-                        "--system {s:?}: http: needs a full URL, e.g. http:http://127.0.0.1:8000/v1/audio/transcriptions"
-                    )
+                    return Err(bad_system(
+                        s,
+                        "http: needs a full URL, e.g. http:http://127.0.0.1:8000/v1/audio/transcriptions",
+                    ));
                 }
                 SystemKind::Http(arg.to_string())
             }
-            other => bail!(
-                "--system {s:?}: unknown system kind {other:?} (known: voxtral, transcripts, cmd, http)"
-            ),
+            other => {
+                return Err(bad_system(
+                    s,
+                    format!(
+                        "unknown system kind {other:?} (known: voxtral, whisper, transcripts, cmd, http)"
+                    ),
+                ));
+            }
         };
         Ok(SystemSpec {
             name: name.to_string(),
@@ -156,12 +199,12 @@ impl SystemSpec {
 
     /// Open the system (load the model, read the transcripts file).
     ///
-    /// `device` is the Burn device name for model systems (see [`crate::cli::device`]);
+    /// `device` is the Burn device name for model systems (see [`crate::backend::device`]);
     /// `http_model` is the `model` form field sent to `http:` systems.
     ///
     /// # Errors
     /// Unreadable model folder, tokenizer or transcripts file; an unknown device.
-    pub fn open(&self, device: &str, http_model: &str) -> anyhow::Result<Box<dyn System>> {
+    pub fn open(&self, device: &str, http_model: &str) -> Result<Box<dyn System>, EvalError> {
         Ok(match &self.kind {
             SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
             SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device)?),
@@ -176,15 +219,12 @@ impl SystemSpec {
 ///
 /// # Errors
 /// The file cannot be read; the message names it.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+pub fn sha256_file(path: &Path) -> Result<String, EvalError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path, "cannot open"))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let n = f.read(&mut buf).map_err(io_err(path, "cannot read"))?;
         if n == 0 {
             break;
         }
@@ -236,12 +276,12 @@ impl VoxtralSystem {
     ///
     /// # Errors
     /// Unknown device, unreadable checkpoint or tokenizer.
-    pub fn open(dir: &Path, device: &str) -> anyhow::Result<Self> {
-        let dev = crate::cli::device(device)?;
+    pub fn open(dir: &Path, device: &str) -> Result<Self, EvalError> {
+        let dev = crate::backend::device(device)?;
         let model = crate::models::voxtral::Voxtral::load(dir, &dev)
-            .with_context(|| format!("{}: cannot load the Voxtral checkpoint", dir.display()))?;
+            .map_err(load_err(dir, "cannot load the Voxtral checkpoint"))?;
         let tok = crate::tokenizer::Tekken::from_file(dir.join("tekken.json"))
-            .with_context(|| format!("{}: cannot load tekken.json", dir.display()))?;
+            .map_err(load_err(dir, "cannot load tekken.json"))?;
         let wf = weights_file(dir);
         let sha = match &wf {
             Some(p) => Some(sha256_file(p)?),
@@ -269,12 +309,14 @@ impl System for VoxtralSystem {
     fn info(&self) -> &SystemInfo {
         &self.info
     }
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
         let s = crate::audio::load_mono_16k(&entry.path)
-            .with_context(|| format!("{}: cannot decode audio", entry.path.display()))?;
-        let inp = prepare_offline(&s, &self.tok, Self::DELAY_MS, &self.device)?;
-        let (_, text) = transcribe_offline(&self.model, &self.tok, &inp)?;
+            .map_err(load_err(&entry.path, "cannot decode audio"))?;
+        let inp = prepare_offline(&s, &self.tok, Self::DELAY_MS, &self.device)
+            .map_err(|e| EvalError::Model(e.into()))?;
+        let (_, text) = transcribe_offline(&self.model, &self.tok, &inp)
+            .map_err(|e| EvalError::Model(e.into()))?;
         Ok(Transcription {
             text: text.trim().to_string(),
             audio_s: Some(s.len() as f64 / 16_000.0),
@@ -299,12 +341,12 @@ impl WhisperSystem {
     ///
     /// # Errors
     /// Unknown device, unreadable checkpoint or tokenizer.
-    pub fn open(dir: &Path, device: &str) -> anyhow::Result<Self> {
-        let dev = crate::cli::device(device)?;
+    pub fn open(dir: &Path, device: &str) -> Result<Self, EvalError> {
+        let dev = crate::backend::device(device)?;
         let model = crate::models::whisper::Whisper::load(dir, &dev)
-            .with_context(|| format!("{}: cannot load the Whisper checkpoint", dir.display()))?;
+            .map_err(load_err(dir, "cannot load the Whisper checkpoint"))?;
         let tok = crate::models::whisper::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
-            .with_context(|| format!("{}: cannot load tokenizer.json", dir.display()))?;
+            .map_err(load_err(dir, "cannot load tokenizer.json"))?;
         let wf = ["model.bin", "model.safetensors"]
             .iter()
             .map(|f| dir.join(f))
@@ -332,10 +374,13 @@ impl System for WhisperSystem {
     fn info(&self) -> &SystemInfo {
         &self.info
     }
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let s = crate::audio::load_mono_16k(&entry.path)
-            .with_context(|| format!("{}: cannot decode audio", entry.path.display()))?;
-        let t = self.model.transcribe(&s, &self.tok, &self.device)?;
+            .map_err(load_err(&entry.path, "cannot decode audio"))?;
+        let t = self
+            .model
+            .transcribe(&s, &self.tok, &self.device)
+            .map_err(|e| EvalError::Model(e.into()))?;
         Ok(Transcription {
             text: t.text.trim().to_string(),
             audio_s: Some(s.len() as f64 / 16_000.0),
@@ -355,25 +400,30 @@ impl System for WhisperSystem {
 ///
 /// # Errors
 /// Unreadable file, invalid JSON, an entry without string `id`/`text`, a duplicate id.
-pub fn load_transcripts(path: &Path) -> anyhow::Result<(HashMap<String, String>, Option<String>)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read transcripts file", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+pub fn load_transcripts(
+    path: &Path,
+) -> Result<(HashMap<String, String>, Option<String>), EvalError> {
+    let text =
+        std::fs::read_to_string(path).map_err(io_err(path, "cannot read transcripts file"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| EvalError::Json {
+        path: path.to_path_buf(),
+        what: "invalid JSON",
+        source,
+    })?;
     let source = v.get("source").and_then(|s| s.as_str()).map(String::from);
     let list = match &v {
         serde_json::Value::Array(a) => Some(a),
         serde_json::Value::Object(o) => match o.get("clips") {
             Some(serde_json::Value::Array(a)) => Some(a),
-            Some(_) => bail!("{}: \"clips\" is not an array", path.display()),
+            Some(_) => return Err(bad_file(path, "\"clips\" is not an array".into())),
             None => None,
         },
-        _ => bail!("{}: expected a JSON object or array", path.display()),
+        _ => return Err(bad_file(path, "expected a JSON object or array".into())),
     };
     let mut map = HashMap::new();
-    let mut insert = |id: &str, t: &str| -> anyhow::Result<()> {
+    let mut insert = |id: &str, t: &str| -> Result<(), EvalError> {
         if map.insert(id.to_string(), t.to_string()).is_some() {
-            bail!("{}: duplicate id {id:?}", path.display())
+            return Err(bad_file(path, format!("duplicate id {id:?}")));
         }
         Ok(())
     };
@@ -384,10 +434,12 @@ pub fn load_transcripts(path: &Path) -> anyhow::Result<(HashMap<String, String>,
                 let t = c.get("text").and_then(|x| x.as_str());
                 match (id, t) {
                     (Some(id), Some(t)) => insert(id, t)?,
-                    _ => bail!(
-                        "{}: clip #{i} lacks a string \"id\" or \"text\"",
-                        path.display()
-                    ),
+                    _ => {
+                        return Err(bad_file(
+                            path,
+                            format!("clip #{i} lacks a string \"id\" or \"text\""),
+                        ));
+                    }
                 }
             }
         }
@@ -398,7 +450,9 @@ pub fn load_transcripts(path: &Path) -> anyhow::Result<(HashMap<String, String>,
                 }
                 match val.as_str() {
                     Some(t) => insert(k, t)?,
-                    None => bail!("{}: value of {k:?} is not a string", path.display()),
+                    None => {
+                        return Err(bad_file(path, format!("value of {k:?} is not a string")));
+                    }
                 }
             }
         }
@@ -417,7 +471,7 @@ impl TranscriptsSystem {
     ///
     /// # Errors
     /// See [`load_transcripts`].
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, EvalError> {
         let (texts, source) = load_transcripts(path)?;
         Ok(TranscriptsSystem {
             info: SystemInfo {
@@ -436,17 +490,16 @@ impl System for TranscriptsSystem {
     fn info(&self) -> &SystemInfo {
         &self.info
     }
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         match self.texts.get(&entry.id) {
             Some(t) => Ok(Transcription {
                 text: t.trim().to_string(),
                 audio_s: None,
             }),
-            None => bail!(
-                "no transcript for id {:?} in {}",
-                entry.id,
-                self.info.model_path.as_deref().unwrap_or("")
-            ),
+            None => Err(EvalError::NoTranscript {
+                id: entry.id.clone(),
+                file: self.info.model_path.clone().unwrap_or_default(),
+            }),
         }
     }
     fn needs_audio(&self) -> bool {
@@ -486,7 +539,7 @@ impl System for CmdSystem {
     fn info(&self) -> &SystemInfo {
         &self.info
     }
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let audio = entry.path.to_string_lossy();
         let cmd = self.template.replace("{audio}", &shell_quote(&audio));
         let out = std::process::Command::new("sh")
@@ -494,16 +547,19 @@ impl System for CmdSystem {
             .arg(&cmd)
             .stdin(std::process::Stdio::null())
             .output()
-            .with_context(|| format!("cannot start sh -c {cmd:?}"))?;
+            .map_err(|source| EvalError::CmdStart {
+                cmd: cmd.clone(),
+                source,
+            })?;
         if !out.status.success() {
-            bail!(
-                "command {cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
+            return Err(EvalError::CmdFailed {
+                cmd,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
-        let text = String::from_utf8(out.stdout)
-            .with_context(|| format!("command {cmd:?}: stdout is not UTF-8"))?;
+        let text =
+            String::from_utf8(out.stdout).map_err(|source| EvalError::CmdUtf8 { cmd, source })?;
         Ok(Transcription {
             text: text.trim().to_string(),
             audio_s: None,
@@ -576,9 +632,8 @@ impl System for HttpSystem {
     fn info(&self) -> &SystemInfo {
         &self.info
     }
-    fn transcribe(&mut self, entry: &ManifestEntry) -> anyhow::Result<Transcription> {
-        let bytes = std::fs::read(&entry.path)
-            .with_context(|| format!("{}: cannot read audio", entry.path.display()))?;
+    fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
+        let bytes = std::fs::read(&entry.path).map_err(io_err(&entry.path, "cannot read audio"))?;
         let fname = entry
             .path
             .file_name()
@@ -594,22 +649,34 @@ impl System for HttpSystem {
             .post(&self.url)
             .header("Content-Type", &ct)
             .send(&body[..])
-            .with_context(|| format!("POST {}", self.url))?;
+            .map_err(|e| EvalError::HttpSend {
+                url: self.url.clone(),
+                source: Box::new(e),
+            })?;
         let status = resp.status();
         let text = resp
             .body_mut()
             .read_to_string()
-            .with_context(|| format!("POST {}: cannot read the response body", self.url))?;
+            .map_err(|e| EvalError::HttpBody {
+                url: self.url.clone(),
+                source: Box::new(e),
+            })?;
         if !status.is_success() {
-            bail!("POST {} returned HTTP {status}: {}", self.url, text.trim())
+            return Err(EvalError::HttpStatus {
+                url: self.url.clone(),
+                status,
+                body: text.trim().to_string(),
+            });
         }
         let t = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v) => match v.get("text").and_then(|t| t.as_str()) {
                 Some(t) => t.to_string(),
-                None => bail!(
-                    "POST {}: JSON answer has no string \"text\": {text}",
-                    self.url
-                ),
+                None => {
+                    return Err(EvalError::HttpNoText {
+                        url: self.url.clone(),
+                        body: text,
+                    });
+                }
             },
             Err(_) => text,
         };

@@ -1,4 +1,4 @@
-//! `voxtrace eval-check`: compare a run with a baseline and gate on regressions.
+//! Regression checks of an evaluation run against a baseline (what `voxtrace eval-check` runs).
 //!
 //! Contract: the check **fails** (exit code 1) when, for a compared system,
 //! * its corpus WER (normalised) rose by more than `max_wer_increase` (absolute, as a fraction:
@@ -12,10 +12,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::eval::runner::{RunResults, SystemResult, UttResult, UttStatus};
+use super::ReportError;
+use crate::eval::results::{RunResults, SystemResult, UttResult, UttStatus};
 
 /// File name of the check outcome inside a run folder.
 pub const CHECK_FILE: &str = "check.json";
@@ -155,18 +155,19 @@ fn compare_system(cur: &SystemResult, base: &SystemResult, opts: &CheckOptions) 
 /// Compare `current` with `baseline` (labelled `baseline_label` in the outcome).
 ///
 /// # Errors
-/// `opts.system` absent from either run; a pinned id in neither run's manifest.
+/// [`ReportError::Check`]: a negative or non-finite `max_wer_increase`; `opts.system` absent
+/// from either run; a pinned id in neither run; no system in common.
 pub fn check(
     current: &RunResults,
     baseline: &RunResults,
     baseline_label: &str,
     opts: &CheckOptions,
-) -> anyhow::Result<CheckOutcome> {
+) -> Result<CheckOutcome, ReportError> {
     if !opts.max_wer_increase.is_finite() || opts.max_wer_increase < 0.0 {
-        bail!(
+        return Err(ReportError::Check(format!(
             "--max-wer-increase must be a finite number >= 0, got {}",
             opts.max_wer_increase
-        )
+        )));
     }
     let mut notes = Vec::new();
     if current.provenance.corpus_sha256 != baseline.provenance.corpus_sha256 {
@@ -182,7 +183,9 @@ pub fn check(
                 .any(|s| s.utterances.iter().any(|u| &u.id == p))
         };
         if !known(current) && !known(baseline) {
-            bail!("pinned utterance {p:?} is in neither run")
+            return Err(ReportError::Check(format!(
+                "pinned utterance {p:?} is in neither run"
+            )));
         }
     }
     let mut systems = Vec::new();
@@ -206,10 +209,14 @@ pub fn check(
     if let Some(s) = &opts.system
         && systems.is_empty()
     {
-        bail!("--system {s:?} is not in both the run and the baseline")
+        return Err(ReportError::Check(format!(
+            "--system {s:?} is not in both the run and the baseline"
+        )));
     }
     if systems.is_empty() {
-        bail!("the run and the baseline have no system in common")
+        return Err(ReportError::Check(
+            "the run and the baseline have no system in common".into(),
+        ));
     }
     let passed = systems
         .iter()
@@ -225,30 +232,28 @@ pub fn check(
     })
 }
 
-/// Read a `results.json`.
-///
-/// # Errors
-/// Unreadable or malformed file (named).
-pub fn load_results(path: &Path) -> anyhow::Result<RunResults> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read results", path.display()))?;
-    let r: RunResults = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed results.json", path.display()))?;
-    Ok(r)
-}
-
 /// The check outcome stored in a run folder, if any.
 ///
 /// # Errors
-/// A `check.json` that exists but is unreadable or malformed.
-pub fn load_check(run_dir: &Path) -> anyhow::Result<Option<CheckOutcome>> {
-    let p = run_dir.join(CHECK_FILE);
-    match std::fs::read_to_string(&p) {
-        Ok(t) => Ok(Some(
-            serde_json::from_str(&t).with_context(|| format!("{}: malformed", p.display()))?,
-        )),
+/// A `check.json` that exists but is unreadable ([`ReportError::Io`]) or malformed
+/// ([`ReportError::Json`]).
+pub fn load_check(run_dir: &Path) -> Result<Option<CheckOutcome>, ReportError> {
+    let path = run_dir.join(CHECK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => match serde_json::from_str(&t) {
+            Ok(c) => Ok(Some(c)),
+            Err(source) => Err(ReportError::Json {
+                path,
+                what: "malformed",
+                source,
+            }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("{}: cannot read", p.display())),
+        Err(source) => Err(ReportError::Io {
+            path,
+            what: "cannot read",
+            source,
+        }),
     }
 }
 

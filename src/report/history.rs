@@ -2,18 +2,17 @@
 //! per-system corpus WER/CER/RTF), the input of the WER trend chart and of `eval-check`.
 //!
 //! The file is never appended in place: [`append`] reads it, replaces any row with the same run
-//! id (a resumed run), adds the new row, writes the whole text to a temporary file in the same
-//! folder and renames it over the old one, so a reader or a crash never sees a half-written
-//! line.
+//! id (a resumed run), adds the new row and writes the whole text with
+//! [`crate::io::write_atomic`] (temporary file in the same folder, renamed over the old one), so
+//! a reader or a crash never sees a half-written line.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::eval::runner::RunResults;
+use super::ReportError;
+use crate::eval::results::RunResults;
 
 /// Headline figures of one system in one run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -100,68 +99,54 @@ impl HistoryRow {
 /// Read a history file; a missing file is an empty history.
 ///
 /// # Errors
-/// Unreadable file; a malformed line (message names file and 1-based line).
-pub fn read(path: &Path) -> anyhow::Result<Vec<HistoryRow>> {
+/// [`ReportError::Io`] for an unreadable file; [`ReportError::MalformedRow`] for a malformed line
+/// (message names file and 1-based line).
+pub fn read(path: &Path) -> Result<Vec<HistoryRow>, ReportError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        Err(source) => {
+            return Err(ReportError::Io {
+                path: path.to_path_buf(),
+                what: "cannot read",
+                source,
+            });
+        }
     };
     let mut rows = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if l.trim().is_empty() {
             continue;
         }
-        let row: HistoryRow = serde_json::from_str(l)
-            .with_context(|| format!("{}:{}: malformed history row", path.display(), i + 1))?;
+        let row: HistoryRow =
+            serde_json::from_str(l).map_err(|source| ReportError::MalformedRow {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })?;
         rows.push(row);
     }
     Ok(rows)
 }
 
 /// Add `row` to the history at `path` (creating it), replacing an earlier row with the same run
-/// id, by writing the whole new file to a temporary file and renaming it (atomic).
+/// id, by writing the whole new file with [`crate::io::write_atomic`].
 ///
 /// # Errors
-/// The existing file is malformed or unreadable; the folder is not writable.
-pub fn append(path: &Path, row: &HistoryRow) -> anyhow::Result<()> {
+/// The existing file is malformed or unreadable (see [`read`]); the folder is not writable
+/// ([`ReportError::Write`]).
+pub fn append(path: &Path, row: &HistoryRow) -> Result<(), ReportError> {
     let old = read(path)?;
     let mut text = String::new();
-    for r in old.iter().filter(|r| r.run_id != row.run_id) {
-        text.push_str(&serde_json::to_string(r)?);
+    for r in old.iter().filter(|r| r.run_id != row.run_id).chain([row]) {
+        let line = serde_json::to_string(r).map_err(|source| ReportError::Json {
+            path: path.to_path_buf(),
+            what: "cannot serialise a history row",
+            source,
+        })?;
+        text.push_str(&line);
         text.push('\n');
     }
-    text.push_str(&serde_json::to_string(row)?);
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
-}
-
-/// Write `bytes` to `path` through a temporary file in the same folder and a rename.
-///
-/// # Errors
-/// The folder does not exist or is not writable; the message names `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{}: folder {} does not exist",
-            path.display(),
-            dir.display()
-        )
-    }
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("{}: cannot create a temporary file", path.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    tmp.persist(path).with_context(|| {
-        format!(
-            "{}: cannot rename the temporary file into place",
-            path.display()
-        )
-    })?;
+    crate::io::write_atomic(path, text.as_bytes())?;
     Ok(())
 }

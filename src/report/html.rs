@@ -8,13 +8,13 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde::Serialize;
 
+use super::ReportError;
 use super::check::CheckOutcome;
 use super::history::HistoryRow;
 use crate::eval::align::OpKind;
-use crate::eval::runner::{RunResults, UttStatus};
+use crate::eval::results::{RunResults, UttStatus};
 
 const TEMPLATE: &str = include_str!("report.html.j2");
 
@@ -277,12 +277,12 @@ fn anchor(name: &str) -> String {
 /// ignored), `check` an `eval-check` outcome to show, if any.
 ///
 /// # Errors
-/// Template errors (a bug), never the data.
+/// [`ReportError::Template`]: template errors (a bug), never the data.
 pub fn render(
     run: &RunResults,
     history: &[HistoryRow],
     check: Option<&CheckOutcome>,
-) -> anyhow::Result<String> {
+) -> Result<String, ReportError> {
     let max_wer = run
         .systems
         .iter()
@@ -433,9 +433,12 @@ pub fn render(
     let chart = chart(&history[..upto], &names, 40);
     let p = &run.provenance;
     let mut env = minijinja::Environment::new();
+    let template_err = |what| move |source| ReportError::Template { what, source };
     env.add_template("report.html", TEMPLATE)
-        .context("report template")?;
-    let tmpl = env.get_template("report.html")?;
+        .map_err(template_err("report template"))?;
+    let tmpl = env
+        .get_template("report.html")
+        .map_err(template_err("report template"))?;
     let html = tmpl
         .render(minijinja::context! {
             run_id => run.run_id,
@@ -460,20 +463,21 @@ pub fn render(
             chart => chart,
             check => check,
         })
-        .context("rendering report.html")?;
+        .map_err(template_err("rendering report.html"))?;
     Ok(html)
 }
 
 /// Render and write the report atomically to `path`.
 ///
 /// # Errors
-/// Rendering or I/O errors (path named).
+/// Rendering errors (see [`render`]) or [`ReportError::Write`] (path named).
 pub fn write_report(
     path: &Path,
     run: &RunResults,
     history: &[HistoryRow],
     check: Option<&CheckOutcome>,
-) -> anyhow::Result<()> {
+) -> Result<(), ReportError> {
     let html = render(run, history, check)?;
-    super::history::write_atomic(path, html.as_bytes())
+    crate::io::write_atomic(path, html.as_bytes())?;
+    Ok(())
 }

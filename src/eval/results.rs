@@ -1,0 +1,255 @@
+//! The results of an evaluation run as `results.json` holds them ([`RunResults`]): per system,
+//! per clip, totals, agreement and provenance; their JSON form and reading it back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::EvalError;
+use super::align::{AlignedWord, ErrorCounts};
+use super::metrics::{Confusion, TextScore, WordCount};
+use super::systems::SystemInfo;
+
+/// `format` field of `results.json`.
+pub const RESULTS_FORMAT: &str = "voxtrace-eval-results-v1";
+
+/// Status of one (system, clip).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UttStatus {
+    /// The system produced a transcript.
+    Ok,
+    /// The system failed on this clip (scored as an empty hypothesis).
+    Failed,
+    /// The audio file is missing (not scored, counted).
+    Missing,
+}
+
+/// Per-utterance result of one system, as written in `results.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UttResult {
+    /// Utterance id.
+    pub id: String,
+    /// Audio path as written in the manifest.
+    pub file: String,
+    /// Status.
+    pub status: UttStatus,
+    /// Error text (failed) or `audio missing: PATH` (missing).
+    pub error: Option<String>,
+    /// Reference transcript as in the manifest.
+    pub reference: String,
+    /// Hypothesis as returned (empty when failed; `None` when missing).
+    pub hypothesis: Option<String>,
+    /// Whisper-normalised reference.
+    pub reference_normalized: String,
+    /// Whisper-normalised hypothesis (`None` when missing).
+    pub hypothesis_normalized: Option<String>,
+    /// Normalised word counts: hits C, substitutions S, deletions D, insertions I.
+    pub counts: Option<ErrorCounts>,
+    /// Normalised WER of this utterance (`None` when missing).
+    pub wer: Option<f64>,
+    /// Normalised CER of this utterance.
+    pub cer: Option<f64>,
+    /// Raw (unnormalised, only tokenised) word and char scores.
+    pub raw: Option<TextScore>,
+    /// Normalised word alignment (sclite `pra` style).
+    pub alignment: Vec<AlignedWord>,
+    /// Processing seconds.
+    pub seconds: Option<f64>,
+    /// Audio seconds.
+    pub audio_s: f64,
+    /// seconds / audio_s.
+    pub rtf: Option<f64>,
+}
+
+/// Corpus totals of one system.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Clips in the manifest.
+    pub n_clips: usize,
+    /// Clips scored (ok + failed).
+    pub n_scored: usize,
+    /// Clips transcribed.
+    pub n_ok: usize,
+    /// Clips the system failed on.
+    pub n_failed: usize,
+    /// Clips whose audio is missing.
+    pub n_missing: usize,
+    /// Their ids.
+    pub missing_ids: Vec<String>,
+    /// Ids of failed clips.
+    pub failed_ids: Vec<String>,
+    /// Corpus WER on normalised text: (S + D + I) / N.
+    pub wer: f64,
+    /// Corpus WER on raw text.
+    pub raw_wer: f64,
+    /// Corpus CER on normalised text.
+    pub cer: f64,
+    /// Corpus CER on raw text.
+    pub raw_cer: f64,
+    /// Sentence error rate (normalised).
+    pub ser: f64,
+    /// Normalised word counts summed over scored clips.
+    pub counts: ErrorCounts,
+    /// Total audio seconds of the scored clips.
+    pub audio_s: Option<f64>,
+    /// Total processing seconds (`None` for precomputed transcripts).
+    pub processing_s: Option<f64>,
+    /// processing / audio.
+    pub rtf: Option<f64>,
+    /// audio / processing.
+    pub rtfx: Option<f64>,
+    /// Most frequent (reference, hypothesis) substitutions.
+    pub top_confusions: Vec<Confusion>,
+    /// Most inserted words.
+    pub top_insertions: Vec<WordCount>,
+    /// Most deleted words.
+    pub top_deletions: Vec<WordCount>,
+}
+
+/// Agreement of a system with its reference system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// The reference system's name.
+    pub reference_system: String,
+    /// Clips both systems transcribed (status ok in both).
+    pub n_utterances: usize,
+    /// 1 − corpus WER (normalised) of this system against the reference system's output.
+    pub word_agreement: f64,
+    /// Normalised S/D/I/C of this system against the reference system.
+    pub counts: ErrorCounts,
+    /// Share of clips whose normalised transcripts are identical.
+    pub exact_match_rate: f64,
+    /// Share of clips whose raw transcripts are identical (after trimming).
+    pub raw_exact_match_rate: f64,
+    /// Ids whose normalised transcripts differ.
+    pub differing_ids: Vec<String>,
+}
+
+/// Results of one system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SystemResult {
+    /// Name given on the command line.
+    pub name: String,
+    /// SPEC given on the command line.
+    pub spec: String,
+    /// Provenance.
+    pub info: SystemInfo,
+    /// Corpus totals.
+    pub totals: Totals,
+    /// Agreement with the reference system, when one is set and this is not it.
+    pub agreement: Option<Agreement>,
+    /// Per utterance, manifest order.
+    pub utterances: Vec<UttResult>,
+}
+
+/// A clip whose audio file is absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MissingClip {
+    /// Utterance id.
+    pub id: String,
+    /// Resolved path that does not exist.
+    pub path: String,
+}
+
+/// The machine a run was made on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Host name (`/proc/sys/kernel/hostname`).
+    pub hostname: Option<String>,
+    /// CPU model (`/proc/cpuinfo` `model name`).
+    pub cpu: Option<String>,
+    /// Logical cores available.
+    pub cores: usize,
+    /// `std::env::consts::OS`/`ARCH`.
+    pub os: String,
+}
+
+/// Provenance of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` in the working directory, if available.
+    pub git_commit: Option<String>,
+    /// voxtrace version.
+    pub voxtrace_version: String,
+    /// Normaliser version ([`super::normalize::NORMALIZER_VERSION`]).
+    pub normalizer: String,
+    /// Scorer description.
+    pub scorer: String,
+    /// Manifest path.
+    pub manifest: String,
+    /// Audio root.
+    pub audio_root: String,
+    /// sha256 of the manifest bytes and the referenced audio bytes
+    /// ([`super::runner::corpus_hash`]).
+    pub corpus_sha256: String,
+    /// Machine.
+    pub machine: Machine,
+    /// Command line.
+    pub command: Vec<String>,
+}
+
+/// Everything `results.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// [`RESULTS_FORMAT`].
+    pub format: String,
+    /// Run id (folder name under the reports folder).
+    pub run_id: String,
+    /// UTC time the run finished, RFC 3339.
+    pub time: String,
+    /// Provenance.
+    pub provenance: Provenance,
+    /// Clips in the manifest.
+    pub n_clips: usize,
+    /// Clips whose audio is missing.
+    pub missing_clips: Vec<MissingClip>,
+    /// Which system each system was scored against for agreement: `(system, reference)` pairs in
+    /// command-line order (from `--reference-system`; see [`super::runner::ReferenceArg`]).
+    pub reference_pairs: Vec<(String, String)>,
+    /// One entry per system, in command-line order.
+    pub systems: Vec<SystemResult>,
+}
+
+/// Per-system headline figures as a JSON-friendly map (what `voxtrace eval --json` prints).
+pub fn headline(run: &RunResults) -> BTreeMap<String, serde_json::Value> {
+    run.systems
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                serde_json::json!({
+                    "wer": s.totals.wer,
+                    "raw_wer": s.totals.raw_wer,
+                    "cer": s.totals.cer,
+                    "ser": s.totals.ser,
+                    "rtf": s.totals.rtf,
+                    "rtfx": s.totals.rtfx,
+                    "n_scored": s.totals.n_scored,
+                    "n_failed": s.totals.n_failed,
+                    "n_missing": s.totals.n_missing,
+                    "word_agreement": s.agreement.as_ref().map(|a| a.word_agreement),
+                    "exact_match_rate": s.agreement.as_ref().map(|a| a.exact_match_rate),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Read a run's `results.json`.
+///
+/// # Errors
+/// [`EvalError::Io`] (unreadable) or [`EvalError::Json`] (malformed), naming the file.
+pub fn load_results(path: &Path) -> Result<RunResults, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        what: "cannot read results",
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| EvalError::Json {
+        path: path.to_path_buf(),
+        what: "malformed results.json",
+        source,
+    })
+}

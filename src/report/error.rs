@@ -1,0 +1,59 @@
+//! [`ReportError`]: what can go wrong reading the history or a check outcome, checking a run
+//! against a baseline, or writing the report; each names the file or the bad option.
+
+use std::path::PathBuf;
+
+/// A report error. The message names the file (and line) or the option; the underlying cause,
+/// if any, is the [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file could not be read.
+    #[error("{}: {what}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed, e.g. `cannot read`.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file is malformed, or a value could not be serialised for it.
+    #[error("{}: {what}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What failed, e.g. `malformed`.
+        what: &'static str,
+        /// The parser's or serialiser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A line of `history.jsonl` does not parse.
+    #[error("{}:{line}: malformed history row", path.display())]
+    MalformedRow {
+        /// The history file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file could not be written (atomic write).
+    #[error(transparent)]
+    Write(#[from] crate::io::WriteError),
+    /// Bad check options or runs that cannot be compared (pinned id in neither run, no common
+    /// system, a bad threshold).
+    #[error("{0}")]
+    Check(String),
+    /// The report template failed to compile or render (a bug, never the data).
+    #[error("{what}")]
+    Template {
+        /// `report template` or `rendering report.html`.
+        what: &'static str,
+        /// minijinja's error.
+        #[source]
+        source: minijinja::Error,
+    },
+}
