@@ -25,6 +25,6 @@ pub mod pipeline;
 pub mod streaming;
 pub mod time_embedding;
 
-pub use config::{ConfigError, DecoderConfig, EncoderConfig, VoxtralConfig};
-pub use loader::{LoadError, WeightLayout};
+pub use config::{DecoderConfig, EncoderConfig, VoxtralConfig};
+pub use loader::WeightLayout;
 pub use model::{Voxtral, VoxtralRealtime};

@@ -11,15 +11,14 @@
 
 use super::config::{LAYER_NORM_EPS, WhisperConfig};
 use crate::nn::attention::{KvCache, attend_with_weights, causal_mask, fused_attention};
+use crate::nn::conv::Conv1d;
 use crate::nn::gelu;
 use crate::nn::linear::{is_capture, is_flex};
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::module::conv1d;
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Errors of a forward pass on inputs of the wrong shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,54 +51,6 @@ pub enum ForwardError {
         /// Expected layers.
         expected: usize,
     },
-}
-
-/// `nn.Conv1d` with symmetric zero padding (`weight [c_out, c_in, kernel]`, `bias [c_out]`,
-/// PyTorch layout and names).
-#[derive(Module, Debug)]
-pub struct Conv1d {
-    /// `[c_out, c_in, kernel]`.
-    pub weight: Param<Tensor<3>>,
-    /// `[c_out]`.
-    pub bias: Param<Tensor<1>>,
-    /// Stride in frames.
-    pub stride: usize,
-    /// Zero frames padded on each side.
-    pub padding: usize,
-}
-
-impl Conv1d {
-    /// Randomly initialised conv (replaced when loading).
-    pub fn new(
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        device: &Device,
-    ) -> Self {
-        let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
-        Self {
-            weight: Param::from_tensor(Tensor::random(
-                [c_out, c_in, kernel],
-                Distribution::Uniform(-bound, bound),
-                device,
-            )),
-            bias: Param::from_tensor(Tensor::zeros([c_out], device)),
-            stride,
-            padding,
-        }
-    }
-
-    /// `[batch, c_in, frames]` -> `[batch, c_out, (frames + 2 pad - kernel) / stride + 1]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv1d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            ConvOptions::new([self.stride], [self.padding], [1], 1),
-        )
-    }
 }
 
 fn layer_norm(d: usize, device: &Device) -> LayerNorm {
