@@ -2,7 +2,7 @@
 //!
 //! Field names follow the field's terms; each doc names the upstream keys (Mistral `params.json`
 //! / transformers `VoxtralRealtime*Config` in
-//! `src/transformers/models/voxtral_realtime/configuration_voxtral_realtime.py`).
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/configuration_voxtral_realtime.py>).
 
 use crate::models::checkpoint::{CheckpointError, ConfigJson};
 use crate::nn::RopeStyle;

@@ -7,8 +7,10 @@
 //! tensor is a [`CheckpointError::Tensors`] listing every problem with the tensor name, the expected
 //! and the found shape. Mistral names are mapped to HF names with the table of the transformers
 //! converter (huggingface/transformers
-//! `models/voxtral_realtime/convert_voxtral_realtime_weights_to_hf.py`), without its RoPE
-//! permutation: Mistral weights run with interleaved RoPE instead.
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/convert_voxtral_realtime_weights_to_hf.py>), without its RoPE
+//! permutation: Mistral weights run with interleaved RoPE instead. Layout detection, the tensor
+//! check, the burn-store loading and the error type are the shared ones of
+//! [`crate::models::checkpoint`].
 
 use super::config::VoxtralConfig;
 use super::model::Voxtral;

@@ -1,7 +1,7 @@
 //! Whisper hyper-parameters and greedy-generation settings.
 //!
 //! [`WhisperConfig`] holds the fields of transformers' `WhisperConfig`
-//! (huggingface/transformers `src/transformers/models/whisper/configuration_whisper.py`) that
+//! (huggingface/transformers <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/configuration_whisper.py>) that
 //! the forward pass needs; it is read from a transformers `config.json` or derived from a
 //! CTranslate2 `model.bin` ([`super::ct2::whisper_dims`]). [`GenerationSettings`] holds the
 //! English-only greedy settings of `openai/whisper-tiny.en`'s `generation_config.json`, with the

@@ -1,6 +1,6 @@
 //! Greedy decoding as transformers' `WhisperForConditionalGeneration.generate` does it for an
 //! English-only model without timestamps (huggingface/transformers
-//! `src/transformers/models/whisper/generation_whisper.py` with `num_beams = 1`,
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/generation_whisper.py> with `num_beams = 1`,
 //! `do_sample = False`):
 //!
 //! * the decoder is fed the prompt `[<|startoftranscript|>, <|notimestamps|>]`
@@ -99,7 +99,10 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(v, [1, ids.len()]), device)
 }
 
-/// Greedy decoding over `encoder_hidden_states [1, frames, d_model]`.
+/// Greedy decoding over the encoder output of one window.
+///
+/// # Shapes
+/// `encoder_hidden_states [1, frames, d_model]` -> token ids (prompt included).
 ///
 /// # Errors
 /// [`DecodeError::Settings`] for an empty prompt or one not shorter than `max_length`,
@@ -185,8 +188,11 @@ pub struct Transcript {
     pub text: String,
 }
 
-/// Log-mel features `[1, 80, 3000]` of up to 30 s of 16 kHz mono `samples`
-/// (WhisperFeatureExtractor: zero-padded to 30 s).
+/// Log-mel features of up to 30 s of 16 kHz mono `samples` (WhisperFeatureExtractor:
+/// zero-padded or cut to [`WHISPER_N_SAMPLES`]).
+///
+/// # Shapes
+/// `samples [n]` -> `[1, 80, 3000]` (`[1, n_mels, frames]`).
 ///
 /// # Errors
 /// [`DecodeError::Features`] from the feature extractor.

@@ -7,7 +7,8 @@
 //! missing, unexpected or mis-shaped tensor is a [`CheckpointError::Tensors`] naming each tensor
 //! with its expected and found shape. `proj_out.weight` is tied to
 //! `model.decoder.embed_tokens.weight`: it may be present (it must then have the same shape)
-//! and is not loaded.
+//! and is not loaded. Layout detection, the tensor check and the error type are the shared
+//! ones of [`crate::models::checkpoint`].
 
 use super::config::{GenerationSettings, WhisperConfig};
 use super::ct2::{Ct2Model, HfTensor, to_hf_state_dict, whisper_dims};

@@ -1,7 +1,7 @@
 //! Whisper tiny.en (OpenAI), second model: real trained weights.
 //!
 //! The module tree mirrors transformers' `WhisperForConditionalGeneration`
-//! (huggingface/transformers `src/transformers/models/whisper/modeling_whisper.py`), so
+//! (huggingface/transformers <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>), so
 //! parameter paths equal HF state-dict keys and capture names equal forward-hook names:
 //!
 //! ```text
