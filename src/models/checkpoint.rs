@@ -442,3 +442,123 @@ pub fn no_problems(path: &Path, problems: Vec<String>) -> Result<(), CheckpointE
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected() -> ExpectedTensors {
+        ExpectedTensors {
+            required: BTreeMap::from([
+                ("a.weight".to_string(), vec![2, 3]),
+                ("b.weight".to_string(), vec![4]),
+            ]),
+            tied: BTreeMap::from([(
+                "head.weight".to_string(),
+                (vec![2, 3], "a.weight".to_string()),
+            )]),
+        }
+    }
+
+    #[test]
+    fn matching_tensors_have_no_problems() {
+        let found = [
+            FoundTensor::named("a.weight", &[2, 3], Some(safetensors::Dtype::BF16)),
+            FoundTensor::named("b.weight", &[4], None),
+            FoundTensor::named("head.weight", &[2, 3], None),
+        ];
+        assert!(tensor_problems(&expected(), &found).is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let found = [
+            FoundTensor {
+                stored: "w_a".into(),
+                name: Some("a.weight".into()),
+                shape: vec![3, 2],
+                dtype: Some(safetensors::Dtype::I32),
+            },
+            FoundTensor {
+                stored: "w_a_again".into(),
+                name: Some("a.weight".into()),
+                shape: vec![2, 3],
+                dtype: None,
+            },
+            FoundTensor {
+                stored: "mystery".into(),
+                name: None,
+                shape: vec![1],
+                dtype: None,
+            },
+            FoundTensor::named("extra.weight", &[5], None),
+            FoundTensor::named("head.weight", &[9], None),
+        ];
+        let p = tensor_problems(&expected(), &found);
+        for line in [
+            "tensor w_a: expected a float dtype, found I32",
+            "tensor w_a_again: maps to a.weight, already given by w_a",
+            "unexpected tensor mystery [1]",
+            "missing tensor b.weight: expected shape [4]",
+            "unexpected tensor extra.weight [5]",
+            "tensor head.weight (tied to a.weight): expected shape [2, 3], found [9]",
+        ] {
+            assert!(p.iter().any(|l| l == line), "{line:?} not in {p:#?}");
+        }
+        assert_eq!(p.len(), 6, "{p:#?}");
+    }
+
+    #[test]
+    fn layout_detection_names_every_accepted_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = [
+            LayoutSpec {
+                layout: 1,
+                files: &["x.bin", "config.json"],
+                config_test: Some(|c: &Value| c.get("kind").is_some()),
+                note: "with a `kind`",
+            },
+            LayoutSpec {
+                layout: 2,
+                files: &["y.safetensors"],
+                config_test: None,
+                note: "",
+            },
+        ];
+        let err = detect_layout(dir.path(), "Test", &specs).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.ends_with(
+                "no Test checkpoint found (expected x.bin + config.json with a `kind`, or y.safetensors)"
+            ),
+            "{msg}"
+        );
+        std::fs::write(dir.path().join("x.bin"), b"").unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        assert!(detect_layout(dir.path(), "Test", &specs).is_err());
+        std::fs::write(dir.path().join("config.json"), r#"{"kind": 1}"#).unwrap();
+        assert_eq!(detect_layout(dir.path(), "Test", &specs).unwrap(), 1);
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("params.json");
+        let missing = ConfigJson::read(&p).unwrap_err().to_string();
+        assert!(missing.contains("params.json: cannot read"), "{missing}");
+        std::fs::write(&p, "{not json").unwrap();
+        let bad = ConfigJson::read(&p).unwrap_err().to_string();
+        assert!(bad.contains("params.json: not valid JSON"), "{bad}");
+        std::fs::write(&p, r#"{"a": {"b": -1}, "t": 3}"#).unwrap();
+        let j = ConfigJson::read(&p).unwrap();
+        let e = j.usize("a.b").unwrap_err().to_string();
+        assert!(
+            e.ends_with("params.json: key `a.b`: expected a non-negative integer"),
+            "{e}"
+        );
+        let e = j.f64("a.c").unwrap_err().to_string();
+        assert!(e.ends_with("key `a.c`: missing"), "{e}");
+        assert!(j.bool_or("absent", true).unwrap());
+        assert!(j.bool_or("t", true).is_err());
+    }
+}
