@@ -7,7 +7,8 @@ use burn::tensor::Device;
 use common::voxtral_fixture;
 use safetensors::tensor::TensorView;
 use std::path::Path;
-use voxtrace::models::voxtral::{LoadError, Voxtral, WeightLayout};
+use voxtrace::models::CheckpointError;
+use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 
 type Owned = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
 
@@ -100,7 +101,7 @@ fn truncated_file_is_an_error_naming_the_file() {
     let path = dir.path().join("consolidated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &Device::flex()).unwrap_err();
-    assert!(matches!(err, LoadError::File { .. }), "{err:?}");
+    assert!(matches!(err, CheckpointError::File { .. }), "{err:?}");
     assert!(
         err.to_string().contains("consolidated.safetensors"),
         "{err}"
@@ -111,7 +112,7 @@ fn truncated_file_is_an_error_naming_the_file() {
 fn folder_without_a_checkpoint_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = Voxtral::load(dir.path(), &Device::flex()).unwrap_err();
-    assert!(matches!(err, LoadError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, CheckpointError::NotFound { .. }), "{err:?}");
 }
 
 #[test]

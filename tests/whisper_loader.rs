@@ -4,8 +4,9 @@
 mod whisper_common;
 
 use std::path::Path;
+use voxtrace::models::CheckpointError;
 use voxtrace::models::whisper::ct2::{Ct2Model, HfTensor, save_hf_safetensors, to_hf_state_dict};
-use voxtrace::models::whisper::loader::{LoadError, detect_layout};
+use voxtrace::models::whisper::loader::detect_layout;
 use voxtrace::models::whisper::{Whisper, WhisperConfig, WhisperLayout, is_whisper_dir};
 use voxtrace::trace::Scope;
 use whisper_common::*;
@@ -85,7 +86,7 @@ fn truncated_model_bin_is_an_error_naming_the_file() {
     assert!(is_whisper_dir(tmp.path()));
     let err = Whisper::load(tmp.path(), &device()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LoadError::Ct2(_)), "{msg}");
+    assert!(matches!(err, CheckpointError::Ct2(_)), "{msg}");
     assert!(msg.contains("truncated"), "{msg}");
     assert!(
         msg.contains(&tmp.path().join("model.bin").display().to_string()),
@@ -103,7 +104,7 @@ fn missing_tensor_in_safetensors_is_named_with_expected_shape() {
     write_hf_dir(tmp.path(), &tensors);
     let err = Whisper::load(tmp.path(), &device()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LoadError::Tensors { .. }), "{msg}");
+    assert!(matches!(err, CheckpointError::Tensors { .. }), "{msg}");
     assert!(
         msg.contains("missing tensor model.decoder.layers.2.fc1.bias: expected shape [1536]"),
         "{msg}"
@@ -151,7 +152,7 @@ fn truncated_safetensors_is_a_file_error() {
     std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
     let err = Whisper::load(tmp.path(), &device()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, LoadError::File { .. }), "{msg}");
+    assert!(matches!(err, CheckpointError::File { .. }), "{msg}");
     assert!(msg.contains("model.safetensors"), "{msg}");
 }
 
@@ -173,6 +174,6 @@ fn layout_detection() {
     assert!(!is_whisper_dir(tmp.path()));
     assert!(matches!(
         Whisper::load(tmp.path(), &device()).unwrap_err(),
-        LoadError::NotFound(_)
+        CheckpointError::NotFound { .. }
     ));
 }

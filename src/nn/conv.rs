@@ -1,14 +1,84 @@
-//! Causal 1-D convolution: left zero padding of `kernel - stride`, no right padding.
+//! 1-D convolutions with the PyTorch `nn.Conv1d` parameter names and layout
+//! (`weight [c_out, c_in, kernel]`, `bias [c_out]`):
 //!
-//! Mirrors `VoxtralRealtimeCausalConv1d` (huggingface/transformers
-//! `src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py`): the padding is
-//! part of the module's forward, so the hook input `in.0` is the unpadded signal. Parameters keep
-//! the PyTorch `Conv1d` names and layout (`weight [c_out, c_in, kernel]`, `bias [c_out]`).
+//! * [`Conv1d`]: `nn.Conv1d` with symmetric zero padding (Whisper's `conv1` / `conv2`,
+//!   huggingface/transformers
+//!   <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>).
+//! * [`CausalConv1d`]: left zero padding of `kernel - stride`, no right padding. Mirrors
+//!   `VoxtralRealtimeCausalConv1d` (huggingface/transformers
+//!   <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>):
+//!   the padding is part of the module's forward, so the hook input `in.0` is the unpadded
+//!   signal.
 
 use burn::module::{Module, Param};
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+
+/// Uniform(-1/sqrt(c_in * kernel), +) weight `[c_out, c_in, kernel]` (PyTorch's default
+/// bound) and zero bias `[c_out]`.
+fn random_params(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    device: &Device,
+) -> (Param<Tensor<3>>, Param<Tensor<1>>) {
+    let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
+    (
+        Param::from_tensor(Tensor::random(
+            [c_out, c_in, kernel],
+            Distribution::Uniform(-bound, bound),
+            device,
+        )),
+        Param::from_tensor(Tensor::zeros([c_out], device)),
+    )
+}
+
+/// `nn.Conv1d` with symmetric zero padding and no dilation or groups.
+#[derive(Module, Debug)]
+pub struct Conv1d {
+    /// `[c_out, c_in, kernel]`.
+    pub weight: Param<Tensor<3>>,
+    /// `[c_out]`.
+    pub bias: Param<Tensor<1>>,
+    /// Stride in frames.
+    pub stride: usize,
+    /// Zero frames padded on each side.
+    pub padding: usize,
+}
+
+impl Conv1d {
+    /// A randomly initialised conv (weights are replaced by a checkpoint when loading).
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        device: &Device,
+    ) -> Self {
+        let (weight, bias) = random_params(c_in, c_out, kernel, device);
+        Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        }
+    }
+
+    /// Convolve.
+    ///
+    /// # Shapes
+    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames + 2 * padding - kernel) / stride + 1]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        conv1d(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
+            ConvOptions::new([self.stride], [self.padding], [1], 1),
+        )
+    }
+}
 
 /// Conv1d with causal (left-only) padding.
 #[derive(Module, Debug)]
@@ -24,14 +94,10 @@ pub struct CausalConv1d {
 impl CausalConv1d {
     /// A randomly initialised conv (weights are replaced by a checkpoint when loading).
     pub fn new(c_in: usize, c_out: usize, kernel: usize, stride: usize, device: &Device) -> Self {
-        let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
+        let (weight, bias) = random_params(c_in, c_out, kernel, device);
         Self {
-            weight: Param::from_tensor(Tensor::random(
-                [c_out, c_in, kernel],
-                Distribution::Uniform(-bound, bound),
-                device,
-            )),
-            bias: Param::from_tensor(Tensor::zeros([c_out], device)),
+            weight,
+            bias,
             stride,
         }
     }
@@ -42,8 +108,10 @@ impl CausalConv1d {
         k - self.stride
     }
 
-    /// `[batch, c_in, frames]` -> `[batch, c_out, ceil-free frames / stride]`, padding the left
-    /// with `left_pad()` zeros. Output frames = `(frames + left_pad - kernel) / stride + 1`.
+    /// Convolve, padding the left with `left_pad()` zeros.
+    ///
+    /// # Shapes
+    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames + left_pad - kernel) / stride + 1]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let pad = self.left_pad();
         let x = if pad > 0 {
@@ -58,6 +126,9 @@ impl CausalConv1d {
 
     /// Convolution on an input that already carries its left context (streaming: the context
     /// comes from the previous chunk instead of zeros).
+    ///
+    /// # Shapes
+    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames - kernel) / stride + 1]`.
     pub fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
         conv1d(
             x,

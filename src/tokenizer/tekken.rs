@@ -1,7 +1,8 @@
 //! Reader and decoder for Mistral's Tekken tokenizer file (`tekken.json`).
 //!
 //! Mirrors mistralai/mistral-common `src/mistral_common/tokens/tokenizers/tekken.py` (`Tekkenizer.from_file`,
-//! `_reload_mergeable_ranks`, `decode`, `_decode_all`, `id_to_byte_piece`), version 1.13.1.
+//! `_reload_mergeable_ranks`, `decode`, `_decode_all`, `id_to_byte_piece`), version 1.13.1:
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/tekken.py>.
 //!
 //! File layout: `config` {`pattern`, `num_vocab_tokens`, `default_vocab_size`, `default_num_special_tokens`,
 //! `version`}, `vocab` [{`rank`, `token_bytes` (base64), `token_str`}], optional `special_tokens`

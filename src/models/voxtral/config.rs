@@ -2,42 +2,11 @@
 //!
 //! Field names follow the field's terms; each doc names the upstream keys (Mistral `params.json`
 //! / transformers `VoxtralRealtime*Config` in
-//! `src/transformers/models/voxtral_realtime/configuration_voxtral_realtime.py`).
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/configuration_voxtral_realtime.py>).
 
+use crate::models::checkpoint::{CheckpointError, ConfigJson};
 use crate::nn::RopeStyle;
-use serde_json::Value;
 use std::path::Path;
-
-/// Errors reading a configuration file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// File path.
-        path: String,
-        /// Underlying error.
-        source: std::io::Error,
-    },
-    /// The file is not valid JSON.
-    #[error("{path}: not valid JSON: {source}")]
-    Json {
-        /// File path.
-        path: String,
-        /// Underlying error.
-        source: serde_json::Error,
-    },
-    /// A required key is missing or has the wrong type.
-    #[error("{path}: key `{key}`: {problem}")]
-    Key {
-        /// File path.
-        path: String,
-        /// Dotted key path.
-        key: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
 
 /// Audio encoder ("whisper_encoder" / `audio_tower`) hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,9 +115,10 @@ impl VoxtralConfig {
     /// Read Mistral `params.json` (layout: interleaved RoPE).
     ///
     /// # Errors
-    /// Unreadable file, invalid JSON, or a missing/mistyped key (named in the error).
-    pub fn from_params_json(path: &Path) -> Result<Self, ConfigError> {
-        let j = Json::read(path)?;
+    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, or a missing/mistyped
+    /// key (named too).
+    pub fn from_params_json(path: &Path) -> Result<Self, CheckpointError> {
+        let j = ConfigJson::read(path)?;
         let e = "multimodal.whisper_model_args.encoder_args";
         Ok(Self {
             encoder: EncoderConfig {
@@ -185,12 +155,13 @@ impl VoxtralConfig {
     /// Read HF `config.json` (`VoxtralRealtimeConfig`; layout: half-split RoPE).
     ///
     /// # Errors
-    /// Unreadable file, invalid JSON, or a missing/mistyped key (named in the error).
-    pub fn from_hf_config_json(path: &Path) -> Result<Self, ConfigError> {
-        let j = Json::read(path)?;
+    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, or a missing/mistyped
+    /// key (named too).
+    pub fn from_hf_config_json(path: &Path) -> Result<Self, CheckpointError> {
+        let j = ConfigJson::read(path)?;
         let a = "audio_config";
         let t = "text_config";
-        let theta = |p: &str| -> Result<f64, ConfigError> {
+        let theta = |p: &str| -> Result<f64, CheckpointError> {
             j.f64(&format!("{p}.rope_parameters.rope_theta"))
                 .or_else(|_| j.f64(&format!("{p}.rope_theta")))
         };
@@ -224,67 +195,5 @@ impl VoxtralConfig {
             downsample_factor: j.usize("downsample_factor")?,
             rope_style: RopeStyle::HalfSplit,
         })
-    }
-}
-
-struct Json {
-    path: String,
-    value: Value,
-}
-
-impl Json {
-    fn read(path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let value = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
-            path: p.clone(),
-            source,
-        })?;
-        Ok(Self { path: p, value })
-    }
-
-    fn get(&self, key: &str) -> Result<&Value, ConfigError> {
-        let mut v = &self.value;
-        for part in key.split('.') {
-            v = v.get(part).ok_or_else(|| ConfigError::Key {
-                path: self.path.clone(),
-                key: key.to_string(),
-                problem: "missing".into(),
-            })?;
-        }
-        Ok(v)
-    }
-
-    fn err(&self, key: &str, problem: &str) -> ConfigError {
-        ConfigError::Key {
-            path: self.path.clone(),
-            key: key.to_string(),
-            problem: problem.to_string(),
-        }
-    }
-
-    fn usize(&self, key: &str) -> Result<usize, ConfigError> {
-        self.get(key)?
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| self.err(key, "expected a non-negative integer"))
-    }
-
-    fn f64(&self, key: &str) -> Result<f64, ConfigError> {
-        self.get(key)?
-            .as_f64()
-            .ok_or_else(|| self.err(key, "expected a number"))
-    }
-
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(key) {
-            Err(_) => Ok(default),
-            Ok(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(key, "expected a boolean")),
-        }
     }
 }

@@ -4,22 +4,24 @@
 //!
 //! Before any tensor is applied the safetensors header is checked against the tensors the
 //! configuration implies (names in HF form, PyTorch shapes): a missing, extra or mis-shaped
-//! tensor is a [`LoadError::Tensors`] listing every problem with the tensor name, the expected
+//! tensor is a [`CheckpointError::Tensors`] listing every problem with the tensor name, the expected
 //! and the found shape. Mistral names are mapped to HF names with the table of the transformers
 //! converter (huggingface/transformers
-//! `models/voxtral_realtime/convert_voxtral_realtime_weights_to_hf.py`), without its RoPE
-//! permutation: Mistral weights run with interleaved RoPE instead.
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/convert_voxtral_realtime_weights_to_hf.py>), without its RoPE
+//! permutation: Mistral weights run with interleaved RoPE instead. Layout detection, the tensor
+//! check, the burn-store loading and the error type are the shared ones of
+//! [`crate::models::checkpoint`].
 
-use super::config::{ConfigError, VoxtralConfig};
+use super::config::VoxtralConfig;
 use super::model::Voxtral;
-use burn::store::{
-    FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
+use crate::models::checkpoint::{
+    self, CheckpointError, ExpectedTensors, LayoutSpec, load_safetensors_into, no_problems,
+    read_safetensors_header, tensor_problems,
 };
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use regex::Regex;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Which checkpoint layout a folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,44 +32,28 @@ pub enum WeightLayout {
     Hf,
 }
 
-/// Errors loading a checkpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The folder holds neither layout.
-    #[error(
-        "{0}: no checkpoint found (expected consolidated.safetensors + params.json, or model.safetensors + config.json)"
-    )]
-    NotFound(PathBuf),
-    /// Configuration problem.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The weights file cannot be opened or its header is invalid (truncated, corrupt).
-    #[error("{path}: {message}")]
-    File {
-        /// Weights file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
+/// The layouts [`detect_layout`] accepts, Mistral first.
+pub const LAYOUTS: [LayoutSpec<WeightLayout>; 2] = [
+    LayoutSpec {
+        layout: WeightLayout::Mistral,
+        files: &["consolidated.safetensors", "params.json"],
+        config_test: None,
+        note: "",
     },
-    /// Tensors missing, unexpected or of the wrong shape/dtype.
-    #[error("{path}: {} tensor problem(s):\n  {}", problems.len(), problems.join("\n  "))]
-    Tensors {
-        /// Weights file.
-        path: PathBuf,
-        /// One line per problem: name, expected and found shape.
-        problems: Vec<String>,
+    LayoutSpec {
+        layout: WeightLayout::Hf,
+        files: &["model.safetensors", "config.json"],
+        config_test: None,
+        note: "",
     },
-}
+];
 
 /// Find the layout of a checkpoint folder (Mistral preferred when both are present).
-pub fn detect_layout(dir: &Path) -> Result<WeightLayout, LoadError> {
-    if dir.join("consolidated.safetensors").is_file() && dir.join("params.json").is_file() {
-        Ok(WeightLayout::Mistral)
-    } else if dir.join("model.safetensors").is_file() && dir.join("config.json").is_file() {
-        Ok(WeightLayout::Hf)
-    } else {
-        Err(LoadError::NotFound(dir.to_path_buf()))
-    }
+///
+/// # Errors
+/// [`CheckpointError::NotFound`] naming the folder and both layouts.
+pub fn detect_layout(dir: &Path) -> Result<WeightLayout, CheckpointError> {
+    checkpoint::detect_layout(dir, "Voxtral", &LAYOUTS)
 }
 
 /// Mistral-name -> HF-name rules (regex, replacement), applied first match wins.
@@ -173,8 +159,9 @@ pub fn mistral_to_hf(name: &str) -> Option<String> {
         .map(|(re, rep)| re.replace(name, *rep).into_owned())
 }
 
-/// Every tensor the configuration implies, HF names with PyTorch shapes.
-pub fn expected_tensors(cfg: &VoxtralConfig) -> BTreeMap<String, Vec<usize>> {
+/// Every tensor the configuration implies, HF names with PyTorch shapes. With tied embeddings
+/// `lm_head.weight` may be present (transformers may save the tied copy) and is ignored.
+pub fn expected_tensors(cfg: &VoxtralConfig) -> ExpectedTensors {
     let mut m = BTreeMap::new();
     let e = &cfg.encoder;
     let d = &cfg.decoder;
@@ -264,85 +251,44 @@ pub fn expected_tensors(cfg: &VoxtralConfig) -> BTreeMap<String, Vec<usize>> {
         );
     }
     m.insert(format!("{l}.norm.weight"), vec![d.d_model]);
-    if !d.tied_embeddings {
-        m.insert("lm_head.weight".into(), vec![d.vocab_size, d.d_model]);
+    let mut tied = BTreeMap::new();
+    let lm_head = vec![d.vocab_size, d.d_model];
+    if d.tied_embeddings {
+        tied.insert(
+            "lm_head.weight".to_string(),
+            (lm_head, format!("{l}.embed_tokens.weight")),
+        );
+    } else {
+        m.insert("lm_head.weight".into(), lm_head);
     }
-    m
+    ExpectedTensors { required: m, tied }
 }
 
-/// Check a safetensors file's header against the configuration: every problem is listed.
-/// Returns nothing when the file matches. `lm_head.weight` in a tied checkpoint is accepted
-/// (transformers may save the tied copy) and ignored.
+/// Check a safetensors file's header against the configuration with
+/// [`tensor_problems`]: every problem is listed. Returns nothing when the file matches.
+///
+/// # Errors
+/// [`CheckpointError::File`] for an unreadable or corrupt file, [`CheckpointError::Tensors`]
+/// listing the tensor problems.
 pub fn check_header(
     path: &Path,
     cfg: &VoxtralConfig,
     layout: WeightLayout,
-) -> Result<(), LoadError> {
-    let file_err = |message: String| LoadError::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
-    // SAFETY: the file is opened read-only and not modified while mapped.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_err(e.to_string()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
-        .map_err(|e| file_err(format!("invalid safetensors header: {e}")))?;
-    let expected = expected_tensors(cfg);
-    let mut found: BTreeMap<String, (String, Vec<usize>, safetensors::Dtype)> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (name, info) in meta.tensors() {
-        let hf = match layout {
-            WeightLayout::Hf => Some(name.clone()),
-            WeightLayout::Mistral => mistral_to_hf(&name),
-        };
-        match hf {
-            Some(hf) => {
-                found.insert(hf, (name.clone(), info.shape.clone(), info.dtype));
-            }
-            None => problems.push(format!("unexpected tensor {name} {:?}", info.shape)),
-        }
-    }
-    for (hf, want) in &expected {
-        match found.get(hf) {
-            None => problems.push(format!("missing tensor {hf}: expected shape {want:?}")),
-            Some((orig, shape, dtype)) => {
-                if shape != want {
-                    problems.push(format!(
-                        "tensor {orig}: expected shape {want:?}, found {shape:?}"
-                    ));
-                }
-                use safetensors::Dtype as T;
-                if !matches!(dtype, T::F32 | T::F16 | T::BF16 | T::F64) {
-                    problems.push(format!(
-                        "tensor {orig}: expected a float dtype, found {dtype:?}"
-                    ));
-                }
-            }
-        }
-    }
-    for (hf, (orig, shape, _)) in &found {
-        let tied_copy = hf == "lm_head.weight" && cfg.decoder.tied_embeddings;
-        if !expected.contains_key(hf) && !tied_copy {
-            problems.push(format!("unexpected tensor {orig} {shape:?}"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError::Tensors {
-            path: path.to_path_buf(),
-            problems,
-        })
-    }
+) -> Result<(), CheckpointError> {
+    let found = read_safetensors_header(path, |name| match layout {
+        WeightLayout::Hf => Some(name.to_string()),
+        WeightLayout::Mistral => mistral_to_hf(name),
+    })?;
+    no_problems(path, tensor_problems(&expected_tensors(cfg), &found))
 }
 
 impl Voxtral {
     /// Load a checkpoint folder (layout detected with [`detect_layout`]) onto `device`.
     ///
     /// # Errors
-    /// [`LoadError`] naming the file and, for tensor problems, each tensor with its expected
+    /// [`CheckpointError`] naming the file and, for tensor problems, each tensor with its expected
     /// and found shape.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         let layout = detect_layout(dir)?;
         Self::load_layout(dir, layout, device)
     }
@@ -355,7 +301,7 @@ impl Voxtral {
         dir: &Path,
         layout: WeightLayout,
         device: &Device,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Self, CheckpointError> {
         let (cfg, weights) = match layout {
             WeightLayout::Mistral => (
                 VoxtralConfig::from_params_json(&dir.join("params.json"))?,
@@ -379,40 +325,11 @@ impl Voxtral {
         weights: &Path,
         layout: WeightLayout,
         device: &Device,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Self, CheckpointError> {
         check_header(weights, &cfg, layout)?;
         let mut model = Voxtral::random(cfg, device);
-        let mut store = SafetensorsStore::from_file(weights)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-            .allow_partial(false);
-        if layout == WeightLayout::Mistral {
-            let remapper =
-                KeyRemapper::from_patterns(mistral_to_hf_rules()).map_err(|e| LoadError::File {
-                    path: weights.to_path_buf(),
-                    message: format!("key remapping: {e}"),
-                })?;
-            store = store.remap(remapper);
-        }
-        let result = model
-            .net
-            .load_from(&mut store)
-            .map_err(|e| LoadError::File {
-                path: weights.to_path_buf(),
-                message: format!("{e}"),
-            })?;
-        let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        problems.extend(
-            result
-                .missing
-                .iter()
-                .map(|(name, why)| format!("missing tensor {name}: {why}")),
-        );
-        if !problems.is_empty() {
-            return Err(LoadError::Tensors {
-                path: weights.to_path_buf(),
-                problems,
-            });
-        }
+        let rules = (layout == WeightLayout::Mistral).then(mistral_to_hf_rules);
+        load_safetensors_into(&mut model.net, weights, rules.as_deref())?;
         Ok(model)
     }
 }

@@ -26,7 +26,7 @@ pub mod prompt;
 pub mod streaming;
 pub mod time_embedding;
 
-pub use config::{ConfigError, DecoderConfig, EncoderConfig, VoxtralConfig};
-pub use loader::{LoadError, WeightLayout};
+pub use config::{DecoderConfig, EncoderConfig, VoxtralConfig};
+pub use loader::WeightLayout;
 pub use model::{Voxtral, VoxtralRealtime};
 pub use prompt::{PromptTokens, StreamingPrompt, streaming_prompt};

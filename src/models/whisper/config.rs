@@ -1,7 +1,7 @@
 //! Whisper hyper-parameters and greedy-generation settings.
 //!
 //! [`WhisperConfig`] holds the fields of transformers' `WhisperConfig`
-//! (huggingface/transformers `src/transformers/models/whisper/configuration_whisper.py`) that
+//! (huggingface/transformers <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/configuration_whisper.py>) that
 //! the forward pass needs; it is read from a transformers `config.json` or derived from a
 //! CTranslate2 `model.bin` ([`super::ct2::whisper_dims`]). [`GenerationSettings`] holds the
 //! English-only greedy settings of `openai/whisper-tiny.en`'s `generation_config.json`, with the
@@ -9,30 +9,9 @@
 //! `suppress_ids_begin`) or from a transformers `generation_config.json`.
 
 use super::ct2::WhisperDims;
+use crate::models::checkpoint::{CheckpointError, read_json};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
-
-/// Errors reading a configuration file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid JSON of the expected form.
-    #[error("{path}: invalid configuration: {message}")]
-    Invalid {
-        /// File.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+use std::path::Path;
 
 /// Shape of a Whisper model (transformers `WhisperConfig` names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,17 +81,6 @@ struct HfConfigJson {
     scale_embedding: Option<bool>,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
 impl WhisperConfig {
     /// Whisper tiny.en (openai/whisper-tiny.en `config.json`).
     pub fn tiny_en() -> Self {
@@ -134,15 +102,12 @@ impl WhisperConfig {
     /// Read a transformers Whisper `config.json`.
     ///
     /// # Errors
-    /// [`ConfigError`] if unreadable, not JSON, a field is missing, `model_type` is not
+    /// [`CheckpointError`] if unreadable, not JSON, a field is missing, `model_type` is not
     /// `whisper`, the activation is not `gelu`, `scale_embedding` is true (not implemented), or
     /// d_model is not divisible by the head counts.
-    pub fn from_hf_config_json(path: &Path) -> Result<Self, ConfigError> {
+    pub fn from_hf_config_json(path: &Path) -> Result<Self, CheckpointError> {
         let c: HfConfigJson = read_json(path)?;
-        let bad = |message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
+        let bad = |message: String| CheckpointError::invalid(path, message);
         if let Some(t) = &c.model_type
             && t != "whisper"
         {
@@ -316,8 +281,8 @@ impl GenerationSettings {
     /// `max_length` is the model's `max_target_positions`.
     ///
     /// # Errors
-    /// [`ConfigError`] if unreadable or a list is missing.
-    pub fn from_ct2_config_json(path: &Path, max_length: usize) -> Result<Self, ConfigError> {
+    /// [`CheckpointError`] if unreadable or a list is missing.
+    pub fn from_ct2_config_json(path: &Path, max_length: usize) -> Result<Self, CheckpointError> {
         let c: Ct2ConfigJson = read_json(path)?;
         Ok(Self::english_only(
             c.suppress_ids,
@@ -331,16 +296,13 @@ impl GenerationSettings {
     /// = `default_max_length`).
     ///
     /// # Errors
-    /// [`ConfigError`] if unreadable, or `suppress_tokens` / `begin_suppress_tokens` missing.
+    /// [`CheckpointError`] if unreadable, or `suppress_tokens` / `begin_suppress_tokens` missing.
     pub fn from_hf_generation_json(
         path: &Path,
         default_max_length: usize,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, CheckpointError> {
         let c: HfGenerationJson = read_json(path)?;
-        let missing = |f: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            message: format!("{f} missing"),
-        };
+        let missing = |f: &str| CheckpointError::invalid(path, format!("{f} missing"));
         let eos = match c.eos_token_id {
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32).unwrap_or(EOT),
             _ => EOT,

@@ -4,8 +4,9 @@
 //! # File format (binary versions 1 to 6)
 //!
 //! Mirrors the writer `ModelSpec._serialize` in OpenNMT/CTranslate2
-//! `python/ctranslate2/specs/model_spec.py` and the reader `Model::load` in
-//! `src/models/model.cc`. All integers are little-endian.
+//! <https://github.com/OpenNMT/CTranslate2/blob/v4.8.5/python/ctranslate2/specs/model_spec.py> and the reader `Model::load` in
+//! <https://github.com/OpenNMT/CTranslate2/blob/v4.8.5/src/models/model.cc> (CTranslate2 4.8.5 wrote the tiny.en `model.bin` the fixtures
+//! use). All integers are little-endian.
 //!
 //! ```text
 //! u32 binary_version                         (1..=6; 6 is current)
@@ -23,20 +24,21 @@
 //! string = u16 length (including a trailing NUL) + bytes
 //! ```
 //!
-//! dtype ids follow `ctranslate2::DataType` (`include/ctranslate2/types.h`):
+//! dtype ids follow `ctranslate2::DataType` (<https://github.com/OpenNMT/CTranslate2/blob/v4.8.5/include/ctranslate2/types.h>):
 //! 0 f32, 1 i8, 2 i16, 3 i32, 4 f16, 5 bf16.
 //!
 //! # Whisper mapping
 //!
-//! CTranslate2's Whisper converter (`python/ctranslate2/converters/transformers.py`,
+//! CTranslate2's Whisper converter (<https://github.com/OpenNMT/CTranslate2/blob/v4.8.5/python/ctranslate2/converters/transformers.py>,
 //! `WhisperLoader`) fuses the attention projections: self-attention `linear_0` is
 //! `q|k|v` stacked along the output rows (`[3 * d_model, d_model]`), cross-attention
 //! `linear_0` is `q` and `linear_1` is `k|v` (`[2 * d_model, d_model]`). transformers'
 //! `k_proj` has no bias, so the k part of each fused bias must be zero (checked).
 //! [`to_hf_state_dict`] undoes the fusion and yields tensors named and shaped like
 //! `WhisperForConditionalGeneration.state_dict()` (transformers
-//! `src/transformers/models/whisper/modeling_whisper.py`), converted to f32.
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>), converted to f32.
 
+use crate::io::{TensorBytes, WriteError, write_safetensors};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -747,7 +749,7 @@ impl Mapper<'_> {
 }
 
 /// Convert a CTranslate2 `WhisperSpec` model to the state dict of transformers
-/// `WhisperForConditionalGeneration` (`src/transformers/models/whisper/modeling_whisper.py`):
+/// `WhisperForConditionalGeneration` (<https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>):
 /// names, PyTorch shapes and f32 values, in module order (encoder, decoder, `proj_out`).
 ///
 /// | CTranslate2 | transformers |
@@ -910,50 +912,19 @@ pub fn to_hf_state_dict(model: &Ct2Model) -> Result<Vec<HfTensor>> {
     Ok(m.out)
 }
 
-/// Write `tensors` as an f32 safetensors file (transformers names, PyTorch shapes) so that
-/// Burn's safetensors store or `WhisperForConditionalGeneration.from_pretrained` can load
-/// it. Written to a temporary file next to `path` and renamed (atomic).
+/// Write `tensors` as an f32 safetensors file (transformers names, PyTorch shapes, metadata
+/// `format = pt`) so that Burn's safetensors store or
+/// `WhisperForConditionalGeneration.from_pretrained` can load it. Written with
+/// [`crate::io::write_safetensors`] (atomic: a temporary file next to `path`, renamed).
 ///
-/// Errors: [`Ct2Error::Io`] naming `path` on any write failure, [`Ct2Error::Mapping`] if a
-/// tensor's data length does not match its shape.
-pub fn save_hf_safetensors(tensors: &[HfTensor], path: impl AsRef<Path>) -> Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let path = path.as_ref();
-    let io = |source: std::io::Error| Ct2Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let bytes: Vec<Vec<u8>> = tensors
+/// # Errors
+/// [`WriteError`] naming `path`: a tensor whose data length does not match its shape (the
+/// tensor is named), or any write failure.
+pub fn save_hf_safetensors(tensors: &[HfTensor], path: impl AsRef<Path>) -> Result<(), WriteError> {
+    let views: Vec<TensorBytes<'_>> = tensors
         .iter()
-        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|t| TensorBytes::f32(t.name.clone(), t.shape.clone(), &t.data))
         .collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for (t, b) in tensors.iter().zip(&bytes) {
-        let view =
-            TensorView::new(Dtype::F32, t.shape.clone(), b).map_err(|e| Ct2Error::Mapping {
-                path: path.to_owned(),
-                reason: format!("tensor {}: {e}", t.name),
-            })?;
-        views.push((t.name.clone(), view));
-    }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let data =
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Ct2Error::Mapping {
-            path: path.to_owned(),
-            reason: format!("safetensors serialization failed: {e}"),
-        })?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model.safetensors".into());
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, &data).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    write_safetensors(path.as_ref(), &views, Some(meta))
 }

@@ -1,6 +1,6 @@
 //! Greedy decoding as transformers' `WhisperForConditionalGeneration.generate` does it for an
 //! English-only model without timestamps (huggingface/transformers
-//! `src/transformers/models/whisper/generation_whisper.py` with `num_beams = 1`,
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/generation_whisper.py> with `num_beams = 1`,
 //! `do_sample = False`):
 //!
 //! * the decoder is fed the prompt `[<|startoftranscript|>, <|notimestamps|>]`
@@ -16,21 +16,19 @@
 //! the encoder output are computed once per window), which gives the same logits as the
 //! uncached forward up to f32 rounding.
 //!
-//! Audio longer than 30 s is cut into consecutive 30 s windows (480,000 samples) that are
-//! transcribed independently and joined; this is not transformers' sequential long-form
+//! Audio longer than 30 s is cut into consecutive 30 s windows
+//! ([`WHISPER_N_SAMPLES`] = 480,000 samples) that are transcribed independently and joined;
+//! this is not transformers' sequential long-form
 //! algorithm (which needs timestamps), so only audio up to 30 s is comparable token by token.
 
 use super::config::GenerationSettings;
 use super::loader::Whisper;
 use super::model::{ForwardError, WhisperForConditionalGeneration};
-use crate::audio::mel::whisper_log_mel;
+use crate::audio::mel::{WHISPER_N_SAMPLES, whisper_log_mel};
+use crate::tokenizer::{WhisperTokenizer, WhisperTokenizerError};
 use crate::trace::Scope;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Samples per window: 30 s at 16 kHz.
-pub const WINDOW_SAMPLES: usize = 480_000;
 
 /// Errors of transcription.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +39,9 @@ pub enum DecodeError {
     /// Feature extraction failed.
     #[error("log-mel features: {0}")]
     Features(String),
-    /// The tokenizer file cannot be read or parsed, or decoding failed.
-    #[error("{path}: tokenizer: {message}")]
-    Tokenizer {
-        /// tokenizer.json path.
-        path: PathBuf,
-        /// Cause.
-        message: String,
-    },
+    /// Decoding the generated ids failed (names the tokenizer file).
+    #[error(transparent)]
+    Tokenizer(#[from] WhisperTokenizerError),
     /// The model returned non-finite logits.
     #[error("non-finite logits at decoder position {position}")]
     NonFinite {
@@ -106,7 +99,10 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(v, [1, ids.len()]), device)
 }
 
-/// Greedy decoding over `encoder_hidden_states [1, frames, d_model]`.
+/// Greedy decoding over the encoder output of one window.
+///
+/// # Shapes
+/// `encoder_hidden_states [1, frames, d_model]` -> token ids (prompt included).
 ///
 /// # Errors
 /// [`DecodeError::Settings`] for an empty prompt or one not shorter than `max_length`,
@@ -192,54 +188,11 @@ pub struct Transcript {
     pub text: String,
 }
 
-/// The `tokenizer.json` of a Whisper model (Hugging Face `tokenizers`, byte-level BPE).
-pub struct WhisperTokenizer {
-    inner: tokenizers::Tokenizer,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for WhisperTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperTokenizer")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-impl WhisperTokenizer {
-    /// Read `tokenizer.json`.
-    ///
-    /// # Errors
-    /// [`DecodeError::Tokenizer`] naming the file.
-    pub fn from_file(path: &Path) -> Result<Self, DecodeError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DecodeError::Tokenizer {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(Self {
-            inner,
-            path: path.to_owned(),
-        })
-    }
-
-    /// Text of `ids` with special tokens skipped, trimmed (as the reference
-    /// `tokenizer.decode(ids, skip_special_tokens=True).strip()`).
-    ///
-    /// # Errors
-    /// [`DecodeError::Tokenizer`] if decoding fails (unknown id).
-    pub fn decode(&self, ids: &[u32]) -> Result<String, DecodeError> {
-        self.inner
-            .decode(ids, true)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| DecodeError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })
-    }
-}
-
-/// Log-mel features `[1, 80, 3000]` of up to 30 s of 16 kHz mono `samples`
-/// (WhisperFeatureExtractor: zero-padded to 30 s).
+/// Log-mel features of up to 30 s of 16 kHz mono `samples` (WhisperFeatureExtractor:
+/// zero-padded or cut to [`WHISPER_N_SAMPLES`]).
+///
+/// # Shapes
+/// `samples [n]` -> `[1, 80, 3000]` (`[1, n_mels, frames]`).
 ///
 /// # Errors
 /// [`DecodeError::Features`] from the feature extractor.
@@ -267,7 +220,7 @@ impl Whisper {
         let mut windows = Vec::new();
         let mut start = 0;
         loop {
-            let end = (start + WINDOW_SAMPLES).min(samples.len());
+            let end = (start + WHISPER_N_SAMPLES).min(samples.len());
             let feats = features(&samples[start..end], device)?;
             let t0 = Instant::now();
             let enc = self.net.model.encoder.forward(feats, &Scope::off())?;

@@ -4,25 +4,28 @@
 //!
 //! Both paths check the tensors against the set the configuration implies
 //! ([`expected_tensors`]: transformers names, PyTorch shapes) before building anything: a
-//! missing, unexpected or mis-shaped tensor is a [`LoadError::Tensors`] naming each tensor
+//! missing, unexpected or mis-shaped tensor is a [`CheckpointError::Tensors`] naming each tensor
 //! with its expected and found shape. `proj_out.weight` is tied to
 //! `model.decoder.embed_tokens.weight`: it may be present (it must then have the same shape)
-//! and is not loaded.
+//! and is not loaded. Layout detection, the tensor check and the error type are the shared
+//! ones of [`crate::models::checkpoint`].
 
-use super::config::{ConfigError, GenerationSettings, WhisperConfig};
-use super::ct2::{Ct2Error, Ct2Model, HfTensor, to_hf_state_dict, whisper_dims};
+use super::config::{GenerationSettings, WhisperConfig};
+use super::ct2::{Ct2Model, HfTensor, to_hf_state_dict, whisper_dims};
 use super::model::{
-    Conv1d, WhisperAttention, WhisperDecoder, WhisperDecoderLayer, WhisperEncoder,
-    WhisperEncoderLayer, WhisperForConditionalGeneration, WhisperModel,
+    WhisperAttention, WhisperDecoder, WhisperDecoderLayer, WhisperEncoder, WhisperEncoderLayer,
+    WhisperForConditionalGeneration, WhisperModel,
 };
+use crate::models::checkpoint::{
+    self, CheckpointError, ExpectedTensors, FoundTensor, LayoutSpec, load_safetensors_into,
+    no_problems, read_safetensors_header, tensor_problems,
+};
+use crate::nn::conv::Conv1d;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::store::{
-    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Which checkpoint layout a folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,37 +36,22 @@ pub enum WhisperLayout {
     Hf,
 }
 
-/// Errors loading a Whisper checkpoint.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The folder holds neither layout.
-    #[error(
-        "{0}: no Whisper checkpoint found (expected model.bin + config.json + tokenizer.json, or model.safetensors + config.json with model_type \"whisper\")"
-    )]
-    NotFound(PathBuf),
-    /// Configuration problem.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// CTranslate2 reader or mapping problem (names the file, offset, variable).
-    #[error(transparent)]
-    Ct2(#[from] Ct2Error),
-    /// The weights file cannot be opened or its header is invalid (truncated, corrupt).
-    #[error("{path}: {message}")]
-    File {
-        /// Weights file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
+/// The layouts [`detect_layout`] accepts, CTranslate2 first. A CTranslate2 `config.json`
+/// holds `suppress_ids`; a transformers one has `model_type` `whisper`.
+pub const LAYOUTS: [LayoutSpec<WhisperLayout>; 2] = [
+    LayoutSpec {
+        layout: WhisperLayout::Ct2,
+        files: &["model.bin", "config.json", "tokenizer.json"],
+        config_test: Some(|c| c.get("suppress_ids").is_some()),
+        note: "",
     },
-    /// Tensors missing, unexpected or of the wrong shape/dtype.
-    #[error("{path}: {} tensor problem(s):\n  {}", problems.len(), problems.join("\n  "))]
-    Tensors {
-        /// Weights file.
-        path: PathBuf,
-        /// One line per problem: name, expected and found shape.
-        problems: Vec<String>,
+    LayoutSpec {
+        layout: WhisperLayout::Hf,
+        files: &["model.safetensors", "config.json"],
+        config_test: Some(|c| c.get("model_type").and_then(|t| t.as_str()) == Some("whisper")),
+        note: "with model_type \"whisper\"",
     },
-}
+];
 
 /// Whether `dir` holds a Whisper checkpoint this module can load: a CTranslate2 folder
 /// (`model.bin` + `tokenizer.json` + a `config.json` with `suppress_ids`) or a transformers
@@ -73,41 +61,19 @@ pub fn is_whisper_dir(dir: &Path) -> bool {
     detect_layout(dir).is_ok()
 }
 
-fn config_json(dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Find the layout of a checkpoint folder (CTranslate2 preferred when both are present).
 ///
 /// # Errors
-/// [`LoadError::NotFound`] when neither layout is complete.
-pub fn detect_layout(dir: &Path) -> Result<WhisperLayout, LoadError> {
-    let cfg = config_json(dir);
-    if dir.join("model.bin").is_file()
-        && dir.join("tokenizer.json").is_file()
-        && cfg
-            .as_ref()
-            .is_some_and(|c| c.get("suppress_ids").is_some())
-    {
-        return Ok(WhisperLayout::Ct2);
-    }
-    if dir.join("model.safetensors").is_file()
-        && cfg
-            .as_ref()
-            .and_then(|c| c.get("model_type"))
-            .and_then(|t| t.as_str())
-            == Some("whisper")
-    {
-        return Ok(WhisperLayout::Hf);
-    }
-    Err(LoadError::NotFound(dir.to_path_buf()))
+/// [`CheckpointError::NotFound`] when neither layout is complete.
+pub fn detect_layout(dir: &Path) -> Result<WhisperLayout, CheckpointError> {
+    checkpoint::detect_layout(dir, "Whisper", &LAYOUTS)
 }
 
 /// Every tensor the configuration implies: transformers names, PyTorch shapes
-/// (`nn.Linear` `[out, in]`, `nn.Conv1d` `[c_out, c_in, kernel]`). `proj_out.weight` is not
-/// listed (tied).
-pub fn expected_tensors(cfg: &WhisperConfig) -> BTreeMap<String, Vec<usize>> {
+/// (`nn.Linear` `[out, in]`, `nn.Conv1d` `[c_out, c_in, kernel]`). `proj_out.weight` is
+/// tied to `model.decoder.embed_tokens.weight`: it may be present (with the same shape) and is
+/// not loaded.
+pub fn expected_tensors(cfg: &WhisperConfig) -> ExpectedTensors {
     let d = cfg.d_model;
     let mut m = BTreeMap::new();
     let mut ins = |k: String, v: Vec<usize>| {
@@ -164,42 +130,11 @@ pub fn expected_tensors(cfg: &WhisperConfig) -> BTreeMap<String, Vec<usize>> {
         ln(&mut ins, &format!("{p}.final_layer_norm"));
     }
     ln(&mut ins, &format!("{dd}.layer_norm"));
-    m
-}
-
-/// Compare found `(name, shape)` pairs with [`expected_tensors`]; one line per problem.
-pub fn tensor_problems<'a>(
-    cfg: &WhisperConfig,
-    found: impl IntoIterator<Item = (&'a str, &'a [usize])>,
-) -> Vec<String> {
-    let expected = expected_tensors(cfg);
-    let mut problems = Vec::new();
-    let mut seen: BTreeMap<&str, &[usize]> = BTreeMap::new();
-    for (name, shape) in found {
-        seen.insert(name, shape);
-    }
-    for (name, want) in &expected {
-        match seen.get(name.as_str()) {
-            None => problems.push(format!("missing tensor {name}: expected shape {want:?}")),
-            Some(shape) if *shape != want.as_slice() => problems.push(format!(
-                "tensor {name}: expected shape {want:?}, found {shape:?}"
-            )),
-            Some(_) => {}
-        }
-    }
-    let tied = [cfg.vocab_size, cfg.d_model];
-    for (name, shape) in &seen {
-        if *name == "proj_out.weight" {
-            if *shape != tied.as_slice() {
-                problems.push(format!(
-                    "tensor proj_out.weight (tied to embed_tokens): expected shape {tied:?}, found {shape:?}"
-                ));
-            }
-        } else if !expected.contains_key(*name) {
-            problems.push(format!("unexpected tensor {name} {shape:?}"));
-        }
-    }
-    problems
+    let tied = BTreeMap::from([(
+        "proj_out.weight".to_string(),
+        (vec![cfg.vocab_size, d], "embed_tokens".to_string()),
+    )]);
+    ExpectedTensors { required: m, tied }
 }
 
 /// A loaded Whisper model: network, shape and greedy-generation settings.
@@ -363,9 +298,9 @@ impl Whisper {
     /// Load a checkpoint folder (layout from [`detect_layout`]) onto `device`.
     ///
     /// # Errors
-    /// [`LoadError`] naming the file and, for tensor problems, each tensor with its expected
+    /// [`CheckpointError`] naming the file and, for tensor problems, each tensor with its expected
     /// and found shape.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         match detect_layout(dir)? {
             WhisperLayout::Ct2 => Self::load_ct2(dir, device),
             WhisperLayout::Hf => Self::load_hf(dir, device),
@@ -376,8 +311,8 @@ impl Whisper {
     /// (f16 -> f32, exact), suppression lists from `config.json`.
     ///
     /// # Errors
-    /// See [`Whisper::load`]; reader errors ([`LoadError::Ct2`]) name the byte offset.
-    pub fn load_ct2(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+    /// See [`Whisper::load`]; reader errors ([`CheckpointError::Ct2`]) name the byte offset.
+    pub fn load_ct2(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         let path = dir.join("model.bin");
         let ct2 = Ct2Model::load(&path)?;
         let config = WhisperConfig::from(whisper_dims(&ct2)?);
@@ -399,20 +334,19 @@ impl Whisper {
     /// [`super::ct2::to_hf_state_dict`] returns); `source` names the file in errors.
     ///
     /// # Errors
-    /// [`LoadError::Tensors`] listing every missing, unexpected or mis-shaped tensor (and any
+    /// [`CheckpointError::Tensors`] listing every missing, unexpected or mis-shaped tensor (and any
     /// tensor whose data length does not match its shape).
     pub fn from_state_dict(
         config: &WhisperConfig,
         tensors: Vec<HfTensor>,
         source: &Path,
         device: &Device,
-    ) -> Result<WhisperForConditionalGeneration, LoadError> {
-        let mut problems = tensor_problems(
-            config,
-            tensors
-                .iter()
-                .map(|t| (t.name.as_str(), t.shape.as_slice())),
-        );
+    ) -> Result<WhisperForConditionalGeneration, CheckpointError> {
+        let found: Vec<FoundTensor> = tensors
+            .iter()
+            .map(|t| FoundTensor::named(&t.name, &t.shape, None))
+            .collect();
+        let mut problems = tensor_problems(&expected_tensors(config), &found);
         for t in &tensors {
             let n: usize = t.shape.iter().product();
             if n != t.data.len() {
@@ -424,12 +358,7 @@ impl Whisper {
                 ));
             }
         }
-        if !problems.is_empty() {
-            return Err(LoadError::Tensors {
-                path: source.to_path_buf(),
-                problems,
-            });
-        }
+        no_problems(source, problems)?;
         let map = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut b = Builder { map, device };
         Ok(b.build(WhisperForConditionalGeneration::new(config, device)))
@@ -441,7 +370,7 @@ impl Whisper {
     ///
     /// # Errors
     /// See [`Whisper::load`].
-    pub fn load_hf(dir: &Path, device: &Device) -> Result<Self, LoadError> {
+    pub fn load_hf(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         let config = WhisperConfig::from_hf_config_json(&dir.join("config.json"))?;
         let generation = GenerationSettings::from_hf_generation_json(
             &dir.join("generation_config.json"),
@@ -462,68 +391,17 @@ impl Whisper {
     /// first with [`tensor_problems`].
     ///
     /// # Errors
-    /// [`LoadError::File`] for an unreadable or corrupt file, [`LoadError::Tensors`] for
+    /// [`CheckpointError::File`] for an unreadable or corrupt file, [`CheckpointError::Tensors`] for
     /// tensor problems.
     pub fn load_safetensors(
         config: &WhisperConfig,
         weights: &Path,
         device: &Device,
-    ) -> Result<WhisperForConditionalGeneration, LoadError> {
-        let file_err = |message: String| LoadError::File {
-            path: weights.to_path_buf(),
-            message,
-        };
-        let file = std::fs::File::open(weights).map_err(|e| file_err(e.to_string()))?;
-        // SAFETY: the file is opened read-only and not modified while mapped.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_err(e.to_string()))?;
-        // Validates the header and that every tensor's byte range lies inside the file.
-        let st = safetensors::SafeTensors::deserialize(&mmap)
-            .map_err(|e| file_err(format!("invalid safetensors file: {e}")))?;
-        let infos: Vec<(String, Vec<usize>, safetensors::Dtype)> = st
-            .tensors()
-            .into_iter()
-            .map(|(n, v)| (n, v.shape().to_vec(), v.dtype()))
-            .collect();
-        let mut problems = tensor_problems(
-            config,
-            infos.iter().map(|(n, s, _)| (n.as_str(), s.as_slice())),
-        );
-        for (n, _, dtype) in &infos {
-            use safetensors::Dtype as T;
-            if !matches!(dtype, T::F32 | T::F16 | T::BF16 | T::F64) {
-                problems.push(format!(
-                    "tensor {n}: expected a float dtype, found {dtype:?}"
-                ));
-            }
-        }
-        if !problems.is_empty() {
-            return Err(LoadError::Tensors {
-                path: weights.to_path_buf(),
-                problems,
-            });
-        }
-        drop(st);
-        drop(mmap);
+    ) -> Result<WhisperForConditionalGeneration, CheckpointError> {
+        let found = read_safetensors_header(weights, |name| Some(name.to_string()))?;
+        no_problems(weights, tensor_problems(&expected_tensors(config), &found))?;
         let mut net = WhisperForConditionalGeneration::new(config, device);
-        let mut store = SafetensorsStore::from_file(weights)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-            .allow_partial(false);
-        let result = net
-            .load_from(&mut store)
-            .map_err(|e| file_err(e.to_string()))?;
-        let mut problems: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        problems.extend(
-            result
-                .missing
-                .iter()
-                .map(|(name, why)| format!("missing tensor {name}: {why}")),
-        );
-        if !problems.is_empty() {
-            return Err(LoadError::Tensors {
-                path: weights.to_path_buf(),
-                problems,
-            });
-        }
+        load_safetensors_into(&mut net, weights, None)?;
         Ok(net)
     }
 }

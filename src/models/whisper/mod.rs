@@ -1,7 +1,7 @@
 //! Whisper tiny.en (OpenAI), second model: real trained weights.
 //!
 //! The module tree mirrors transformers' `WhisperForConditionalGeneration`
-//! (huggingface/transformers `src/transformers/models/whisper/modeling_whisper.py`), so
+//! (huggingface/transformers <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>), so
 //! parameter paths equal HF state-dict keys and capture names equal forward-hook names:
 //!
 //! ```text
@@ -25,10 +25,14 @@
 //! * [`loader`]: [`Whisper::load`] from a CTranslate2 or a transformers folder;
 //!   [`is_whisper_dir`] for the CLI.
 //! * [`decode`]: greedy decoding exactly as transformers `generate` for tiny.en, 30 s
-//!   windows, and the `tokenizer.json` wrapper [`WhisperTokenizer`].
+//!   windows. The `tokenizer.json` wrapper is [`crate::tokenizer::WhisperTokenizer`]
+//!   (re-exported here).
+//!
+//! Loading errors are the shared [`crate::models::CheckpointError`].
 //!
 //! ```no_run
-//! use voxtrace::models::whisper::{Whisper, WhisperTokenizer};
+//! use voxtrace::models::whisper::Whisper;
+//! use voxtrace::tokenizer::WhisperTokenizer;
 //! let device = burn::tensor::Device::flex();
 //! let dir = std::path::Path::new("models-cache/whisper-tiny.en");
 //! let model = Whisper::load(dir, &device)?;
@@ -44,7 +48,10 @@ pub mod decode;
 pub mod loader;
 pub mod model;
 
+/// Whisper's tokenizer, defined in [`crate::tokenizer::whisper`] beside Tekken; re-exported so
+/// `models::whisper::WhisperTokenizer` keeps working.
+pub use crate::tokenizer::WhisperTokenizer;
 pub use config::{GenerationSettings, WhisperConfig};
-pub use decode::{GreedyOutput, Transcript, WhisperTokenizer, greedy_decode};
-pub use loader::{LoadError, Whisper, WhisperLayout, is_whisper_dir};
+pub use decode::{GreedyOutput, Transcript, greedy_decode};
+pub use loader::{Whisper, WhisperLayout, is_whisper_dir};
 pub use model::WhisperForConditionalGeneration;

@@ -1,5 +1,5 @@
 //! The Whisper encoder-decoder, mirroring transformers' `WhisperForConditionalGeneration`
-//! (huggingface/transformers `src/transformers/models/whisper/modeling_whisper.py`:
+//! (huggingface/transformers <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>:
 //! `WhisperModel`, `WhisperEncoder`, `WhisperDecoder`, `WhisperEncoderLayer`,
 //! `WhisperDecoderLayer`, `WhisperAttention`, `eager_attention_forward`).
 //!
@@ -11,15 +11,14 @@
 
 use super::config::{LAYER_NORM_EPS, WhisperConfig};
 use crate::nn::attention::{KvCache, attend_with_weights, causal_mask, fused_attention};
+use crate::nn::conv::Conv1d;
 use crate::nn::gelu;
 use crate::nn::linear::{is_capture, is_flex};
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::module::conv1d;
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Errors of a forward pass on inputs of the wrong shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,54 +53,6 @@ pub enum ForwardError {
     },
 }
 
-/// `nn.Conv1d` with symmetric zero padding (`weight [c_out, c_in, kernel]`, `bias [c_out]`,
-/// PyTorch layout and names).
-#[derive(Module, Debug)]
-pub struct Conv1d {
-    /// `[c_out, c_in, kernel]`.
-    pub weight: Param<Tensor<3>>,
-    /// `[c_out]`.
-    pub bias: Param<Tensor<1>>,
-    /// Stride in frames.
-    pub stride: usize,
-    /// Zero frames padded on each side.
-    pub padding: usize,
-}
-
-impl Conv1d {
-    /// Randomly initialised conv (replaced when loading).
-    pub fn new(
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        device: &Device,
-    ) -> Self {
-        let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
-        Self {
-            weight: Param::from_tensor(Tensor::random(
-                [c_out, c_in, kernel],
-                Distribution::Uniform(-bound, bound),
-                device,
-            )),
-            bias: Param::from_tensor(Tensor::zeros([c_out], device)),
-            stride,
-            padding,
-        }
-    }
-
-    /// `[batch, c_in, frames]` -> `[batch, c_out, (frames + 2 pad - kernel) / stride + 1]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv1d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            ConvOptions::new([self.stride], [self.padding], [1], 1),
-        )
-    }
-}
-
 fn layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d)
         .with_epsilon(LAYER_NORM_EPS)
@@ -121,6 +72,15 @@ fn activation(x: Tensor<3>, scope: &Scope) -> Tensor<3> {
 }
 
 /// `WhisperAttention`: q/v/out projections with bias, k without; no RoPE.
+///
+/// The attention maths is [`crate::nn::attention`]'s shared kernels
+/// ([`attend_with_weights`] when the probabilities are recorded or off Flex,
+/// [`fused_attention`] otherwise; [`causal_mask`] for the decoder). What stays here is what is
+/// Whisper's own: the projection names and biases (`out_proj`, no `k_proj` bias), queries
+/// scaled by `head_dim^-0.5` right after `q_proj` (upstream order, so the kernels run with
+/// scale 1), the `out.1` probabilities capture, and keys/values passed in so that
+/// cross-attention can reuse the encoder's (see [`DecoderLayerCache`]). [`crate::nn::Attention`]
+/// (Voxtral) has RoPE, GQA, a sliding window and `o_proj`, none of which Whisper has.
 #[derive(Module, Debug)]
 pub struct WhisperAttention {
     /// `[d_model] -> [d_model]`, bias.
@@ -159,8 +119,10 @@ impl WhisperAttention {
             .swap_dims(1, 2)
     }
 
-    /// Keys and values `[b, n_heads, t, head_dim]` of `states [b, t, d_model]`, recording the
-    /// `k_proj` / `v_proj` captures.
+    /// Keys and values of `states`, recording the `k_proj` / `v_proj` captures.
+    ///
+    /// # Shapes
+    /// `states [batch, t, d_model]` -> `(k, v)`, each `[batch, n_heads, t, head_dim]`.
     pub fn key_values(&self, states: Tensor<3>, scope: &Scope) -> (Tensor<4>, Tensor<4>) {
         let k = linear(&self.k_proj, states.clone(), &scope.child("k_proj"));
         let v = linear(&self.v_proj, states, &scope.child("v_proj"));
@@ -170,9 +132,12 @@ impl WhisperAttention {
     /// Attend `x [b, s, d_model]` to keys/values `[b, n_heads, t, head_dim]`; `mask [s, t]`
     /// hides keys where `true`. Queries are scaled by `head_dim^-0.5` after `q_proj`, as
     /// upstream does. Records `q_proj`, `out_proj`, `out.0` and the probabilities `out.1`
-    /// `[b, n_heads, s, t]`. Returns `[b, s, d_model]`. With capture off on Flex the
-    /// probabilities are not needed and the fused kernel
-    /// ([`fused_attention`]) runs instead of matmul/softmax/matmul.
+    /// `[b, n_heads, s, t]`. With capture off on Flex the probabilities are not needed and the
+    /// fused kernel ([`fused_attention`]) runs instead of matmul/softmax/matmul.
+    ///
+    /// # Shapes
+    /// `x [batch, s, d_model]`, `k` / `v [batch, n_heads, t, head_dim]`, `mask [s, t]` ->
+    /// `[batch, s, d_model]`.
     pub fn attend(
         &self,
         x: Tensor<3>,
@@ -231,7 +196,10 @@ impl WhisperEncoderLayer {
         }
     }
 
-    /// `[b, frames, d_model]` -> `[b, frames, d_model]` (full bidirectional attention).
+    /// Pre-norm self-attention (full, bidirectional) and FFN, each with its residual.
+    ///
+    /// # Shapes
+    /// `x [batch, frames, d_model]` -> `[batch, frames, d_model]`.
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.input(&x);
         let h = norm(
@@ -249,6 +217,9 @@ impl WhisperEncoderLayer {
     }
 
     /// `fc2(gelu(fc1(final_layer_norm(x))))`, without the residual.
+    ///
+    /// # Shapes
+    /// `x [batch, frames, d_model]` -> `[batch, frames, d_model]` (`[.., ffn]` inside).
     pub fn ffn(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
         ffn(&self.final_layer_norm, &self.fc1, &self.fc2, x, scope)
     }
@@ -298,8 +269,11 @@ impl WhisperEncoder {
         }
     }
 
-    /// Log-mel `features [b, num_mel_bins, 2 * max_source_positions]` ->
-    /// `last_hidden_state [b, max_source_positions, d_model]`.
+    /// Conv stem (GELU after each conv), position table, layers, final norm.
+    ///
+    /// # Shapes
+    /// Log-mel `features [batch, num_mel_bins, 2 * max_source_positions]` (`[1, 80, 3000]`
+    /// for tiny.en) -> `last_hidden_state [batch, max_source_positions, d_model]`.
     ///
     /// # Errors
     /// [`ForwardError::Features`] when the shape differs (transformers raises too: Whisper
@@ -410,6 +384,10 @@ impl WhisperDecoderLayer {
     /// Cross-attention keys/values of `encoder_hidden_states [b, frames, d_model]`, stored
     /// contiguous in `[b, n_heads, frames, head_dim]` order (the head split is a strided view;
     /// without this every decoder step would copy them again inside the attention kernel).
+    ///
+    /// # Shapes
+    /// `encoder_hidden_states [batch, frames, d_model]` -> `cross_k` / `cross_v`
+    /// `[batch, n_heads, frames, head_dim]`; the self-attention cache starts empty.
     pub fn cross_cache(&self, encoder_hidden_states: Tensor<3>) -> DecoderLayerCache {
         let (k, v) = self
             .encoder_attn
@@ -421,12 +399,16 @@ impl WhisperDecoderLayer {
         }
     }
 
-    /// `x [b, s, d_model]` at decoder positions `pos0 .. pos0 + s` -> `[b, s, d_model]`.
+    /// One decoder layer at decoder positions `pos0 .. pos0 + s`.
     ///
     /// Without a cache, `encoder_hidden_states` is projected here (recorded) and the
     /// self-attention sees only `x` (so `pos0` must be 0). With a cache, past keys/values are
     /// prepended, the new ones appended, and the cached cross-attention keys/values are used
     /// (`encoder_hidden_states` is then only recorded).
+    ///
+    /// # Shapes
+    /// `x [batch, s, d_model]`, `encoder_hidden_states [batch, frames, d_model]` ->
+    /// `[batch, s, d_model]`.
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -528,7 +510,10 @@ impl WhisperDecoder {
         }
     }
 
-    /// One cache entry per layer for `encoder_hidden_states [b, frames, d_model]`.
+    /// One cache entry per layer (see [`WhisperDecoderLayer::cross_cache`]).
+    ///
+    /// # Shapes
+    /// `encoder_hidden_states [batch, frames, d_model]`.
     pub fn new_cache(&self, encoder_hidden_states: &Tensor<3>) -> Vec<DecoderLayerCache> {
         self.layers
             .iter()
@@ -536,8 +521,12 @@ impl WhisperDecoder {
             .collect()
     }
 
-    /// `input_ids [b, s]` at positions `pos0 .. pos0 + s` -> `last_hidden_state [b, s, d_model]`
-    /// (after the final norm). With `cache`, past tokens come from it and it is extended.
+    /// Token and position embeddings, layers and final norm for the tokens at positions
+    /// `pos0 .. pos0 + s`. With `cache`, past tokens come from it and it is extended.
+    ///
+    /// # Shapes
+    /// `input_ids [batch, s]`, `encoder_hidden_states [batch, frames, d_model]` ->
+    /// `last_hidden_state [batch, s, d_model]` (after the final norm).
     ///
     /// # Errors
     /// [`ForwardError::TooLong`] past `max_target_positions`; [`ForwardError::Cache`] when the
@@ -638,8 +627,11 @@ impl WhisperForConditionalGeneration {
         }
     }
 
-    /// `proj_out`: `hidden [b, s, d_model]` -> logits `[b, s, vocab_size]` with the token
-    /// embedding matrix (tied). Records `proj_out.in.0` under `scope` (the root scope).
+    /// `proj_out` with the token embedding matrix (tied). Records `proj_out.in.0` under `scope`
+    /// (the root scope).
+    ///
+    /// # Shapes
+    /// `hidden [batch, s, d_model]` -> logits `[batch, s, vocab_size]`.
     pub fn proj_out(&self, hidden: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.child("proj_out").input(&hidden);
         let [b, s, d] = hidden.dims();
@@ -648,10 +640,13 @@ impl WhisperForConditionalGeneration {
         crate::nn::linear::matmul_transposed(hidden.reshape([b * s, d]), w).reshape([b, s, vocab])
     }
 
-    /// Teacher-forced forward `model(input_features, decoder_input_ids)` without cache:
-    /// `features [b, mels, 3000]`, `input_ids [b, s]` -> logits `[b, s, vocab_size]`.
+    /// Teacher-forced forward `model(input_features, decoder_input_ids)` without cache.
     /// Records every capture point of the reference dumps under `scope` (root), plus
     /// `input_features`, `input_ids` and `logits`.
+    ///
+    /// # Shapes
+    /// `features [batch, num_mel_bins, 3000]`, `input_ids [batch, s]` -> logits
+    /// `[batch, s, vocab_size]`.
     ///
     /// # Errors
     /// [`ForwardError`] for a wrong feature shape or too many tokens.
