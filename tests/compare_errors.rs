@@ -1,13 +1,13 @@
 //! Bad-input tests for `voxtrace compare`: every case must give exit code 2 and an error naming
 //! the offending file and the cause, never a panic.
 
-mod compare_common;
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use compare_common::*;
+use common::compare::*;
 use voxtrace::compare::{CompareArgs, CompareError, Dump, Tolerances, cli, compare_dumps, run};
 
 /// A valid two-tensor safetensors file.

@@ -12,10 +12,9 @@
 #![cfg(feature = "record")]
 
 mod common;
-mod export_common;
 
-use common::voxtral_fixture;
-use export_common::*;
+use common::export::*;
+use common::{s, voxtrace_ok, voxtral_fixture};
 use std::path::{Path, PathBuf};
 
 const PARTS: [&str; 4] = ["encoder", "adapter", "decoder-step", "all"];

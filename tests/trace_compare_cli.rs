@@ -6,21 +6,9 @@
 
 mod common;
 
-use common::voxtral_fixture;
+use common::{s, voxtrace, voxtral_fixture, whisper};
 use safetensors::tensor::TensorView;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn voxtrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .args(args)
-        .output()
-        .expect("run voxtrace")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn trace(model: &Path, out: &Path) {
     let dump = voxtral_fixture("dumps/cards-001.safetensors");
@@ -116,22 +104,6 @@ fn a_perturbed_weight_fails_and_names_the_first_layer_it_reaches() {
     );
 }
 
-/// Whisper tiny.en folder: `VOXTRACE_WHISPER_DIR` or `<crate>/models-cache/whisper-tiny.en`
-/// (`just models`); the test fails, not skips, when the weights are absent.
-fn whisper_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache/whisper-tiny.en")
-        });
-    assert!(
-        dir.join("model.bin").is_file(),
-        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
-        dir.display()
-    );
-    dir
-}
-
 /// Whisper through the same two commands: `voxtrace trace` on a Whisper folder replays the
 /// transformers dump's inputs, and `voxtrace compare` joins every capture name, gathering the
 /// full-length encoder tensors the way the dump's `voxtrace.sliced` metadata says, and passes at
@@ -140,9 +112,9 @@ fn whisper_dir() -> PathBuf {
 #[test]
 fn whisper_trace_then_compare_passes_against_the_transformers_dump() {
     let dir = tempfile::tempdir().unwrap();
-    let model = whisper_dir();
-    let dump = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/whisper_tiny_en/dumps/goforward.safetensors");
+    // The weights folder: the test fails, not skips, when they are absent (`just models`).
+    let model = whisper::require_model_bin();
+    let dump = whisper::dump_path("goforward");
     let out = dir.path().join("whisper.safetensors");
     let o = voxtrace(&[
         "trace",

@@ -1,6 +1,5 @@
-//! Helpers shared by the `compare_*` integration tests: writers for safetensors (the
+//! Helpers for the `compare_*` integration tests: writers for safetensors (the
 //! `safetensors` crate), `.npy` and `.npz` (the `npyz` crate).
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -175,7 +174,5 @@ pub fn write_npz(path: &Path, arrays: &[(&str, Arr<'_>)], compressed: bool) {
 
 /// `fixtures/compare/<rel>` in the crate.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/compare")
-        .join(rel)
+    super::fixtures().join("compare").join(rel)
 }
