@@ -14,7 +14,7 @@
 mod common;
 
 use common::export::*;
-use common::{s, voxtrace_ok, voxtral_fixture};
+use common::{OwnedTensor, s, voxtrace_ok, voxtral_fixture, write_tensors};
 use std::path::{Path, PathBuf};
 
 const PARTS: [&str; 4] = ["encoder", "adapter", "decoder-step", "all"];
@@ -307,8 +307,7 @@ type NamedValues = (String, Vec<usize>, Result<Vec<f32>, Vec<i64>>);
 
 /// Write tensors as safetensors.
 fn write_st(path: &Path, tensors: Vec<NamedValues>) {
-    use safetensors::tensor::TensorView;
-    let owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+    let owned: Vec<OwnedTensor> = tensors
         .into_iter()
         .map(|(n, shape, v)| match v {
             Ok(f) => (
@@ -325,11 +324,7 @@ fn write_st(path: &Path, tensors: Vec<NamedValues>) {
             ),
         })
         .collect();
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    write_tensors(path, &owned);
 }
 
 /// `decoder-step --past P`: the KV cache is graph input and output. Burn decodes the first P
@@ -337,12 +332,12 @@ fn write_st(path: &Path, tensors: Vec<NamedValues>) {
 /// after the prefill, gives the step's logits and the updated cache within 1e-4.
 #[test]
 fn decoder_step_with_kv_cache_matches_burn_incremental_decoding() {
-    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use burn::tensor::{Int, Tensor, TensorData};
     use voxtrace::models::voxtral::{Voxtral, loader::detect_layout};
     use voxtrace::nn::KvCache;
     use voxtrace::trace::Scope;
     let (past, steps) = (10usize, 2usize);
-    let device = Device::flex();
+    let device = common::device();
     let dir = voxtral_fixture("mistral");
     let model = Voxtral::load_layout(&dir, detect_layout(&dir).unwrap(), &device).unwrap();
     let tok =

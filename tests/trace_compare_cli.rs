@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{s, voxtrace, voxtral_fixture, whisper};
-use safetensors::tensor::TensorView;
+use common::{read_tensors, s, voxtrace, voxtral_fixture, whisper, write_tensors};
 use std::path::{Path, PathBuf};
 
 fn trace(model: &Path, out: &Path) {
@@ -61,13 +60,7 @@ fn trace_then_compare_passes_against_the_upstream_dump() {
 
 /// Rewrite a safetensors file with `delta` added to element 0 of tensor `name`.
 fn perturb(src: &Path, dst: &Path, name: &str, delta: f32) {
-    let bytes = std::fs::read(src).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
+    let mut owned = read_tensors(src);
     let t = owned
         .iter_mut()
         .find(|t| t.0 == name)
@@ -75,11 +68,7 @@ fn perturb(src: &Path, dst: &Path, name: &str, delta: f32) {
     assert_eq!(t.1, safetensors::Dtype::F32);
     let x = f32::from_le_bytes(t.3[0..4].try_into().unwrap()) + delta;
     t.3[0..4].copy_from_slice(&x.to_le_bytes());
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, dst).unwrap();
+    write_tensors(dst, &owned);
 }
 
 #[test]

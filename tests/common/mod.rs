@@ -13,6 +13,7 @@ pub mod export;
 pub mod whisper;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -158,6 +159,28 @@ impl Fixture {
             .collect();
         (shape, data)
     }
+}
+
+/// One stored tensor, owned: name, dtype, shape, raw little-endian bytes.
+pub type OwnedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Every tensor of a safetensors file, in the order `safetensors` lists them.
+pub fn read_tensors(path: &Path) -> Vec<OwnedTensor> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect()
+}
+
+/// Write `tensors` as a safetensors file without metadata.
+pub fn write_tensors(path: &Path, tensors: &[OwnedTensor]) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
 /// A tensor read from a dump: shape and values (floats as f32, ints as i64 and as f32).
