@@ -94,12 +94,7 @@ fn every_part_runs_in_onnxruntime_and_matches_burn_and_pytorch() {
                 .path()
                 .join(format!("{layout}-{part}-ort-up.safetensors"));
             onnx_run(&onnx, &upstream(), &ort_up);
-            let ort_names = names(&ort_up);
-            let absent: Vec<String> = up_names
-                .iter()
-                .filter(|n| !ort_names.contains(n))
-                .cloned()
-                .collect();
+            let absent = absent_from(&up_names, &ort_up);
             if part == "all" {
                 assert_eq!(absent, vec!["generated_ids".to_string()]);
             }

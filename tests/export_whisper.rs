@@ -107,12 +107,7 @@ fn encoder_and_decoder_run_in_onnxruntime_and_match_burn_and_transformers() {
         }
         let ort_up = dir.path().join(format!("{part}-ort-up.safetensors"));
         onnx_run(&onnx, &dump(), &ort_up);
-        let ort_names = names(&ort_up);
-        let absent: Vec<String> = up_names
-            .iter()
-            .filter(|n| !ort_names.contains(n))
-            .cloned()
-            .collect();
+        let absent = absent_from(&up_names, &ort_up);
         let r = cmp(&dump(), &ort_up, &tol);
         let (n, worst, at) = assert_all_pass(&r, &absent, &format!("{part}: transformers vs ort"));
         assert!(n > 50, "{part}: {n}");

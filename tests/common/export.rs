@@ -42,6 +42,16 @@ pub fn compare(reference: &Path, actual: &Path, atol: f64, rtol: f64) -> Report 
 pub fn names(path: &Path) -> Vec<String> {
     Fixture::open(path.to_path_buf()).names()
 }
+/// The names of `reference` that the safetensors dump at `path` does not hold, in order.
+pub fn absent_from(reference: &[String], path: &Path) -> Vec<String> {
+    let present = names(path);
+    reference
+        .iter()
+        .filter(|n| !present.contains(n))
+        .cloned()
+        .collect()
+}
+
 /// Assert that every compared tensor passed, except reference names listed in `absent_ok`
 /// (which must be reported missing, not silently skipped); returns (compared count, worst
 /// max_abs_err, its name).

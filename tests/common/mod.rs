@@ -114,50 +114,45 @@ impl Fixture {
         self.st().names().into_iter().map(str::to_string).collect()
     }
 
-    /// Raw little-endian bytes and shape of `name`, checked to be `dtype`.
-    fn raw(&self, name: &str, dtype: Dtype) -> (Vec<usize>, Vec<u8>) {
+    /// Shape and values of the `F32` tensor `name`.
+    pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        self.decode(name, Dtype::F32, f32::from_le_bytes)
+    }
+
+    /// Shape and values of the `F64` tensor `name`.
+    pub fn f64(&self, name: &str) -> (Vec<usize>, Vec<f64>) {
+        self.decode(name, Dtype::F64, f64::from_le_bytes)
+    }
+
+    /// Shape and values of the `I16` tensor `name`.
+    pub fn i16(&self, name: &str) -> (Vec<usize>, Vec<i16>) {
+        self.decode(name, Dtype::I16, i16::from_le_bytes)
+    }
+
+    /// Shape and values of the `I64` tensor `name`.
+    pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
+        self.decode(name, Dtype::I64, i64::from_le_bytes)
+    }
+
+    /// Shape and values of `name`, checked to be `dtype`, each value read from `N`
+    /// little-endian bytes by `from_le`.
+    fn decode<T, const N: usize>(
+        &self,
+        name: &str,
+        dtype: Dtype,
+        from_le: fn([u8; N]) -> T,
+    ) -> (Vec<usize>, Vec<T>) {
         let st = self.st();
         let t = st
             .tensor(name)
             .unwrap_or_else(|e| panic!("{}: {name}: {e}", self.path.display()));
         assert_eq!(t.dtype(), dtype, "{}: {name} dtype", self.path.display());
-        (t.shape().to_vec(), t.data().to_vec())
-    }
-
-    pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let (shape, b) = self.raw(name, Dtype::F32);
-        let data = b
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        let data = t
+            .data()
+            .chunks_exact(N)
+            .map(|b| from_le(b.try_into().unwrap()))
             .collect();
-        (shape, data)
-    }
-
-    pub fn f64(&self, name: &str) -> (Vec<usize>, Vec<f64>) {
-        let (shape, b) = self.raw(name, Dtype::F64);
-        let data = b
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, data)
-    }
-
-    pub fn i16(&self, name: &str) -> (Vec<usize>, Vec<i16>) {
-        let (shape, b) = self.raw(name, Dtype::I16);
-        let data = b
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, data)
-    }
-
-    pub fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let (shape, b) = self.raw(name, Dtype::I64);
-        let data = b
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, data)
+        (t.shape().to_vec(), data)
     }
 }
 
