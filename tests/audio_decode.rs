@@ -1,11 +1,12 @@
 //! Decoding with symphonia against libsndfile (soundfile) reads of the same files
 //! (fixtures from `reference/audio_features.py`), plus the error cases.
 
-mod audio_common;
+mod common;
 
 use std::io::Write;
 
-use audio_common::{CLIPS, Fixture, fixtures, max_abs_diff, shared_audio};
+use common::audio::{CLIPS, max_abs_diff};
+use common::{Fixture, fixtures, shared_audio};
 use voxtrace::audio::{AudioError, decode_file, open_chunks};
 
 fn codecs() -> Fixture {

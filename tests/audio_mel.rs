@@ -1,9 +1,10 @@
 //! Log-mel features and mel filter banks against transformers' own outputs
 //! (fixtures from `reference/audio_features.py`).
 
-mod audio_common;
+mod common;
 
-use audio_common::{CLIPS, Fixture, fixtures, max_abs_diff};
+use common::audio::{CLIPS, max_abs_diff};
+use common::{Fixture, fixtures};
 use voxtrace::audio::mel::{self, LogMelExtractor, mel_filter_bank};
 
 /// Tolerance on the `(log10 + 4) / 4` scale. Upstream computes in f32 (STFT, matmul, log10); we compute in f64.
@@ -162,7 +163,7 @@ fn features_command_writes_a_trace_file() {
     use voxtrace::cli::features::{FeatureModel, FeaturesArgs, run};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("features.safetensors");
-    let input = audio_common::shared_audio().join("goforward.wav");
+    let input = common::shared_audio().join("goforward.wav");
     let args = FeaturesArgs {
         input: input.clone(),
         out: out.clone(),

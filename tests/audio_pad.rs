@@ -1,9 +1,9 @@
 //! Offline streaming padding and the AudioConfig arithmetic against mistral-common's own numbers
 //! (fixture from `reference/pad_cases.py`).
 
-mod audio_common;
+mod common;
 
-use audio_common::fixtures;
+use common::fixtures;
 use serde::Deserialize;
 use voxtrace::audio::config::OFFLINE_STREAMING_BUFFER_TOKENS;
 use voxtrace::audio::{AudioConfig, pad_offline, streaming_pad};

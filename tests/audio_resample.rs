@@ -1,9 +1,9 @@
 //! Resampling to 16 kHz: frequency and amplitude of known sines, exact output length, anti-aliasing,
 //! pass-through, and a real clip against soxr (the resampler mistral-common uses).
 
-mod audio_common;
+mod common;
 
-use audio_common::{Fixture, fixtures};
+use common::{Fixture, fixtures};
 use voxtrace::audio::{decode_file, resample, resample_to_16k, resampled_len};
 
 fn sine(freq: f64, rate: u32, n: usize, amp: f32) -> Vec<f32> {

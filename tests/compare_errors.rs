@@ -1,13 +1,13 @@
 //! Bad-input tests for `voxtrace compare`: every case must give exit code 2 and an error naming
 //! the offending file and the cause, never a panic.
 
-mod compare_common;
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use compare_common::*;
+use common::compare::*;
 use voxtrace::cli::compare::{CompareArgs, run};
 use voxtrace::compare::{CompareError, Dump, Tolerances, compare_dumps, execute, exit_code};
 

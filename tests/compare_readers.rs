@@ -2,11 +2,11 @@
 //! `npyz` crates, and committed fixtures written by torch/numpy
 //! (`reference/make_compare_fixtures.py`).
 
-mod compare_common;
+mod common;
 
 use std::collections::BTreeMap;
 
-use compare_common::*;
+use common::compare::*;
 use safetensors::Dtype;
 use serde::Deserialize;
 use voxtrace::compare::{DType, Dump, DumpFormat, OrderSource, Status, Tolerances, compare_dumps};

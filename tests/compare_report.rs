@@ -3,12 +3,12 @@
 //! `run()` exit codes and outputs, chunk-parallel comparison of a large tensor, and order
 //! fallbacks.
 
-mod compare_common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use compare_common::*;
+use common::compare::*;
 use safetensors::Dtype;
 use voxtrace::cli::compare::{CompareArgs, CriterionArg, run};
 use voxtrace::compare::{

@@ -8,7 +8,7 @@
 //! (`tests/voxtral_parity.rs`), Whisper tiny.en chained forward atol 5e-4 / rtol 1e-4 against
 //! upstream (`tests/whisper_parity.rs`, `CHAIN_ATOL`, measured on the dump's frames), raised
 //! per tensor to twice upstream's own f32 error against float64 where that is larger
-//! (`common::lift_to_f32_error`, `fixtures/whisper_tiny_en/f32_error.json`): Flex against
+//! (`common::whisper::lift_to_f32_error`, `fixtures/whisper_tiny_en/f32_error.json`): Flex against
 //! another backend compares all 1500 encoder frames, and there encoder layer 3's FFN is
 //! ill-conditioned (transformers itself is 1.24e-3 from float64 at `fc1.out` on goforward,
 //! above the flat 5e-4). Integer
@@ -52,9 +52,9 @@
 mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{lift_to_f32_error, read_dump, root, voxtral_fixture};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::whisper;
+use common::{device, device_named, read_dump, s, voxtrace, voxtral_fixture};
+use std::path::Path;
 use voxtrace::compare::{Report, Tolerances, compare_dumps};
 use voxtrace::models::voxtral::generate::generate_offline;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
@@ -71,20 +71,6 @@ const WHISPER_RTOL: f64 = 1e-4;
 
 /// Delay tokens of the tiny fixture dumps (480 ms), as in `tests/voxtral_parity.rs`.
 const VOXTRAL_DELAY: f32 = 6.0;
-
-fn flex() -> Device {
-    Device::flex()
-}
-
-#[allow(deprecated)]
-fn ndarray() -> Device {
-    Device::ndarray()
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu() -> Device {
-    Device::wgpu(Default::default())
-}
 
 /// `input_features [1, mels, frames]` and `input_ids [1, n]` of an upstream dump on `device`.
 fn dump_inputs(dump: &Path, device: &Device) -> (Tensor<3>, Tensor<2, Int>) {
@@ -129,31 +115,13 @@ fn trace_voxtral(layout: WeightLayout, dump: &Path, device: &Device, out: &Path)
     t0.elapsed().as_secs_f64()
 }
 
-/// Whisper tiny.en weights: `VOXTRACE_WHISPER_DIR` or `models-cache/whisper-tiny.en`; fails
-/// (never skips) when absent.
-fn whisper_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models-cache/whisper-tiny.en"));
-    assert!(
-        dir.join("model.bin").is_file(),
-        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
-        dir.display()
-    );
-    dir
-}
-
-fn whisper_dump(clip: &str) -> PathBuf {
-    root().join(format!("fixtures/whisper_tiny_en/dumps/{clip}.safetensors"))
-}
-
 /// Trace Whisper tiny.en on `device` like `voxtrace trace --inputs DUMP`: greedy decoding of
 /// the dump's features (recorded as `generated_ids`), then one teacher-forced forward on the
 /// dump's `input_features` / `input_ids` with every capture on. Returns the wall time.
 fn trace_whisper(clip: &str, device: &Device, out: &Path) -> f64 {
     let t0 = std::time::Instant::now();
-    let m = Whisper::load(&whisper_dir(), device).unwrap_or_else(|e| panic!("{e}"));
-    let (features, ids) = dump_inputs(&whisper_dump(clip), device);
+    let m = Whisper::load(&whisper::require_model_bin(), device).unwrap_or_else(|e| panic!("{e}"));
+    let (features, ids) = dump_inputs(&whisper::dump_path(clip), device);
     let enc = m
         .net
         .model
@@ -229,9 +197,9 @@ fn voxtral_tol() -> Tolerances {
 }
 
 /// The Whisper chained tolerance on `clip`, raised per tensor to twice upstream's own f32
-/// error where that is larger ([`lift_to_f32_error`], which prints the raised names).
+/// error where that is larger ([`whisper::lift_to_f32_error`], which prints the raised names).
 fn whisper_tol(clip: &str) -> Tolerances {
-    lift_to_f32_error(Tolerances::new(WHISPER_ATOL, WHISPER_RTOL).unwrap(), clip)
+    whisper::lift_to_f32_error(Tolerances::new(WHISPER_ATOL, WHISPER_RTOL).unwrap(), clip)
 }
 
 /// Voxtral tiny on `other` vs Flex, both layouts, cards-001 (the full-capture dump).
@@ -241,7 +209,7 @@ fn voxtral_cross(name: &str, other: &Device) {
     for layout in [WeightLayout::Hf, WeightLayout::Mistral] {
         let a = dir.path().join(format!("flex-{layout:?}.safetensors"));
         let b = dir.path().join(format!("{name}-{layout:?}.safetensors"));
-        let ta = trace_voxtral(layout, &dump, &flex(), &a);
+        let ta = trace_voxtral(layout, &dump, &device(), &a);
         let tb = trace_voxtral(layout, &dump, other, &b);
         eprintln!("voxtral tiny {layout:?}: flex {ta:.2} s, {name} {tb:.2} s");
         // Every capture plus inputs, generated_ids and logits.
@@ -268,7 +236,7 @@ fn whisper_cross(name: &str, other: &Device) {
     let clip = "goforward";
     let a = dir.path().join("flex.safetensors");
     let b = dir.path().join(format!("{name}.safetensors"));
-    let ta = trace_whisper(clip, &flex(), &a);
+    let ta = trace_whisper(clip, &device(), &a);
     let tb = trace_whisper(clip, other, &b);
     eprintln!("whisper tiny.en {clip}: flex {ta:.2} s, {name} {tb:.2} s");
     let tol = whisper_tol(clip);
@@ -281,7 +249,7 @@ fn whisper_cross(name: &str, other: &Device) {
     );
     assert_agree(
         &format!("whisper tiny.en {clip} upstream vs {name}"),
-        &whisper_dump(clip),
+        &whisper::dump_path(clip),
         &b,
         &tol,
         270,
@@ -290,35 +258,24 @@ fn whisper_cross(name: &str, other: &Device) {
 
 #[test]
 fn voxtral_tiny_ndarray_matches_flex() {
-    voxtral_cross("ndarray", &ndarray());
+    voxtral_cross("ndarray", &device_named("ndarray"));
 }
 
 #[test]
 fn whisper_tiny_en_ndarray_matches_flex() {
-    whisper_cross("ndarray", &ndarray());
+    whisper_cross("ndarray", &device_named("ndarray"));
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn voxtral_tiny_wgpu_matches_flex() {
-    voxtral_cross("wgpu", &wgpu());
+    voxtral_cross("wgpu", &device_named("wgpu"));
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn whisper_tiny_en_wgpu_matches_flex() {
-    whisper_cross("wgpu", &wgpu());
-}
-
-fn voxtrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .args(args)
-        .output()
-        .expect("run voxtrace")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    whisper_cross("wgpu", &device_named("wgpu"));
 }
 
 /// `voxtrace trace --device D` on the tiny fixture for flex and `device`, then

@@ -12,10 +12,9 @@
 #![cfg(feature = "record")]
 
 mod common;
-mod export_common;
 
-use common::voxtral_fixture;
-use export_common::*;
+use common::export::*;
+use common::{OwnedTensor, s, voxtrace_ok, voxtral_fixture, write_tensors};
 use std::path::{Path, PathBuf};
 
 const PARTS: [&str; 4] = ["encoder", "adapter", "decoder-step", "all"];
@@ -95,12 +94,7 @@ fn every_part_runs_in_onnxruntime_and_matches_burn_and_pytorch() {
                 .path()
                 .join(format!("{layout}-{part}-ort-up.safetensors"));
             onnx_run(&onnx, &upstream(), &ort_up);
-            let ort_names = names(&ort_up);
-            let absent: Vec<String> = up_names
-                .iter()
-                .filter(|n| !ort_names.contains(n))
-                .cloned()
-                .collect();
+            let absent = absent_from(&up_names, &ort_up);
             if part == "all" {
                 assert_eq!(absent, vec!["generated_ids".to_string()]);
             }
@@ -308,8 +302,7 @@ type NamedValues = (String, Vec<usize>, Result<Vec<f32>, Vec<i64>>);
 
 /// Write tensors as safetensors.
 fn write_st(path: &Path, tensors: Vec<NamedValues>) {
-    use safetensors::tensor::TensorView;
-    let owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+    let owned: Vec<OwnedTensor> = tensors
         .into_iter()
         .map(|(n, shape, v)| match v {
             Ok(f) => (
@@ -326,11 +319,7 @@ fn write_st(path: &Path, tensors: Vec<NamedValues>) {
             ),
         })
         .collect();
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
+    write_tensors(path, &owned);
 }
 
 /// `decoder-step --past P`: the KV cache is graph input and output. Burn decodes the first P
@@ -338,12 +327,12 @@ fn write_st(path: &Path, tensors: Vec<NamedValues>) {
 /// after the prefill, gives the step's logits and the updated cache within 1e-4.
 #[test]
 fn decoder_step_with_kv_cache_matches_burn_incremental_decoding() {
-    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use burn::tensor::{Int, Tensor, TensorData};
     use voxtrace::models::voxtral::{Voxtral, loader::detect_layout};
     use voxtrace::nn::KvCache;
     use voxtrace::trace::Scope;
     let (past, steps) = (10usize, 2usize);
-    let device = Device::flex();
+    let device = common::device();
     let dir = voxtral_fixture("mistral");
     let model = Voxtral::load_layout(&dir, detect_layout(&dir).unwrap(), &device).unwrap();
     let tok =

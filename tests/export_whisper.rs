@@ -13,7 +13,7 @@
 //! attention sums 1500 products per element) use atol 5e-4 + rtol 1e-4, the same chained
 //! tolerance tests/whisper_parity.rs uses for Burn vs transformers. Every atol is raised per
 //! tensor to twice upstream's own f32 error against float64 where that is larger
-//! (`fixtures/whisper_tiny_en/f32_error.json`, `tests/common::lift_to_f32_error`): on all 1500
+//! (`fixtures/whisper_tiny_en/f32_error.json`, `tests/common/whisper.rs::lift_to_f32_error`): on all 1500
 //! frames, encoder layer 3's `fc1.out` is 1.24e-3 from float64 in transformers itself, and ORT
 //! vs Burn differed by at most 7.8e-4 there with gemm's AVX2 kernels and 1.48e-3 with its AVX-512 ones
 //! (2026-12-03), against a raised atol of 2.48e-3.
@@ -23,31 +23,19 @@
 #![cfg(feature = "record")]
 
 mod common;
-mod export_common;
 
-use export_common::*;
+use common::export::*;
+use common::{s, voxtrace_ok, whisper};
 use std::path::{Path, PathBuf};
 use voxtrace::compare::{Report, TolOverride, Tolerances, compare_dumps};
 
-fn whisper_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models-cache/whisper-tiny.en"));
-    assert!(
-        dir.join("model.bin").is_file(),
-        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
-        dir.display()
-    );
-    dir
-}
-
 fn dump() -> PathBuf {
-    root().join("fixtures/whisper_tiny_en/dumps/goforward.safetensors")
+    whisper::dump_path("goforward")
 }
 
 /// Chained 5e-4/1e-4 everywhere, 1e-4/1e-4 on the part boundaries; each raised to twice
 /// upstream's own f32 error on goforward where that is larger
-/// ([`common::lift_to_f32_error`]).
+/// ([`whisper::lift_to_f32_error`]).
 fn tolerances() -> Tolerances {
     let mut t = Tolerances::new(5e-4, 1e-4).unwrap();
     for name in [
@@ -57,7 +45,7 @@ fn tolerances() -> Tolerances {
     ] {
         t = t.with_override(TolOverride::new(name, 1e-4, 1e-4).unwrap());
     }
-    common::lift_to_f32_error(t, "goforward")
+    whisper::lift_to_f32_error(t, "goforward")
 }
 
 fn cmp(reference: &Path, actual: &Path, tol: &Tolerances) -> Report {
@@ -67,7 +55,7 @@ fn cmp(reference: &Path, actual: &Path, tol: &Tolerances) -> Report {
 #[test]
 fn encoder_and_decoder_run_in_onnxruntime_and_match_burn_and_transformers() {
     let dir = tempfile::tempdir().unwrap();
-    let model = whisper_dir();
+    let model = whisper::require_model_bin();
     let burn = dir.path().join("burn.safetensors");
     let tol = tolerances();
     voxtrace_ok(&[
@@ -119,12 +107,7 @@ fn encoder_and_decoder_run_in_onnxruntime_and_match_burn_and_transformers() {
         }
         let ort_up = dir.path().join(format!("{part}-ort-up.safetensors"));
         onnx_run(&onnx, &dump(), &ort_up);
-        let ort_names = names(&ort_up);
-        let absent: Vec<String> = up_names
-            .iter()
-            .filter(|n| !ort_names.contains(n))
-            .cloned()
-            .collect();
+        let absent = absent_from(&up_names, &ort_up);
         let r = cmp(&dump(), &ort_up, &tol);
         let (n, worst, at) = assert_all_pass(&r, &absent, &format!("{part}: transformers vs ort"));
         assert!(n > 50, "{part}: {n}");

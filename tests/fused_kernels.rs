@@ -3,9 +3,12 @@
 //! few-rows linear kernel vs Burn's `Linear::forward`; and the Flex softmax of the explicit
 //! path (`nn::softmax`, f64 row sum) against an f64 softmax.
 
+mod common;
+
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
+use common::device;
 use proptest::prelude::*;
 use voxtrace::nn::attention::{
     attend, attend_explicit, attend_with_weights, causal_mask, fused_attention,
@@ -14,10 +17,6 @@ use voxtrace::nn::attention::{
 use voxtrace::nn::linear::{
     Layout, SMALL_ROWS_MAX, SMALL_ROWS_MIN_ELEMENTS, linear, matmul_transposed, small_rows_matmul,
 };
-
-fn device() -> Device {
-    Device::flex()
-}
 
 fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)

@@ -1,13 +1,13 @@
 //! Tekken reader and decoder against mistral-common's own decoding
 //! (fixtures from `reference/tekken_decode_cases.py` and `reference/make_tiny_tekken.py`).
 
-mod audio_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use audio_common::fixtures;
 use base64::Engine as _;
+use common::fixtures;
 use proptest::prelude::*;
 use serde::Deserialize;
 use voxtrace::audio::AudioConfig;

@@ -6,21 +6,8 @@
 
 mod common;
 
-use common::voxtral_fixture;
-use safetensors::tensor::TensorView;
+use common::{read_tensors, s, voxtrace, voxtral_fixture, whisper, write_tensors};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn voxtrace(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .args(args)
-        .output()
-        .expect("run voxtrace")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn trace(model: &Path, out: &Path) {
     let dump = voxtral_fixture("dumps/cards-001.safetensors");
@@ -73,13 +60,7 @@ fn trace_then_compare_passes_against_the_upstream_dump() {
 
 /// Rewrite a safetensors file with `delta` added to element 0 of tensor `name`.
 fn perturb(src: &Path, dst: &Path, name: &str, delta: f32) {
-    let bytes = std::fs::read(src).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
+    let mut owned = read_tensors(src);
     let t = owned
         .iter_mut()
         .find(|t| t.0 == name)
@@ -87,11 +68,7 @@ fn perturb(src: &Path, dst: &Path, name: &str, delta: f32) {
     assert_eq!(t.1, safetensors::Dtype::F32);
     let x = f32::from_le_bytes(t.3[0..4].try_into().unwrap()) + delta;
     t.3[0..4].copy_from_slice(&x.to_le_bytes());
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, dst).unwrap();
+    write_tensors(dst, &owned);
 }
 
 #[test]
@@ -116,22 +93,6 @@ fn a_perturbed_weight_fails_and_names_the_first_layer_it_reaches() {
     );
 }
 
-/// Whisper tiny.en folder: `VOXTRACE_WHISPER_DIR` or `<crate>/models-cache/whisper-tiny.en`
-/// (`just models`); the test fails, not skips, when the weights are absent.
-fn whisper_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXTRACE_WHISPER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("models-cache/whisper-tiny.en")
-        });
-    assert!(
-        dir.join("model.bin").is_file(),
-        "{}: no Whisper tiny.en weights; run `just models` or set VOXTRACE_WHISPER_DIR",
-        dir.display()
-    );
-    dir
-}
-
 /// Whisper through the same two commands: `voxtrace trace` on a Whisper folder replays the
 /// transformers dump's inputs, and `voxtrace compare` joins every capture name, gathering the
 /// full-length encoder tensors the way the dump's `voxtrace.sliced` metadata says, and passes at
@@ -140,9 +101,9 @@ fn whisper_dir() -> PathBuf {
 #[test]
 fn whisper_trace_then_compare_passes_against_the_transformers_dump() {
     let dir = tempfile::tempdir().unwrap();
-    let model = whisper_dir();
-    let dump = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/whisper_tiny_en/dumps/goforward.safetensors");
+    // The weights folder: the test fails, not skips, when they are absent (`just models`).
+    let model = whisper::require_model_bin();
+    let dump = whisper::dump_path("goforward");
     let out = dir.path().join("whisper.safetensors");
     let o = voxtrace(&[
         "trace",

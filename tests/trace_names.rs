@@ -6,12 +6,12 @@
 
 mod common;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use voxtrace::models::voxtral::{Voxtral, VoxtralConfig};
 use voxtrace::trace::{NameFilter, Tracer};
 
 fn tiny_random() -> (Voxtral, Tensor<3>, Tensor<2, Int>) {
-    let device = Device::flex();
+    let device = common::device();
     let cfg =
         VoxtralConfig::from_params_json(&common::voxtral_fixture("mistral/params.json")).unwrap();
     let model = Voxtral::random(cfg, &device);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use voxtrace::models::voxtral::time_embedding::time_embedding;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
@@ -15,10 +15,6 @@ use voxtrace::trace::Scope;
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
-
-fn device() -> Device {
-    Device::flex()
-}
 
 struct Ctx {
     dump: Dump,

@@ -3,31 +3,11 @@
 
 mod common;
 
-use burn::tensor::Device;
-use common::voxtral_fixture;
-use safetensors::tensor::TensorView;
-use std::path::Path;
+use common::{OwnedTensor, device, read_tensors, voxtral_fixture, write_tensors};
 use voxtrace::models::CheckpointError;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 
-type Owned = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
-
-fn read(path: &Path) -> Owned {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect()
-}
-
-fn write(t: &Owned, path: &Path) {
-    let views: Vec<(String, TensorView)> = t
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
+type Owned = Vec<OwnedTensor>;
 
 /// A copy of the Mistral checkpoint folder whose weights are edited by `edit`.
 fn load_edited(edit: impl FnOnce(&mut Owned)) -> (String, tempfile::TempDir) {
@@ -35,10 +15,10 @@ fn load_edited(edit: impl FnOnce(&mut Owned)) -> (String, tempfile::TempDir) {
     for f in ["params.json", "tekken.json"] {
         std::fs::copy(voxtral_fixture(&format!("mistral/{f}")), dir.path().join(f)).unwrap();
     }
-    let mut t = read(&voxtral_fixture("mistral/consolidated.safetensors"));
+    let mut t = read_tensors(&voxtral_fixture("mistral/consolidated.safetensors"));
     edit(&mut t);
-    write(&t, &dir.path().join("consolidated.safetensors"));
-    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &Device::flex())
+    write_tensors(&dir.path().join("consolidated.safetensors"), &t);
+    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &device())
         .expect_err("edited checkpoint must not load");
     (err.to_string(), dir)
 }
@@ -100,7 +80,7 @@ fn truncated_file_is_an_error_naming_the_file() {
     let bytes = std::fs::read(voxtral_fixture("mistral/consolidated.safetensors")).unwrap();
     let path = dir.path().join("consolidated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &Device::flex()).unwrap_err();
+    let err = Voxtral::load_layout(dir.path(), WeightLayout::Mistral, &device()).unwrap_err();
     assert!(matches!(err, CheckpointError::File { .. }), "{err:?}");
     assert!(
         err.to_string().contains("consolidated.safetensors"),
@@ -111,7 +91,7 @@ fn truncated_file_is_an_error_naming_the_file() {
 #[test]
 fn folder_without_a_checkpoint_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Voxtral::load(dir.path(), &Device::flex()).unwrap_err();
+    let err = Voxtral::load(dir.path(), &device()).unwrap_err();
     assert!(matches!(err, CheckpointError::NotFound { .. }), "{err:?}");
 }
 
@@ -124,7 +104,7 @@ fn bad_params_json_names_the_key() {
     )
     .unwrap();
     std::fs::write(dir.path().join("params.json"), r#"{"dim": 64}"#).unwrap();
-    let err = Voxtral::load(dir.path(), &Device::flex()).unwrap_err();
+    let err = Voxtral::load(dir.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("params.json") && msg.contains("missing"),

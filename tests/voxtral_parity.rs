@@ -8,7 +8,7 @@
 
 mod common;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use voxtrace::models::voxtral::generate::generate_offline;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
@@ -16,10 +16,6 @@ use voxtrace::trace::{Captured, NameFilter, Tracer};
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
-
-fn device() -> Device {
-    Device::flex()
-}
 
 fn load(layout: WeightLayout) -> Voxtral {
     let dir = match layout {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use burn::tensor::Device;
 use common::*;
 use voxtrace::audio::AudioConfig;
 use voxtrace::models::voxtral::streaming::StreamingSession;
@@ -12,7 +11,7 @@ use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::tokenizer::Tekken;
 
 fn setup() -> (Voxtral, Tekken) {
-    let device = Device::flex();
+    let device = device();
     let model =
         Voxtral::load_layout(&voxtral_fixture("mistral"), WeightLayout::Mistral, &device).unwrap();
     let tok = Tekken::from_file(voxtral_fixture("mistral/tekken.json")).unwrap();
@@ -42,7 +41,7 @@ fn stream(
         prompt,
         delay,
         Some(tok.eos_id().unwrap() as i64),
-        &Device::flex(),
+        &device(),
     )
     .unwrap();
     let mut max_caches = (0, 0);

@@ -10,27 +10,19 @@
 //! dumps `fixtures/whisper_tiny_en/dumps/*.safetensors` (Linear, LayerNorm, Conv1d and
 //! embedding modules recomputed here from the mapped weights).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+mod common;
 
-use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+
+use common::whisper::{dump_path, fixture, model_dir};
+use common::{Fixture, shared_audio};
+use safetensors::SafeTensors;
 use serde::Deserialize;
 use voxtrace::models::whisper::ct2::{
     Ct2DType, Ct2Model, HfTensor, WhisperDims, to_hf_state_dict, whisper_dims,
 };
 
 const MODEL_SHA256: &str = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a";
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("VOXTRACE_WHISPER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/models-cache/whisper-tiny.en"
-            ))
-        })
-}
 
 fn load_model() -> Ct2Model {
     let path = model_dir().join("model.bin");
@@ -41,14 +33,6 @@ fn load_model() -> Ct2Model {
         path.display()
     );
     Ct2Model::load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/whisper_tiny_en"
-    ))
-    .join(rel)
 }
 
 #[test]
@@ -232,57 +216,6 @@ fn hf_state_dict_matches_transformers_reference_summary() {
     }
 }
 
-struct Dump {
-    bytes: Vec<u8>,
-    name: String,
-}
-
-impl Dump {
-    fn open(clip: &str) -> Self {
-        let path = fixture(&format!("dumps/{clip}.safetensors"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self {
-            bytes,
-            name: clip.into(),
-        }
-    }
-
-    fn st(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).unwrap()
-    }
-
-    /// f32 tensor (shape, values).
-    fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let st = self.st();
-        let v = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("{}: {name}: {e}", self.name));
-        assert_eq!(v.dtype(), Dtype::F32, "{}: {name}", self.name);
-        let vals = v
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        (v.shape().to_vec(), vals)
-    }
-
-    fn i64(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
-        let st = self.st();
-        let v = st.tensor(name).unwrap();
-        assert_eq!(v.dtype(), Dtype::I64, "{}: {name}", self.name);
-        let vals = v
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        (v.shape().to_vec(), vals)
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.st().names().into_iter().map(str::to_owned).collect()
-    }
-}
-
 /// Max |a - b| / (1 + max |b|): f32 dot products of length <= 1536 from PyTorch (MKL/
 /// oneDNN blocked sums) and here (sequential f64) differ by a few ulps of the partial sums.
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -343,7 +276,7 @@ fn mapped_weights_reproduce_pytorch_module_outputs() {
             .unwrap_or_else(|| panic!("{n} not in mapped state dict"))
     };
     for clip in ["goforward", "1272-128104-0000"] {
-        let dump = Dump::open(clip);
+        let dump = Fixture::open(dump_path(clip));
         let names = dump.names();
         let mut checked_linear = 0;
         let mut checked_ln = 0;
@@ -401,8 +334,8 @@ fn mapped_weights_reproduce_pytorch_module_outputs() {
 #[test]
 fn mapped_conv1_embeddings_and_proj_out_reproduce_pytorch() {
     let sd = state_dict();
-    let dump = Dump::open("goforward");
-    let (_, header) = SafeTensors::read_metadata(&dump.bytes).unwrap();
+    let dump = Fixture::open(dump_path("goforward"));
+    let (_, header) = SafeTensors::read_metadata(dump.bytes()).unwrap();
     let meta: HashMap<String, String> = header
         .metadata()
         .clone()
@@ -488,20 +421,14 @@ fn mapped_conv1_embeddings_and_proj_out_reproduce_pytorch() {
     }
 }
 
-fn audio_dir() -> PathBuf {
-    std::env::var_os("VOXTRACE_AUDIO_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/audio")))
-}
-
 /// The dumps are well-formed trace-v1 files: `voxtrace.order` lists exactly the stored
 /// tensors, every gathered tensor's axis has as many entries as its index list, and the
 /// generated sequence starts with the English no-timestamps prompt and ends with EOT.
 #[test]
 fn dumps_are_consistent_trace_v1_files() {
     for clip in ["goforward", "1272-128104-0000"] {
-        let dump = Dump::open(clip);
-        let (_, header) = SafeTensors::read_metadata(&dump.bytes).unwrap();
+        let dump = Fixture::open(dump_path(clip));
+        let (_, header) = SafeTensors::read_metadata(dump.bytes()).unwrap();
         let meta = header.metadata().clone().expect("no __metadata__");
         assert_eq!(meta["voxtrace.format"], "trace-v1");
         let order: Vec<String> = serde_json::from_str(&meta["voxtrace.order"]).unwrap();
@@ -542,7 +469,7 @@ fn dumps_are_consistent_trace_v1_files() {
 /// full greedy sequence [SOT, NO_TIMESTAMPS, ..., EOT] with non-empty text.
 #[test]
 fn transformers_transcripts_cover_every_corpus_clip() {
-    let dir = audio_dir();
+    let dir = shared_audio();
     let mut ids = Vec::new();
     for manifest in [dir.join("manifest.tsv"), dir.join("tts/manifest.tsv")] {
         let text = std::fs::read_to_string(&manifest)

@@ -1,15 +1,16 @@
 //! Whisper loader: both layouts give the same network, and broken checkpoints give errors
 //! that name the file and the tensor (with expected and found shape), never a panic.
 
-mod whisper_common;
+mod common;
 
+use common::whisper::*;
+use common::{allclose, device, to_vec};
 use std::path::Path;
 use voxtrace::models::CheckpointError;
 use voxtrace::models::whisper::ct2::{Ct2Model, HfTensor, save_hf_safetensors, to_hf_state_dict};
 use voxtrace::models::whisper::loader::detect_layout;
 use voxtrace::models::whisper::{Whisper, WhisperConfig, WhisperLayout, is_whisper_dir};
 use voxtrace::trace::Scope;
-use whisper_common::*;
 
 fn state_dict() -> Vec<HfTensor> {
     let dir = require_weights();

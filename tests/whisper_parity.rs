@@ -20,14 +20,14 @@
 #![cfg(feature = "record")]
 
 mod common;
-mod whisper_common;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
+use common::whisper::*;
+use common::{DumpTensor, allclose, device, to_vec};
 use voxtrace::models::whisper::Whisper;
 use voxtrace::nn::attention::causal_mask;
 use voxtrace::trace::{NameFilter, Scope, Tracer};
-use whisper_common::*;
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
@@ -42,7 +42,7 @@ const RTOL: f32 = 1e-4;
 /// the decoder through cross-attention; layer-local checks of the same modules hold at
 /// 1e-5/1e-4. The bound below is 1.4x the largest measured value. Like the other chained
 /// Whisper checks it is raised per tensor to twice upstream's own f32 error against float64
-/// where that is larger (`common::lift_to_f32_error`): encoder layer 3's FFN, where
+/// where that is larger (`common::whisper::lift_to_f32_error`): encoder layer 3's FFN, where
 /// transformers itself is 1.2e-3 to 1.8e-3 from float64 and Flex with gemm's AVX2 kernels
 /// differs from it by up to 7.2e-4 on frames the dumps do not keep
 /// (`reference/whisper_f32_error.py --pairs`, 2026-12-03).
@@ -119,7 +119,15 @@ impl Checker {
         }
     }
 
-    fn check(&mut self, what: &str, shape: &[usize], got: &[f32], want: &T, atol: f32, rtol: f32) {
+    fn check(
+        &mut self,
+        what: &str,
+        shape: &[usize],
+        got: &[f32],
+        want: &DumpTensor,
+        atol: f32,
+        rtol: f32,
+    ) {
         if shape != want.shape.as_slice() {
             self.failures.push(format!(
                 "{what}: shape {shape:?} vs upstream {:?}",
@@ -276,7 +284,7 @@ fn chained(clip: &str, m: &Whisper) {
     let captured = tracer.finish().unwrap();
     // CHAIN_ATOL, raised per tensor to twice upstream's own f32 error where that is larger.
     let base = voxtrace::compare::Tolerances::new(CHAIN_ATOL as f64, CHAIN_RTOL as f64).unwrap();
-    let tol = common::lift_to_f32_error(base, clip);
+    let tol = lift_to_f32_error(base, clip);
     let mut c = Checker::new();
     let mut report = Vec::new();
     let mut ours = std::collections::HashSet::new();

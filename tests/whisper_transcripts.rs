@@ -7,11 +7,12 @@
 //! `voxtrace::audio::mel::whisper_log_mel`. Per-clip wall times are printed (`--nocapture`),
 //! never asserted.
 
-mod whisper_common;
+mod common;
 
+use common::whisper::*;
+use common::{device, shared_audio};
 use serde::Deserialize;
 use voxtrace::models::whisper::WhisperTokenizer;
-use whisper_common::*;
 
 #[derive(Deserialize)]
 struct Clip {
@@ -37,7 +38,7 @@ fn greedy_transcripts_equal_transformers_on_every_clip() {
     let mut failures = Vec::new();
     eprintln!("clip\taudio_s\ttokens\tencode_s\tdecode_s\ttotal_s");
     for clip in &fx.clips {
-        let wav = audio_dir().join(&clip.file);
+        let wav = shared_audio().join(&clip.file);
         let samples = voxtrace::audio::load_mono_16k(&wav)
             .unwrap_or_else(|e| panic!("{}: {e}", wav.display()));
         let t = model.transcribe(&samples, &tok, &device()).unwrap();
@@ -80,7 +81,7 @@ fn long_audio_is_split_into_30_s_windows() {
     let model = load_model();
     let dir = require_weights();
     let tok = WhisperTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let one = voxtrace::audio::load_mono_16k(audio_dir().join("jfk.wav")).unwrap();
+    let one = voxtrace::audio::load_mono_16k(shared_audio().join("jfk.wav")).unwrap();
     // 3 x 11 s = 33 s -> windows [0, 30) s and [30, 33) s.
     let samples: Vec<f32> = one.iter().chain(&one).chain(&one).copied().collect();
     let t = model.transcribe(&samples, &tok, &device()).unwrap();

@@ -1,6 +1,5 @@
-//! Helpers shared by the `compare_*` integration tests: writers for safetensors (the
+//! Helpers for the `compare_*` integration tests: writers for safetensors (the
 //! `safetensors` crate), `.npy` and `.npz` (the `npyz` crate).
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,22 +74,16 @@ pub fn order_json(names: &[&str]) -> String {
 
 /// Write a C-order `.npy` file of `f32` with npyz.
 pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    let f = std::fs::File::create(path).unwrap();
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::io::BufWriter::new(f))
-        .begin_nd()
-        .unwrap();
-    w.extend(data.iter().copied()).unwrap();
-    w.finish().unwrap();
+    write_npy(path, shape, data)
 }
 
 /// Write a C-order `.npy` file of `f64` with npyz.
 pub fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) {
+    write_npy(path, shape, data)
+}
+
+/// Write a C-order `.npy` file of `T` (its default numpy dtype) with npyz.
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).unwrap();
     }
@@ -124,58 +117,35 @@ pub fn write_npz(path: &Path, arrays: &[(&str, Arr<'_>)], compressed: bool) {
     });
     for (name, arr) in arrays {
         match arr {
-            Arr::F32(shape, d) => {
-                let mut w = npz
-                    .array::<f32>(name, opts)
-                    .unwrap()
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()
-                    .unwrap();
-                w.extend(d.iter().copied()).unwrap();
-                w.finish().unwrap();
-            }
-            Arr::F64(shape, d) => {
-                let mut w = npz
-                    .array::<f64>(name, opts)
-                    .unwrap()
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()
-                    .unwrap();
-                w.extend(d.iter().copied()).unwrap();
-                w.finish().unwrap();
-            }
-            Arr::I64(shape, d) => {
-                let mut w = npz
-                    .array::<i64>(name, opts)
-                    .unwrap()
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()
-                    .unwrap();
-                w.extend(d.iter().copied()).unwrap();
-                w.finish().unwrap();
-            }
-            Arr::U8(shape, d) => {
-                let mut w = npz
-                    .array::<u8>(name, opts)
-                    .unwrap()
-                    .default_dtype()
-                    .shape(shape)
-                    .begin_nd()
-                    .unwrap();
-                w.extend(d.iter().copied()).unwrap();
-                w.finish().unwrap();
-            }
+            Arr::F32(shape, d) => npz_member(&mut npz, name, opts, shape, d),
+            Arr::F64(shape, d) => npz_member(&mut npz, name, opts, shape, d),
+            Arr::I64(shape, d) => npz_member(&mut npz, name, opts, shape, d),
+            Arr::U8(shape, d) => npz_member(&mut npz, name, opts, shape, d),
         }
     }
     npz.zip_writer().finish().unwrap();
 }
 
+/// One `.npz` member `name` of `T` (its default numpy dtype), C order.
+fn npz_member<T: npyz::AutoSerialize + Copy, W: std::io::Write + std::io::Seek>(
+    npz: &mut npyz::npz::NpzWriter<W>,
+    name: &str,
+    opts: npyz::zip::write::FileOptions,
+    shape: &[u64],
+    data: &[T],
+) {
+    let mut w = npz
+        .array::<T>(name, opts)
+        .unwrap()
+        .default_dtype()
+        .shape(shape)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
 /// `fixtures/compare/<rel>` in the crate.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/compare")
-        .join(rel)
+    super::fixtures().join("compare").join(rel)
 }

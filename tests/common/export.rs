@@ -1,19 +1,10 @@
-//! Helpers for the export tests: run `voxtrace`, `reference/onnx_run.py`, and the comparator.
-#![allow(dead_code)]
+//! Helpers for the export tests: run `reference/onnx_run.py` and the comparator.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use voxtrace::compare::{Report, Status, Tolerances, compare_dumps};
 
-/// Crate root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `&Path` as `&str`.
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use super::{Fixture, root, s};
 
 /// The Python with onnx + onnxruntime (`VOXTRACE_PYTHON`); the test fails when unset.
 pub fn python() -> PathBuf {
@@ -25,20 +16,6 @@ pub fn python() -> PathBuf {
         );
     assert!(p.exists(), "VOXTRACE_PYTHON={} does not exist", p.display());
     p
-}
-
-/// Run the `voxtrace` binary; panics with its stderr on failure.
-pub fn voxtrace_ok(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .args(args)
-        .output()
-        .expect("run voxtrace");
-    assert!(
-        o.status.success(),
-        "voxtrace {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Check and run `model` with ONNX Runtime on the inputs in `inputs`, writing `out`.
@@ -56,16 +33,23 @@ pub fn onnx_run(model: &Path, inputs: &Path, out: &Path) {
     );
 }
 
-/// Compare and return the report.
+/// Compare at one flat tolerance and return the report.
 pub fn compare(reference: &Path, actual: &Path, atol: f64, rtol: f64) -> Report {
     compare_dumps(reference, actual, &Tolerances::new(atol, rtol).unwrap()).unwrap()
 }
 
 /// Names stored in a safetensors dump.
 pub fn names(path: &Path) -> Vec<String> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.names().into_iter().map(str::to_string).collect()
+    Fixture::open(path.to_path_buf()).names()
+}
+/// The names of `reference` that the safetensors dump at `path` does not hold, in order.
+pub fn absent_from(reference: &[String], path: &Path) -> Vec<String> {
+    let present = names(path);
+    reference
+        .iter()
+        .filter(|n| !present.contains(n))
+        .cloned()
+        .collect()
 }
 
 /// Assert that every compared tensor passed, except reference names listed in `absent_ok`
