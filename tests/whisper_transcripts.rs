@@ -12,7 +12,7 @@ mod common;
 use common::whisper::*;
 use common::{device, shared_audio};
 use serde::Deserialize;
-use voxtrace::models::whisper::WhisperTokenizer;
+use voxtrace::tokenizer::WhisperTokenizer;
 
 #[derive(Deserialize)]
 struct Clip {

@@ -91,7 +91,8 @@ pub fn build_profile() -> &'static str {
 /// # Errors
 /// An unreadable model, tokenizer or audio file.
 pub fn whisper(model_dir: &Path, audio: &[PathBuf], device: &Device) -> Result<String, BenchError> {
-    use crate::models::whisper::{Whisper, WhisperTokenizer};
+    use crate::models::whisper::Whisper;
+    use crate::tokenizer::WhisperTokenizer;
     let t0 = Instant::now();
     let model = Whisper::load(model_dir, device).map_err(|e| BenchError::File {
         path: model_dir.to_path_buf(),

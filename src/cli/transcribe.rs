@@ -295,7 +295,8 @@ fn report_error(path: &Path, e: &anyhow::Error) {
 
 /// Whisper tiny.en (CTranslate2 or transformers folder): greedy, 30 s windows.
 fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::Result<ExitCode> {
-    use crate::models::whisper::{Whisper, WhisperTokenizer};
+    use crate::models::whisper::Whisper;
+    use crate::tokenizer::WhisperTokenizer;
     let model = Whisper::load(&args.model, device)?;
     let tok_path = args
         .tokenizer

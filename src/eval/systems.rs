@@ -333,7 +333,7 @@ pub struct WhisperSystem {
     info: SystemInfo,
     device: burn::tensor::Device,
     model: crate::models::whisper::Whisper,
-    tok: crate::models::whisper::WhisperTokenizer,
+    tok: crate::tokenizer::WhisperTokenizer,
 }
 
 impl WhisperSystem {
@@ -345,7 +345,7 @@ impl WhisperSystem {
         let dev = crate::backend::device(device)?;
         let model = crate::models::whisper::Whisper::load(dir, &dev)
             .map_err(load_err(dir, "cannot load the Whisper checkpoint"))?;
-        let tok = crate::models::whisper::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
+        let tok = crate::tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
             .map_err(load_err(dir, "cannot load tokenizer.json"))?;
         let wf = ["model.bin", "model.safetensors"]
             .iter()

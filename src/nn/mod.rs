@@ -1,5 +1,5 @@
-//! Neural-network layers shared by the models (Voxtral Realtime now, Whisper next), each named
-//! by its upstream term and mirroring one upstream PyTorch class.
+//! Neural-network layers shared by the models (Voxtral Realtime and Whisper), each named by its
+//! upstream term and mirroring one upstream PyTorch class.
 
 pub mod activation;
 pub mod attention;
@@ -13,7 +13,7 @@ pub mod softmax;
 
 pub use activation::gelu;
 pub use attention::{Attention, AttentionConfig, KvCache};
-pub use conv::CausalConv1d;
+pub use conv::{CausalConv1d, Conv1d};
 pub use mlp::SwiGluMlp;
 pub use rms_norm::RMSNorm;
 pub use rope::{RopeStyle, RotaryEmbedding};

@@ -48,9 +48,6 @@ pub mod decode;
 pub mod loader;
 pub mod model;
 
-/// Whisper's tokenizer, defined in [`crate::tokenizer::whisper`] beside Tekken; re-exported so
-/// `models::whisper::WhisperTokenizer` keeps working.
-pub use crate::tokenizer::WhisperTokenizer;
 pub use config::{GenerationSettings, WhisperConfig};
 pub use decode::{GreedyOutput, Transcript, greedy_decode};
 pub use loader::{Whisper, WhisperLayout, is_whisper_dir};
