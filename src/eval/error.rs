@@ -10,28 +10,9 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// cause, if any, is the [`std::error::Error::source`] ([`error_chain`] prints the whole chain).
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    /// A file could not be opened, read, created or appended to.
-    #[error("{}: {what}", path.display())]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// What failed, e.g. `cannot read`.
-        what: &'static str,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A JSON file could not be parsed, or a value could not be serialised for it.
-    #[error("{}: {what}", path.display())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What failed, e.g. `malformed results.json`.
-        what: &'static str,
-        /// The parser's or serialiser's error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A file could not be read, created or appended to, or its JSON does not parse.
+    #[error(transparent)]
+    File(#[from] crate::io::FileError),
     /// A line of a JSON-lines file (`partial.jsonl`) does not parse.
     #[error("{}:{line}: malformed record: {cause}", path.display())]
     MalformedRecord {

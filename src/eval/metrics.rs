@@ -353,18 +353,19 @@ pub fn score_corpus_with(pairs: &[ScoreInput], opts: ScoreOptions) -> CorpusScor
 /// `check.json`.
 ///
 /// # Errors
-/// [`super::EvalError::Json`] when serialisation fails (non-finite floats are written as `null`
+/// [`crate::io::FileError::Json`] when serialisation fails (non-finite floats are written as `null`
 /// by serde_json, so in practice it does not), [`super::EvalError::Write`] when the folder does
 /// not exist or is not writable; both name `path`.
 pub fn write_json_atomic<T: Serialize>(
     path: &std::path::Path,
     value: &T,
 ) -> Result<(), super::EvalError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| super::EvalError::Json {
-        path: path.to_path_buf(),
-        what: "cannot serialise JSON",
-        source,
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| crate::io::FileError::Json {
+            path: path.to_path_buf(),
+            what: "cannot serialise JSON",
+            source,
+        })?;
     bytes.push(b'\n');
     crate::io::write_atomic(path, &bytes)?;
     Ok(())

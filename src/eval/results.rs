@@ -240,16 +240,18 @@ pub fn headline(run: &RunResults) -> BTreeMap<String, serde_json::Value> {
 /// Read a run's `results.json`.
 ///
 /// # Errors
-/// [`EvalError::Io`] (unreadable) or [`EvalError::Json`] (malformed), naming the file.
+/// [`crate::io::FileError`] (unreadable or malformed), naming the file.
 pub fn load_results(path: &Path) -> Result<RunResults, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::io::FileError::Io {
         path: path.to_path_buf(),
         what: "cannot read results",
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| EvalError::Json {
-        path: path.to_path_buf(),
-        what: "malformed results.json",
-        source,
-    })
+    Ok(
+        serde_json::from_str(&text).map_err(|source| crate::io::FileError::Json {
+            path: path.to_path_buf(),
+            what: "malformed results.json",
+            source,
+        })?,
+    )
 }

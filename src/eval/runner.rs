@@ -19,6 +19,7 @@
 //!   before the next one starts; `--resume` skips the pairs already there. `results.json` is
 //!   written to a temporary file and renamed.
 
+use crate::io::FileError;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,12 +37,6 @@ use super::results::{
 };
 use super::systems::{System, SystemInfo, SystemSpec, hex};
 use super::{EvalError, error_chain};
-
-/// `EvalError::Io` for `path`, `what` failed.
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> EvalError {
-    let path = path.to_path_buf();
-    move |source| EvalError::Io { path, what, source }
-}
 
 /// One line of `partial.jsonl`: what a system returned for a clip.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,13 +163,14 @@ pub fn machine() -> Machine {
 /// The manifest or an existing audio file cannot be read.
 pub fn corpus_hash(manifest: &Manifest) -> Result<String, EvalError> {
     let mut h = Sha256::new();
-    h.update(std::fs::read(&manifest.path).map_err(io_err(&manifest.path, "cannot read"))?);
+    h.update(std::fs::read(&manifest.path).map_err(FileError::io(&manifest.path, "cannot read"))?);
     for e in &manifest.entries {
         h.update(e.id.as_bytes());
         h.update([0u8]);
         if e.path.is_file() {
-            let mut f = std::fs::File::open(&e.path).map_err(io_err(&e.path, "cannot open"))?;
-            std::io::copy(&mut f, &mut h).map_err(io_err(&e.path, "cannot read"))?;
+            let mut f =
+                std::fs::File::open(&e.path).map_err(FileError::io(&e.path, "cannot open"))?;
+            std::io::copy(&mut f, &mut h).map_err(FileError::io(&e.path, "cannot read"))?;
         } else {
             h.update(b"<missing>");
         }
@@ -191,7 +187,7 @@ pub fn read_partial(path: &Path) -> Result<Vec<UttRecord>, EvalError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(io_err(path, "cannot read")(e)),
+        Err(e) => return Err(FileError::io(path, "cannot read")(e).into()),
     };
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
@@ -524,7 +520,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             problem: "an interrupted run is there; add --resume to continue it or choose another --run-id",
         });
     }
-    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir, "cannot create"))?;
+    std::fs::create_dir_all(&run_dir).map_err(FileError::io(&run_dir, "cannot create"))?;
     let done = read_partial(&partial_path)?;
     let mut records: HashMap<String, HashMap<String, UttRecord>> = HashMap::new();
     for r in done {
@@ -577,7 +573,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
         .create(true)
         .append(true)
         .open(&partial_path)
-        .map_err(io_err(&partial_path, "cannot open for appending"))?;
+        .map_err(FileError::io(&partial_path, "cannot open for appending"))?;
     for e in manifest
         .entries
         .iter()
@@ -618,7 +614,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                     }
                 }
             };
-            let mut line = serde_json::to_string(&rec).map_err(|source| EvalError::Json {
+            let mut line = serde_json::to_string(&rec).map_err(|source| FileError::Json {
                 path: partial_path.clone(),
                 what: "cannot serialise a record",
                 source,
@@ -628,7 +624,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                 .write_all(line.as_bytes())
                 .and_then(|_| partial.flush())
                 .and_then(|_| partial.sync_data())
-                .map_err(io_err(&partial_path, "cannot append"))?;
+                .map_err(FileError::io(&partial_path, "cannot append"))?;
             recs.insert(e.id.clone(), rec);
             bar.inc(1);
         }

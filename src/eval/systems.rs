@@ -14,6 +14,7 @@
 //! Adding a kind means one new [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one
 //! in [`SystemSpec::open`]. Errors are [`EvalError`]s naming the file, command or URL.
 
+use crate::io::FileError;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -41,12 +42,6 @@ fn load_err<E: Into<super::Cause>>(path: &Path, what: &'static str) -> impl FnOn
         what,
         source: source.into(),
     }
-}
-
-/// [`EvalError::Io`]: `what` failed on `path`.
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> EvalError {
-    let path = path.to_path_buf();
-    move |source| EvalError::Io { path, what, source }
 }
 
 /// [`EvalError::BadFile`]: `path` is well-formed but `problem`.
@@ -220,11 +215,13 @@ impl SystemSpec {
 /// # Errors
 /// The file cannot be read; the message names it.
 pub fn sha256_file(path: &Path) -> Result<String, EvalError> {
-    let mut f = std::fs::File::open(path).map_err(io_err(path, "cannot open"))?;
+    let mut f = std::fs::File::open(path).map_err(FileError::io(path, "cannot open"))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io_err(path, "cannot read"))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(FileError::io(path, "cannot read"))?;
         if n == 0 {
             break;
         }
@@ -403,9 +400,9 @@ impl System for WhisperSystem {
 pub fn load_transcripts(
     path: &Path,
 ) -> Result<(HashMap<String, String>, Option<String>), EvalError> {
-    let text =
-        std::fs::read_to_string(path).map_err(io_err(path, "cannot read transcripts file"))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| EvalError::Json {
+    let text = std::fs::read_to_string(path)
+        .map_err(FileError::io(path, "cannot read transcripts file"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| FileError::Json {
         path: path.to_path_buf(),
         what: "invalid JSON",
         source,
@@ -633,7 +630,8 @@ impl System for HttpSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        let bytes = std::fs::read(&entry.path).map_err(io_err(&entry.path, "cannot read audio"))?;
+        let bytes =
+            std::fs::read(&entry.path).map_err(FileError::io(&entry.path, "cannot read audio"))?;
         let fname = entry
             .path
             .file_name()

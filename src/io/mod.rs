@@ -116,3 +116,46 @@ pub fn write_safetensors(
         .map_err(|e| WriteError::new(path, format!("serializing safetensors: {e}")))?;
     write_atomic(path, &bytes)
 }
+
+/// A file could not be read, or its JSON could not be parsed or produced. The message names the
+/// file and what failed; the operating system's or the parser's error is the
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Opening, reading, creating or appending failed.
+    #[error("{}: {what}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What failed, e.g. `cannot read`.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JSON does not parse, or a value could not be serialised for it.
+    #[error("{}: {what}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What failed, e.g. `malformed results.json`.
+        what: &'static str,
+        /// The parser's or serialiser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl FileError {
+    /// For `map_err`: [`FileError::Io`] naming `path` and `what` failed.
+    pub fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> FileError {
+        let path = path.to_path_buf();
+        move |source| FileError::Io { path, what, source }
+    }
+
+    /// For `map_err`: [`FileError::Json`] naming `path` and `what` failed.
+    pub fn json(path: &Path, what: &'static str) -> impl FnOnce(serde_json::Error) -> FileError {
+        let path = path.to_path_buf();
+        move |source| FileError::Json { path, what, source }
+    }
+}

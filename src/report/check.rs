@@ -235,25 +235,27 @@ pub fn check(
 /// The check outcome stored in a run folder, if any.
 ///
 /// # Errors
-/// A `check.json` that exists but is unreadable ([`ReportError::Io`]) or malformed
-/// ([`ReportError::Json`]).
+/// A `check.json` that exists but is unreadable or malformed
+/// ([`ReportError::File`]).
 pub fn load_check(run_dir: &Path) -> Result<Option<CheckOutcome>, ReportError> {
     let path = run_dir.join(CHECK_FILE);
     match std::fs::read_to_string(&path) {
         Ok(t) => match serde_json::from_str(&t) {
             Ok(c) => Ok(Some(c)),
-            Err(source) => Err(ReportError::Json {
+            Err(source) => Err(crate::io::FileError::Json {
                 path,
                 what: "malformed",
                 source,
-            }),
+            }
+            .into()),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ReportError::Io {
+        Err(source) => Err(crate::io::FileError::Io {
             path,
             what: "cannot read",
             source,
-        }),
+        }
+        .into()),
     }
 }
 

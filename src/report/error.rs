@@ -7,28 +7,9 @@ use std::path::PathBuf;
 /// if any, is the [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// A file could not be read.
-    #[error("{}: {what}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What failed, e.g. `cannot read`.
-        what: &'static str,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A JSON file is malformed, or a value could not be serialised for it.
-    #[error("{}: {what}", path.display())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// What failed, e.g. `malformed`.
-        what: &'static str,
-        /// The parser's or serialiser's error.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A file could not be read, created or appended to, or its JSON does not parse.
+    #[error(transparent)]
+    File(#[from] crate::io::FileError),
     /// A line of `history.jsonl` does not parse.
     #[error("{}:{line}: malformed history row", path.display())]
     MalformedRow {

@@ -99,18 +99,19 @@ impl HistoryRow {
 /// Read a history file; a missing file is an empty history.
 ///
 /// # Errors
-/// [`ReportError::Io`] for an unreadable file; [`ReportError::MalformedRow`] for a malformed line
+/// [`crate::io::FileError::Io`] (as [`ReportError::File`]) for an unreadable file; [`ReportError::MalformedRow`] for a malformed line
 /// (message names file and 1-based line).
 pub fn read(path: &Path) -> Result<Vec<HistoryRow>, ReportError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(source) => {
-            return Err(ReportError::Io {
+            return Err(crate::io::FileError::Io {
                 path: path.to_path_buf(),
                 what: "cannot read",
                 source,
-            });
+            }
+            .into());
         }
     };
     let mut rows = Vec::new();
@@ -139,7 +140,7 @@ pub fn append(path: &Path, row: &HistoryRow) -> Result<(), ReportError> {
     let old = read(path)?;
     let mut text = String::new();
     for r in old.iter().filter(|r| r.run_id != row.run_id).chain([row]) {
-        let line = serde_json::to_string(r).map_err(|source| ReportError::Json {
+        let line = serde_json::to_string(r).map_err(|source| crate::io::FileError::Json {
             path: path.to_path_buf(),
             what: "cannot serialise a history row",
             source,
