@@ -1,7 +1,7 @@
 //! `AudioConfig`: the `audio` section of a Tekken `tekken.json`, with mistral-common's derived quantities.
 //!
-//! Mirrors mistralai/mistral-common `src/mistral_common/tokens/tokenizers/audio.py` (`AudioConfig`,
-//! `AudioSpectrogramConfig`, `TranscriptionFormat`), version 1.13.1. `Tekkenizer.from_file` builds it with
+//! Mirrors mistralai/mistral-common (`AudioConfig`, `AudioSpectrogramConfig`, `TranscriptionFormat`), version 1.13.1:
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/audio.py>. `Tekkenizer.from_file` builds it with
 //! `AudioConfig(encoding_config=AudioSpectrogramConfig(**audio.pop("audio_encoding_config")), **audio)`, so the JSON
 //! keys are exactly the dataclass fields (unknown keys are an error there and here).
 

@@ -2,7 +2,8 @@
 //!
 //! Supported: WAV (PCM integer / float), FLAC, MP3, OGG/Vorbis (symphonia features `wav pcm flac mp3 ogg vorbis`).
 //! Channels are mixed to mono by averaging (`(c0 + ... + c_{k-1}) / k` per frame, in f32), as transformers'
-//! feature extractors and mistral-common (`Audio`, non-strict) do. Samples are symphonia's conversion to f32 in
+//! feature extractors and mistral-common (`Audio`, non-strict;
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/audio.py>) do. Samples are symphonia's conversion to f32 in
 //! `[-1, 1]` (for 16-bit PCM: `i16 / 32768`, identical to soundfile/libsndfile's float read). No resampling and no
 //! gain change happen here. Gapless decoding is on (symphonia's default), so MP3 / Vorbis encoder delay and
 //! padding are trimmed where the file declares them.

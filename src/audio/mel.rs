@@ -4,19 +4,21 @@
 //! spectrum `|X|^2`, and the last STFT frame dropped (`stft[..., :-1]`):
 //!
 //! - **Voxtral Realtime** (huggingface/transformers
-//!   `src/transformers/models/voxtral_realtime/feature_extraction_voxtral_realtime.py`,
+//!   <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/feature_extraction_voxtral_realtime.py>,
 //!   `VoxtralRealtimeFeatureExtractor._torch_extract_fbank_features`; same math in vLLM `compute_whisper_melspec`):
 //!   128 mel bins, `log10(max(mel, 1e-10))`, floor at `global_log_mel_max - 8` with the fixed
 //!   `global_log_mel_max = 1.5` (no per-utterance max), then `(x + 4) / 4`. `center = true` (reflect padding of 200
 //!   samples each side) for whole signals and the first streaming chunk; `center = false` for later streaming chunks.
 //!   Output `[128, n / 160]` for `center = true`, `[128, (n - 400) / 160]` for `center = false`.
-//! - **Whisper** (transformers `src/transformers/models/whisper/feature_extraction_whisper.py`,
+//! - **Whisper** (transformers
+//!   <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/feature_extraction_whisper.py>,
 //!   `WhisperFeatureExtractor`): the signal is zero-padded or cut to 30 s (480 000 samples), 80 mel bins, center /
 //!   reflect, `log10(max(mel, 1e-10))`, floor at `max(log) - 8` over the whole utterance, `(x + 4) / 4`.
 //!   Output `[80, 3000]`.
 //!
 //! The mel filter bank is transformers' `audio_utils.mel_filter_bank(201, n_mels, 0, 8000, 16000, norm="slaney",
-//! mel_scale="slaney")` (identical to mistral-common `audio.mel_filter_bank`), recomputed here in f64.
+//! mel_scale="slaney")` (<https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/audio_utils.py>; identical to mistral-common
+//! `audio.mel_filter_bank`, <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/audio.py>), recomputed here in f64.
 //! The STFT uses realfft in f64 and the mel projection is accumulated in f64; upstream works in f32, so the two
 //! agree to f32 rounding (measured max abs error in the tests is about 1e-5 on the `(x + 4) / 4` scale).
 
@@ -68,11 +70,14 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     }
 }
 
-/// Slaney-style mel filter bank, `[num_frequency_bins, num_mel_filters]` row-major f64: triangles between
+/// Slaney-style mel filter bank, row-major f64: triangles between
 /// Slaney-mel-spaced centre frequencies over FFT bin frequencies `linspace(0, sampling_rate / 2, bins)`, each
 /// scaled by the Slaney area normalisation `2 / (f[i + 2] - f[i])`.
 /// Mirrors transformers `audio_utils.mel_filter_bank(..., norm="slaney", mel_scale="slaney")` and
 /// mistral-common `audio.mel_filter_bank`.
+///
+/// # Shapes
+/// - returns `[num_frequency_bins, num_mel_filters]` (`[n_fft / 2 + 1, n_mels]`), flattened
 ///
 /// # Errors
 /// [`AudioError::InvalidInput`] for fewer than 2 bins, no filters, or `min_frequency > max_frequency`.
@@ -119,6 +124,9 @@ pub fn mel_filter_bank(
 }
 
 /// Periodic Hann window of length `n` (`torch.hann_window(n)`): `0.5 - 0.5 cos(2 pi k / n)`.
+///
+/// # Shapes
+/// - returns `[n]`
 pub fn hann_periodic(n: usize) -> Vec<f64> {
     (0..n)
         .map(|k| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / n as f64).cos())
@@ -281,8 +289,13 @@ impl LogMelExtractor {
         }
     }
 
-    /// Log-mel of mono 16 kHz `samples` (`[n]`), `[n_mels, frames]` (frames as [`Self::n_frames`]).
+    /// Log-mel of mono 16 kHz samples `x`.
     /// Memory: the output plus one FFT frame (the power spectrogram is not stored).
+    ///
+    /// # Shapes
+    /// - `x`: `[n]` samples
+    /// - returns `[n_mels, frames]` row-major, `frames` as [`Self::n_frames`] (`n / 160` with
+    ///   `center`, `(n - 400) / 160` without)
     ///
     /// # Errors
     /// [`AudioError::InvalidInput`] for a non-finite sample or a signal too short for the STFT (torch needs more
@@ -366,7 +379,11 @@ impl LogMelExtractor {
     }
 
     /// Whisper input features: `samples` zero-padded or cut to [`WHISPER_N_SAMPLES`], then [`Self::compute`] with
-    /// `center = true`; `[n_mels, 3000]`. Empty input is allowed (all padding), as upstream.
+    /// `center = true`. Empty input is allowed (all padding), as upstream.
+    ///
+    /// # Shapes
+    /// - `samples`: `[n]`, any `n`
+    /// - returns `[n_mels, 3000]`
     ///
     /// # Errors
     /// As [`Self::compute`].
@@ -377,7 +394,11 @@ impl LogMelExtractor {
     }
 }
 
-/// Voxtral Realtime log-mel (`[128, frames]`) of 16 kHz mono `samples`; see [`LogMelExtractor::voxtral_realtime`].
+/// Voxtral Realtime log-mel of 16 kHz mono `samples`; see [`LogMelExtractor::voxtral_realtime`].
+///
+/// # Shapes
+/// - `samples`: `[n]`
+/// - returns `[128, frames]` (`frames` as [`LogMelExtractor::n_frames`])
 ///
 /// # Errors
 /// As [`LogMelExtractor::compute`].
@@ -385,7 +406,11 @@ pub fn voxtral_log_mel(samples: &[f32], center: bool) -> Result<LogMel, AudioErr
     LogMelExtractor::voxtral_realtime().compute(samples, center)
 }
 
-/// Whisper (tiny.en, 80 bins) input features `[80, 3000]` of 16 kHz mono `samples`.
+/// Whisper (tiny.en, 80 bins) input features of 16 kHz mono `samples`.
+///
+/// # Shapes
+/// - `samples`: `[n]`, padded or cut to 480 000
+/// - returns `[80, 3000]`
 ///
 /// # Errors
 /// As [`LogMelExtractor::compute`].

@@ -1,7 +1,8 @@
 //! Offline (whole-file) padding for Voxtral Realtime.
 //!
-//! Mirrors mistralai/mistral-common `src/mistral_common/tokens/tokenizers/audio.py`, `AudioEncoder.pad` (streaming
-//! branch) and `AudioEncoder._get_streaming_pad`, version 1.13.1:
+//! Mirrors mistralai/mistral-common `AudioEncoder.pad` (streaming branch) and `AudioEncoder._get_streaming_pad`,
+//! version 1.13.1
+//! (<https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/audio.py>):
 //! - left: `n_left_pad_tokens x raw_audio_length_per_tok` zeros (32 x 1280 = 40 960);
 //! - right: zeros up to the next multiple of `raw_audio_length_per_tok`, plus
 //!   `n_right_pad_tokens x raw_audio_length_per_tok` (17 x 1280 = 21 760 at 480 ms).
@@ -49,8 +50,12 @@ pub fn streaming_pad(
     Ok(StreamingPad { left, right })
 }
 
-/// `AudioEncoder.pad` for a streaming config: returns `[left zeros, samples, right zeros]`, `[padded_len]` f32.
+/// `AudioEncoder.pad` for a streaming config: returns `[left zeros, samples, right zeros]` as f32.
 /// `samples` must already be mono at `config.sampling_rate`.
+///
+/// # Shapes
+/// - `samples`: `[n]`
+/// - returns `[left + n + right]` (see [`streaming_pad`]), a multiple of `raw_audio_length_per_tok`
 ///
 /// # Errors
 /// As [`streaming_pad`], and [`AudioError::InvalidInput`] for a non-finite sample.

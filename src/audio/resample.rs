@@ -1,6 +1,7 @@
 //! Sample-rate conversion to 16 kHz with rubato's asynchronous windowed-sinc resampler.
 //!
-//! Upstream (mistral-common `Audio.resample`) uses soxr "HQ"; this port uses rubato instead, so resampled audio
+//! Upstream (mistral-common `Audio.resample`,
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/audio.py>) uses soxr "HQ"; this port uses rubato instead, so resampled audio
 //! matches upstream only to within resampler differences (a few 1e-3 on speech), not bit for bit. Inputs already at
 //! 16 kHz are passed through unchanged (copied), as upstream does.
 //!
@@ -56,9 +57,13 @@ pub fn sinc_parameters() -> SincInterpolationParameters {
     }
 }
 
-/// Resamples mono `samples` (`[n]`, at `from_hz`) to `to_hz`; returns `[resampled_len(n, from_hz, to_hz)]`.
+/// Resamples mono `samples` at `from_hz` to `to_hz`.
 /// Returns a copy when `from_hz == to_hz` and an empty vector for empty input. Same output, bit for bit, as
 /// pushing `samples` through a [`StreamResampler`] in any chunking and calling [`StreamResampler::finish`].
+///
+/// # Shapes
+/// - `samples`: `[n]` at `from_hz`
+/// - returns `[resampled_len(n, from_hz, to_hz)]` at `to_hz`
 ///
 /// # Errors
 /// [`AudioError::InvalidInput`] for a zero rate, a non-finite sample, or a rubato failure (message included).
@@ -70,7 +75,7 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, A
 }
 
 /// Chunk-by-chunk resampling of a mono stream (`[n]` samples at `from_hz` in, `to_hz` out), for long files:
-/// memory stays bounded by one rubato chunk ([`CHUNK_FRAMES`] input frames) plus the filter state, whatever
+/// memory stays bounded by one rubato chunk (`CHUNK_FRAMES` = 1024 input frames) plus the filter state, whatever
 /// the stream length. The concatenated output of [`StreamResampler::push`] calls and
 /// [`StreamResampler::finish`] equals [`resample`] of the whole signal, bit for bit (same pre-roll, same
 /// chunking, same delay compensation; see the module doc), and has `resampled_len(n, from_hz, to_hz)` samples.
@@ -298,6 +303,10 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 /// [`resample`] to [`TARGET_SAMPLE_RATE`] (16 kHz).
+///
+/// # Shapes
+/// - `samples`: `[n]` at `from_hz`
+/// - returns `[resampled_len(n, from_hz, 16000)]`
 ///
 /// # Errors
 /// As [`resample`].

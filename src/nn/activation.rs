@@ -27,10 +27,14 @@ pub fn gelu_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2))
 }
 
-/// `gelu(x)` elementwise, any shape (`[batch, seq, d_ff]` in the MLPs, `[batch, channels,
-/// frames]` after the conv stems). On Flex with an f32 tensor of at least
-/// [`PARALLEL_MIN_ELEMENTS`] elements the values are computed by [`gelu_scalar`] on all Rayon
-/// threads; otherwise this is `burn::tensor::activation::gelu`.
+/// `gelu(x)` elementwise. On Flex with an f32 tensor of at least [`PARALLEL_MIN_ELEMENTS`]
+/// elements the values are computed by [`gelu_scalar`] on all Rayon threads; otherwise this is
+/// `burn::tensor::activation::gelu`.
+///
+/// # Shapes
+/// - `x`: any shape (`[batch, seq, intermediate_size]` in the MLPs, `[batch, d_model, frames]`
+///   after the conv stems)
+/// - returns the shape of `x`
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if x.shape().num_elements() < PARALLEL_MIN_ELEMENTS {
         return activation::gelu(x);
@@ -39,7 +43,14 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `out[i] = gelu_scalar(src[i])`, eight at a time by [`erff8`] when AVX2 is available
-/// (the same bits as the scalar loop). `src` and `out` have the same length.
+/// (the same bits as the scalar loop).
+///
+/// # Shapes
+/// - `src`: `[n]`
+/// - `out`: `[n]`, overwritten
+///
+/// # Panics
+/// When `src` and `out` differ in length (a caller bug, not an input error).
 pub fn gelu_slice(src: &[f32], out: &mut [f32]) {
     assert_eq!(
         src.len(),
@@ -86,7 +97,7 @@ unsafe fn gelu_slice_avx2(src: &[f32], out: &mut [f32]) -> usize {
 
 /// `erf` of eight lanes, bit for bit `libm::erff` (libm 0.2, the FreeBSD `s_erff.c`
 /// port): the same polynomials, the same operations in the same order, no fused
-/// multiply-add, and `expf` likewise reproduced by [`expf8_erfc_domain`]. Every range of
+/// multiply-add, and `expf` likewise reproduced by `expf8_erfc_domain` (private). Every range of
 /// `libm::erff` is computed for all lanes and the lane's own range selected, so there is no
 /// branch per value. `tests/fused_kernels.rs` checks the lanes against `libm::erff` on every
 /// 97th f32 bit pattern (NaNs and infinities included).

@@ -2,7 +2,9 @@
 //!
 //! Mirrors `VoxtralRealtimeAttention` (encoder: q, v, o biases, no k bias) and
 //! `VoxtralRealtimeTextAttention` (decoder: no biases, GQA) with `eager_attention_forward` in
-//! huggingface/transformers `models/voxtral_realtime/modeling_voxtral_realtime.py`. The window
+//! huggingface/transformers
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>.
+//! The window
 //! includes the current position: key `j` is visible from query `i` when `i - window < j <= i`
 //! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
 
@@ -48,6 +50,10 @@ pub struct TracedPositions {
 
 impl TracedPositions {
     /// Build the upstream-form position inputs for `seq` positions from `pos0`.
+    ///
+    /// # Shapes
+    /// - `cos`, `sin`: `[seq, head_dim/2]`
+    /// - the fields become `cos`, `sin` `[1, seq, head_dim]` (`cat(t, t)`) and `ids` `[1, seq]`
     pub fn new(cos: &Tensor<2>, sin: &Tensor<2>, pos0: usize, seq: usize) -> Self {
         let full = |t: &Tensor<2>| Tensor::cat(vec![t.clone(), t.clone()], 1).unsqueeze::<3>();
         let ids: Vec<i64> = (pos0..pos0 + seq).map(|p| p as i64).collect();
@@ -70,6 +76,10 @@ impl TracedPositions {
 /// and returns it (`out.0` = cos, `out.1` = sin, each `[1, seq, head_dim]` = `cat(t, t)`: the
 /// frequency content is the same for both RoPE layouts). Returns the traced position inputs
 /// for the layers, or `None` when capture is off.
+///
+/// # Shapes
+/// - `hidden`: `[batch, seq, d_model]` (recorded only)
+/// - `cos`, `sin`: `[seq, head_dim/2]`
 pub fn record_rope(
     scope: &Scope,
     hidden: &Tensor<3>,
@@ -173,15 +183,20 @@ impl Attention {
 
     /// Attend `x` at absolute positions `step.pos0 .. step.pos0 + seq`.
     ///
-    /// # Shapes
-    /// `x [batch, seq, d_model]` -> `[batch, seq, n_heads * head_dim]` projected back to
-    /// `[batch, seq, d_model]`; `step.cos`/`step.sin` are `[seq, head_dim/2]` for those
-    /// positions.
+    /// With a `cache`, the new keys and values are appended and entries older than
+    /// `window - 1` positions before the last query are dropped afterwards, so the cache never
+    /// exceeds `window` entries after a single-token step. Records `in.hidden_states`, the
+    /// projections and `out.0`.
     ///
-    /// With a `cache`, the new keys
-    /// and values are appended and entries older than `window - 1` positions before the last
-    /// query are dropped afterwards, so the cache never exceeds `window` entries after a
-    /// single-token step. Records `in.hidden_states`, the projections and `out.0`.
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`
+    /// - `step.cos`, `step.sin`: `[seq, head_dim/2]` for those positions
+    /// - `cache`: keys and values `[batch, n_kv_heads, cached, head_dim]`, keys after RoPE
+    /// - returns `[batch, seq, d_model]` (`o_proj` of the `[batch, seq, n_heads * head_dim]`
+    ///   concatenated heads)
+    ///
+    /// # Panics
+    /// When `cache` ends at another position than `step.pos0` (a caller bug).
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -291,13 +306,18 @@ fn rope_proj(
 }
 
 /// Scaled dot-product attention with a causal sliding-window mask built from absolute
-/// positions: `q [b, n_heads, s, hd]` at `q0..`, `k`/`v [b, n_kv_heads, t, hd]` at `k0..`.
+/// positions: queries at `q0 .. q0 + seq`, keys and values at `k0 .. k0 + kv_seq`.
 /// Query head `j` uses key/value head `j / n_rep` (transformers `repeat_kv`).
 ///
 /// On Flex this runs Burn's fused attention ([`fused_attention`]). Elsewhere it spells out
 /// matmul, mask, softmax, matmul as upstream's `eager_attention_forward` does
 /// ([`attend_explicit`]): on the graph-capture device that is the pattern `voxtrace export`
 /// lowers, and Burn's generic attention (ndarray, wgpu) has no grouped-query heads.
+///
+/// # Shapes
+/// - `q`: `[batch, n_heads, seq, head_dim]`
+/// - `k`, `v`: `[batch, n_kv_heads, kv_seq, head_dim]`, with `n_heads = n_kv_heads * n_rep`
+/// - returns `[batch, n_heads, seq, head_dim]`
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -318,15 +338,21 @@ pub fn attend(
     fused_attention(q, k, v, None, mask)
 }
 
-/// [`attend`] spelled out as upstream's `eager_attention_forward`: scores `q·kᵀ·hd^-0.5`
-/// `[b, n_heads, s, t]`, `-inf` where [`sliding_window_mask`] hides, softmax over keys, times
+/// [`attend`] spelled out as upstream's `eager_attention_forward`: scores
+/// `q·kᵀ·head_dim^-0.5`, `-inf` where [`sliding_window_mask`] hides, softmax over keys, times
 /// `v`. Same arguments and result as [`attend`], on any device.
 ///
 /// GQA without copying K/V: the `n_rep` query heads that share a key/value head are stacked
-/// along the sequence axis (`[b, n_kv, n_rep * s, hd]`, a free reshape since heads are
-/// consecutive) and multiplied against the un-repeated keys and values, which gives the same
-/// scores as `repeat_kv` (each score is still the dot product of one query and one key row)
-/// without materialising `n_rep` copies of the cache.
+/// along the sequence axis (`[batch, n_kv_heads, n_rep * seq, head_dim]`, a free reshape since
+/// heads are consecutive) and multiplied against the un-repeated keys and values, which gives
+/// the same scores as `repeat_kv` (each score is still the dot product of one query and one key
+/// row) without materialising `n_rep` copies of the cache.
+///
+/// # Shapes
+/// - `q`: `[batch, n_heads, seq, head_dim]`
+/// - `k`, `v`: `[batch, n_kv_heads, kv_seq, head_dim]`, with `n_heads = n_kv_heads * n_rep`
+/// - returns `[batch, n_heads, seq, head_dim]` (the scores in between are
+///   `[batch, n_heads, seq, kv_seq]`)
 pub fn attend_explicit(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -364,11 +390,11 @@ pub fn attend_explicit(
 
 /// Scaled dot-product attention in one fused kernel (Burn `module::attention`; Flex runs an
 /// online-softmax "flash" kernel, Rayon-parallel over heads, that never materialises the
-/// `[b, h, s, t]` scores): `q [b, n_heads, s, hd]`, `k`/`v [b, n_kv_heads, t, hd]` with
-/// `n_heads` a multiple of `n_kv_heads` on Flex (query head `j` uses key/value head
-/// `j / (n_heads / n_kv_heads)`, as transformers `repeat_kv`), `scale` (default
-/// `hd^-0.5`), `mask [s, t]` hiding keys where `true`. Returns `[b, n_heads, s, hd]`.
-/// Burn's generic fallback on other backends needs `n_heads == n_kv_heads`.
+/// `[batch, n_heads, seq, kv_seq]` scores). On Flex `n_heads` may be a multiple of
+/// `n_kv_heads` (query head `j` uses key/value head `j / (n_heads / n_kv_heads)`, as
+/// transformers `repeat_kv`); Burn's generic fallback on other backends needs
+/// `n_heads == n_kv_heads`. `scale` defaults to `head_dim^-0.5`; `mask` hides keys where
+/// `true`.
 ///
 /// Agrees with the explicit matmul/softmax/matmul of [`attend`] and [`attend_with_weights`]
 /// up to f32 summation order (`tests/fused_kernels.rs`). Every query row must see at least one
@@ -376,6 +402,12 @@ pub fn attend_explicit(
 ///
 /// Without a mask, with at least [`DENSE_MIN_QUERIES`] queries and [`DENSE_MIN_KEYS`] keys
 /// on Flex (Whisper's encoder), [`dense_attention`] runs instead of Flex's kernel.
+///
+/// # Shapes
+/// - `q`: `[batch, n_heads, seq, head_dim]`
+/// - `k`, `v`: `[batch, n_kv_heads, kv_seq, head_dim]`
+/// - `mask`: `[seq, kv_seq]`
+/// - returns `[batch, n_heads, seq, head_dim]`
 pub fn fused_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -411,8 +443,11 @@ pub fn window_hides_any(q0: usize, s: usize, k0: usize, t: usize, window: usize)
     future || too_old
 }
 
-/// Expand `[b, n_kv, t, hd]` to `[b, n_kv * n_rep, t, hd]`, each kv head repeated `n_rep`
-/// times consecutively (transformers `repeat_kv`).
+/// Repeat each key/value head `n_rep` times consecutively (transformers `repeat_kv`).
+///
+/// # Shapes
+/// - `x`: `[batch, n_kv_heads, kv_seq, head_dim]`
+/// - returns `[batch, n_kv_heads * n_rep, kv_seq, head_dim]`
 pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
     if n_rep == 1 {
         return x;
@@ -423,8 +458,11 @@ pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
         .reshape([b, n_kv * n_rep, t, hd])
 }
 
-/// `[s, t]` boolean mask, `true` where key position `k0 + j` is NOT visible from query position
+/// Boolean mask, `true` where key position `k0 + j` is NOT visible from query position
 /// `q0 + i` (future, or `window` or more positions back).
+///
+/// # Shapes
+/// - returns `[s, t]`: `s` queries (`seq`) by `t` keys (`kv_seq`)
 pub fn sliding_window_mask(
     q0: usize,
     s: usize,
@@ -447,12 +485,17 @@ pub fn sliding_window_mask(
 /// Plain multi-head scaled dot-product attention that also returns the attention
 /// probabilities, for models without RoPE, GQA or sliding windows (Whisper).
 ///
-/// `q [b, h, s, hd]`, `k`/`v [b, h, t, hd]`; `scores = q·kᵀ · scale`, then positions where
-/// `mask [s, t]` is `true` are set to `-inf` (no mask: every key is visible, as in
-/// cross-attention), softmax over the key axis. Returns `(output [b, h, s, hd],
-/// weights [b, h, s, t])`. Mirrors `eager_attention_forward` in huggingface/transformers
-/// `src/transformers/models/whisper/modeling_whisper.py` (which adds a float mask of
-/// `finfo.min` instead; both give exactly 0 after softmax).
+/// `scores = q·kᵀ · scale`, then positions where `mask` is `true` are set to `-inf` (no mask:
+/// every key is visible, as in cross-attention), softmax over the key axis. Returns
+/// `(output, weights)`. Mirrors `eager_attention_forward` in huggingface/transformers
+/// <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>
+/// (which adds a float mask of `finfo.min` instead; both give exactly 0 after softmax).
+///
+/// # Shapes
+/// - `q`: `[batch, n_heads, seq, head_dim]`
+/// - `k`, `v`: `[batch, n_heads, kv_seq, head_dim]`
+/// - `mask`: `[seq, kv_seq]`
+/// - returns `(output [batch, n_heads, seq, head_dim], weights [batch, n_heads, seq, kv_seq])`
 pub fn attend_with_weights(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -472,8 +515,11 @@ pub fn attend_with_weights(
     (weights.clone().matmul(v), weights)
 }
 
-/// `[s, t]` causal mask (`true` = not visible) for queries at absolute positions
-/// `q0 .. q0 + s` over keys at `0 .. t`: key `j` is hidden from query `i` when `j > q0 + i`.
+/// Causal mask (`true` = not visible) for queries at absolute positions `q0 .. q0 + s` over
+/// keys at `0 .. t`: key `j` is hidden from query `i` when `j > q0 + i`.
+///
+/// # Shapes
+/// - returns `[s, t]`: `s` queries (`seq`) by `t` keys (`kv_seq`)
 pub fn causal_mask(q0: usize, s: usize, t: usize, device: &Device) -> Tensor<2, Bool> {
     sliding_window_mask(q0, s, 0, t, q0 + s + 1, device)
 }

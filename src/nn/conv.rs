@@ -69,7 +69,8 @@ impl Conv1d {
     /// Convolve.
     ///
     /// # Shapes
-    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames + 2 * padding - kernel) / stride + 1]`.
+    /// - `x`: `[batch, c_in, frames]`
+    /// - returns `[batch, c_out, (frames + 2 * padding - kernel) / stride + 1]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         conv1d(
             x,
@@ -111,7 +112,8 @@ impl CausalConv1d {
     /// Convolve, padding the left with `left_pad()` zeros.
     ///
     /// # Shapes
-    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames + left_pad - kernel) / stride + 1]`.
+    /// - `x`: `[batch, c_in, frames]`
+    /// - returns `[batch, c_out, (frames + left_pad - kernel) / stride + 1]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let pad = self.left_pad();
         let x = if pad > 0 {
@@ -128,7 +130,8 @@ impl CausalConv1d {
     /// comes from the previous chunk instead of zeros).
     ///
     /// # Shapes
-    /// `x [batch, c_in, frames]` -> `[batch, c_out, (frames - kernel) / stride + 1]`.
+    /// - `x`: `[batch, c_in, frames]`, the first `left_pad` frames being context
+    /// - returns `[batch, c_out, (frames - kernel) / stride + 1]`
     pub fn forward_padded(&self, x: Tensor<3>) -> Tensor<3> {
         conv1d(
             x,

@@ -30,11 +30,14 @@ pub const DENSE_MIN_KEYS: usize = 256;
 /// `softmax(q · kᵀ · scale) · v` without a mask, GQA by head index (query head `i` reads
 /// key/value head `i / (n_heads / n_kv_heads)`, transformers `repeat_kv`).
 ///
-/// Shapes: `q [batch, n_heads, s, head_dim]`, `k [batch, n_kv_heads, t, head_dim]`,
-/// `v [batch, n_kv_heads, t, d_v]` -> `[batch, n_heads, s, d_v]`.
-///
 /// Returns `None` (the caller uses another kernel) when the tensors are not f32 Flex tensors,
 /// the shapes disagree, or `n_heads` is not a multiple of `n_kv_heads`.
+///
+/// # Shapes
+/// - `q`: `[batch, n_heads, seq, head_dim]`
+/// - `k`: `[batch, n_kv_heads, kv_seq, head_dim]`
+/// - `v`: `[batch, n_kv_heads, kv_seq, d_v]`
+/// - returns `[batch, n_heads, seq, d_v]`
 pub fn dense_attention(
     q: &Tensor<4>,
     k: &Tensor<4>,

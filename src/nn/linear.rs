@@ -47,6 +47,10 @@ pub fn is_flex(device: &Device) -> bool {
 /// and the result is a new tensor of `x`'s shape. `None` when `x` is not an f32 Flex tensor
 /// or `chunk` is 0: the caller then runs Burn's own op. Used by [`crate::nn::gelu`] and
 /// [`crate::nn::softmax::softmax_last`].
+///
+/// # Shapes
+/// - `x`: any shape
+/// - returns the shape of `x`
 pub fn map_flex_f32<const D: usize>(
     x: &Tensor<D>,
     chunk: usize,
@@ -68,9 +72,14 @@ pub fn map_flex_f32<const D: usize>(
     ))
 }
 
-/// `layer(x)`: `x [..., d_in]` -> `x · weight [d_in, d_out] + bias [d_out]` = `[..., d_out]`,
-/// as Burn's `Linear::forward` (PyTorch `F.linear`; Burn stores the weight transposed).
-/// At most [`SMALL_ROWS_MAX`] rows on Flex run through [`small_rows_matmul`].
+/// `layer(x)` = `x · weight + bias`, as Burn's `Linear::forward` (PyTorch `F.linear`; Burn
+/// stores the weight transposed). At most [`SMALL_ROWS_MAX`] rows on Flex run through
+/// [`small_rows_matmul`].
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`
+/// - `layer.weight`: `[d_in, d_out]`; `layer.bias`: `[d_out]`
+/// - returns `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let dims = x.dims();
     let rows: usize = dims[..D - 1].iter().product();
@@ -95,9 +104,14 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     y.reshape(out)
 }
 
-/// `x [rows, d] · w_nkᵀ` for a weight stored `[n, d]` (a tied embedding used as the output
-/// projection): `[rows, n]`. At most [`SMALL_ROWS_MAX`] rows on Flex run through
-/// [`small_rows_matmul`]; otherwise `x.matmul(w_nk.transpose())`.
+/// `x · w_nkᵀ` for a weight stored transposed (a tied embedding used as the output
+/// projection). At most [`SMALL_ROWS_MAX`] rows on Flex run through [`small_rows_matmul`];
+/// otherwise `x.matmul(w_nk.transpose())`.
+///
+/// # Shapes
+/// - `x`: `[rows, d]`
+/// - `w_nk`: `[n, d]` (the `[vocab, d_model]` embedding as LM head)
+/// - returns `[rows, n]`
 pub fn matmul_transposed(x: Tensor<2>, w_nk: Tensor<2>) -> Tensor<2> {
     let [rows, d] = x.dims();
     let [n, _] = w_nk.dims();
@@ -123,7 +137,7 @@ pub enum Layout {
     NK,
 }
 
-/// `x [m, k]` times a weight `w` stored as `layout` -> `[m, n]`, computed by our own kernel
+/// `x` times a weight `w` stored as `layout`, computed by our own kernel
 /// over the Flex buffers (no copy of `w`), the `n` output columns split into one block per
 /// Rayon thread. Returns `None` (the caller falls back to Burn's matmul) when the tensors are
 /// not contiguous f32 Flex tensors (another backend, the capture device, a strided view) or
@@ -131,6 +145,11 @@ pub enum Layout {
 ///
 /// Sums run over `k` in a different order than `gemm`'s, so results differ from Burn's matmul
 /// by f32 rounding only (`tests/fused_kernels.rs` bounds it).
+///
+/// # Shapes
+/// - `x`: `[m, k]`
+/// - `w`: `[k, n]` for [`Layout::KN`], `[n, k]` for [`Layout::NK`]
+/// - returns `[m, n]`
 pub fn small_rows_matmul(x: &Tensor<2>, w: &Tensor<2>, layout: Layout) -> Option<Tensor<2>> {
     if !avx2_fma() {
         return None;

@@ -2,8 +2,8 @@
 //!
 //! Mirrors `VoxtralRealtimeMLP` (encoder: `down_proj` has a bias) and `VoxtralRealtimeTextMLP`
 //! (decoder: no biases) in huggingface/transformers
-//! `src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py`; Mistral names
-//! `feed_forward.w1` (gate), `w3` (up), `w2` (down).
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>;
+//! Mistral names `feed_forward.w1` (gate), `w3` (up), `w2` (down).
 
 use crate::trace::Scope;
 use burn::module::Module;
@@ -38,8 +38,13 @@ impl SwiGluMlp {
         }
     }
 
-    /// `[batch, seq, d_model]` -> `[batch, seq, d_model]`; records `gate_proj`, `act_fn`,
-    /// `up_proj`, `down_proj` inputs/outputs and this module's `in.0`/`out`.
+    /// `down_proj(silu(gate_proj(x)) * up_proj(x))`; records `gate_proj`, `act_fn`, `up_proj`,
+    /// `down_proj` inputs/outputs and this module's `in.0`/`out`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`
+    /// - returns `[batch, seq, d_model]` (the gated activations are
+    ///   `[batch, seq, intermediate_size]`)
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.input(&x);
         let gate = linear(&self.gate_proj, x.clone(), &scope.child("gate_proj"));
@@ -54,6 +59,10 @@ impl SwiGluMlp {
 
 /// Apply a `Linear` and record its `in.0` and `out` under `scope` (the product runs through
 /// [`super::linear::linear`]: threaded for a single row).
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`
+/// - returns `[..., d_out]` (Burn's `layer.weight` is `[d_in, d_out]`)
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>, scope: &Scope) -> Tensor<D> {
     scope.input(&x);
     scope.output(super::linear::linear(layer, x))

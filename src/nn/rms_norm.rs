@@ -1,7 +1,8 @@
 //! RMSNorm: `weight * x / sqrt(mean(x^2) + eps)` over the last axis.
 //!
-//! Mirrors `VoxtralRealtimeRMSNorm` (huggingface/transformers:
-//! `src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py`), itself T5LayerNorm.
+//! Mirrors `VoxtralRealtimeRMSNorm` (huggingface/transformers
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>),
+//! itself T5LayerNorm.
 //! The struct is spelled `RMSNorm` on purpose: burn-store's PyTorch adapter renames the
 //! `weight` of a module type called `RmsNorm` to Burn's `gamma`, and this layer keeps the
 //! upstream parameter name.
@@ -27,7 +28,11 @@ impl RMSNorm {
         }
     }
 
-    /// `[..., d_model]` -> `[..., d_model]`.
+    /// `weight * x / sqrt(mean(x^2) + eps)` over the last axis.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_model]` (`[batch, seq, d_model]` in the models)
+    /// - returns `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
         let normed = x * (variance + self.eps).sqrt().recip();

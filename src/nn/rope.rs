@@ -2,8 +2,9 @@
 //!
 //! * [`RopeStyle::HalfSplit`] (GPT-NeoX style, `rotate_half`): rotates the pairs
 //!   `(x[i], x[i + head_dim/2])`. This is what transformers' `apply_rotary_pos_emb` does
-//!   (huggingface/transformers `models/voxtral_realtime/modeling_voxtral_realtime.py`), so HF
-//!   weights (whose q/k rows the converter permuted with `permute_for_rope`) need it.
+//!   (huggingface/transformers
+//!   <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>),
+//!   so HF weights (whose q/k rows the converter permuted with `permute_for_rope`) need it.
 //! * [`RopeStyle::Interleaved`] (GPT-J style): rotates `(x[2i], x[2i+1])`; Mistral's own
 //!   `consolidated.safetensors` needs it (vllm-project/vllm `whisper_causal.py`,
 //!   `is_neox_style=False`; antirez/voxtral.c `MODEL.md`).
@@ -32,7 +33,10 @@ pub struct RotaryEmbedding {
 }
 
 impl RotaryEmbedding {
-    /// Inverse frequencies `[head_dim/2]`, computed in f32 as upstream does.
+    /// Inverse frequencies `1 / theta^(2i / head_dim)`, computed in f32 as upstream does.
+    ///
+    /// # Shapes
+    /// - returns `[head_dim/2]`
     pub fn inv_freq(&self) -> Vec<f32> {
         let dim = self.head_dim as f32;
         (0..self.head_dim / 2)
@@ -43,7 +47,10 @@ impl RotaryEmbedding {
             .collect()
     }
 
-    /// `(cos, sin)`, each `[seq, head_dim/2]`, for positions `start .. start + seq`.
+    /// `(cos, sin)` of the angles `position * inv_freq[i]` for positions `start .. start + seq`.
+    ///
+    /// # Shapes
+    /// - returns `(cos, sin)`, each `[seq, head_dim/2]` (row `p` is position `start + p`)
     pub fn tables(&self, start: usize, seq: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
         let inv = self.inv_freq();
         let half = inv.len();
@@ -64,7 +71,12 @@ impl RotaryEmbedding {
     }
 }
 
-/// Rotate `x [batch, heads, seq, head_dim]` with `cos`/`sin [seq, head_dim/2]`.
+/// Rotate each head's channel pairs (chosen by `style`) by the angles of `cos`/`sin`.
+///
+/// # Shapes
+/// - `x`: `[batch, n_heads, seq, head_dim]` (queries; keys have `n_kv_heads`)
+/// - `cos`, `sin`: `[seq, head_dim/2]`, from [`RotaryEmbedding::tables`]
+/// - returns the shape of `x`
 pub fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>, style: RopeStyle) -> Tensor<4> {
     let [b, h, s, d] = x.dims();
     let half = d / 2;

@@ -21,10 +21,13 @@ use burn::tensor::{Tensor, activation};
 /// Rows per Rayon task.
 const ROWS_PER_TASK: usize = 64;
 
-/// `softmax(x, dim = D - 1)`, any rank (`[batch, n_heads, queries, keys]` attention scores).
-/// On Flex with f32 data each row goes through [`softmax_row`] on the Rayon threads;
-/// elsewhere this is `burn::tensor::activation::softmax(x, D - 1)`. A row that is all
-/// `-inf` (every key masked) or holds a NaN comes out NaN, as in Burn and PyTorch.
+/// `softmax(x, dim = D - 1)`. On Flex with f32 data each row goes through [`softmax_row`] on
+/// the Rayon threads; elsewhere this is `burn::tensor::activation::softmax(x, D - 1)`. A row
+/// that is all `-inf` (every key masked) or holds a NaN comes out NaN, as in Burn and PyTorch.
+///
+/// # Shapes
+/// - `x`: `[..., n]`, any rank (`[batch, n_heads, seq, kv_seq]` attention scores)
+/// - returns the shape of `x`, each row of `n` summing to 1
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let row = x.dims()[D - 1];
     map_flex_f32(&x, ROWS_PER_TASK * row, |src, out| {
@@ -38,6 +41,10 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Softmax of one row: `out[i] = exp(src[i] - max) / Σ_j exp(src[j] - max)`, the `exp` in
 /// f32 (`f32::exp`), the sum (four f64 partial sums) and the division in f64. NaN in, NaN
 /// out for the whole row; an all `-inf` row gives NaN (`-inf - -inf`).
+///
+/// # Shapes
+/// - `src`: `[n]`
+/// - `out`: `[n]`, overwritten
 ///
 /// # Panics
 /// When `src` and `out` differ in length (a caller bug, not an input error).

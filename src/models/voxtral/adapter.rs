@@ -1,9 +1,11 @@
 //! Audio-to-text adapter (`multi_modal_projector`; Mistral `audio_language_projection`).
 //!
 //! Mirrors `VoxtralRealtimeMultiModalProjector` (huggingface/transformers
-//! `models/voxtral_realtime/modeling_voxtral_realtime.py`): the encoder output
-//! `[b, frames, d_enc]` is regrouped row-major to `[b, frames/4, 4*d_enc]`
-//! (frames 4k..4k+3 side by side), then `linear_2(gelu(linear_1(x)))`, no biases.
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>):
+//! the encoder output `[batch, frames, d_enc]` is regrouped row-major to
+//! `[batch, frames/4, 4*d_enc]` (frames 4k..4k+3 side by side), then
+//! `linear_2(gelu(linear_1(x)))`, no biases. `d_enc` and `d_dec` are the encoder's and the
+//! decoder's `d_model`.
 
 use crate::nn::gelu;
 use crate::nn::mlp::linear;
@@ -32,7 +34,12 @@ impl MultiModalProjector {
         }
     }
 
-    /// `[b, tokens, downsample*d_enc]` -> `[b, tokens, d_dec]`.
+    /// `linear_2(gelu(linear_1(x)))`; records `linear_1`, `act`, `linear_2` and this module's
+    /// `in.0`/`out`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, downsample_factor * d_enc]`, from [`group_frames`]
+    /// - returns `[batch, tokens, d_dec]`
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.input(&x);
         let h = linear(&self.linear_1, x, &scope.child("linear_1"));
@@ -44,8 +51,13 @@ impl MultiModalProjector {
     }
 }
 
-/// Regroup `[b, frames, d]` into `[b, frames/factor, factor*d]` (upstream `reshape`).
-/// `frames` must be a multiple of `factor`.
+/// Put each run of `factor` consecutive frames side by side (upstream `reshape`): row `k` of
+/// the result is frames `factor * k .. factor * (k + 1)` concatenated. `frames` must be a
+/// multiple of `factor`.
+///
+/// # Shapes
+/// - `x`: `[batch, frames, d_enc]`
+/// - returns `[batch, frames / factor, factor * d_enc]`
 pub fn group_frames(x: Tensor<3>, factor: usize) -> Tensor<3> {
     let [b, t, d] = x.dims();
     x.reshape([b, t / factor, factor * d])

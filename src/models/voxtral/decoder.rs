@@ -3,7 +3,8 @@
 //!
 //! Mirrors `VoxtralRealtimeTextModel`, `VoxtralRealtimeTextDecoderLayer`,
 //! `VoxtralRealtimeTextAdaRmsNorm` in huggingface/transformers
-//! `models/voxtral_realtime/modeling_voxtral_realtime.py`: pre-norm GQA attention without
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>:
+//! pre-norm GQA attention without
 //! biases, then `post_attention_layernorm(h) * (1 + ada_rms_norm(t_cond))` (only the FFN norm
 //! is time-conditioned) and a SwiGLU MLP; a final RMSNorm.
 
@@ -39,7 +40,11 @@ impl AdaRmsNorm {
         }
     }
 
-    /// `t_cond [1, d_model]` -> scale offset `[1, d_model]`.
+    /// Scale offset of the FFN norm, `linear2(gelu(linear1(t_cond)))`.
+    ///
+    /// # Shapes
+    /// - `t_cond`: `[1, d_model]`
+    /// - returns `[1, d_model]` (through a `[1, ada_t_cond_dim]` bottleneck)
     pub fn forward(&self, t_cond: Tensor<2>, scope: &Scope) -> Tensor<2> {
         scope.input(&t_cond);
         let h = linear(&self.linear1, t_cond, &scope.child("linear1"));
@@ -83,7 +88,14 @@ impl DecoderLayer {
         }
     }
 
-    /// `[b, seq, d_model]` -> `[b, seq, d_model]`; `t_cond [1, d_model]`.
+    /// Pre-norm residual layer: `x + self_attn(input_layernorm(x))`, then
+    /// `+ mlp(post_attention_layernorm(..) * (1 + ada_rms_norm(t_cond)))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`
+    /// - `t_cond`: `[1, d_model]`
+    /// - `step.cos`, `step.sin`: `[seq, head_dim/2]`
+    /// - returns `[batch, seq, d_model]`
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -140,8 +152,13 @@ impl TextModel {
         }
     }
 
-    /// Decoder pass over `inputs_embeds [b, seq, d_model]` at positions `pos0..pos0+seq`.
+    /// Decoder pass over `inputs_embeds` at positions `pos0..pos0+seq`, then the final norm.
     /// With `caches` (one per layer) keys/values are kept for later steps.
+    ///
+    /// # Shapes
+    /// - `inputs_embeds`: `[batch, seq, d_model]`
+    /// - `t_cond`: `[1, d_model]`
+    /// - returns `[batch, seq, d_model]` (last hidden state)
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,

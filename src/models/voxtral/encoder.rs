@@ -1,9 +1,10 @@
 //! Causal audio encoder (`model.audio_tower`; Mistral `whisper_encoder`).
 //!
 //! Mirrors `VoxtralRealtimeEncoder`, `VoxtralRealtimeEmbedder`, `VoxtralRealtimeEncoderLayer`
-//! in huggingface/transformers `models/voxtral_realtime/modeling_voxtral_realtime.py`:
+//! in huggingface/transformers
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>:
 //! conv1 (k=3, stride 1, 2 zeros left) + GELU, conv2 (k=3, stride 2, 1 zero left) + GELU,
-//! transpose to `[b, frames, d_model]`, then pre-norm layers with RoPE attention over a causal
+//! transpose to `[batch, frames, d_model]`, then pre-norm layers with RoPE attention over a causal
 //! sliding window and a SwiGLU MLP, then a final RMSNorm. No positional embedding is added.
 
 use super::config::EncoderConfig;
@@ -33,7 +34,12 @@ impl Embedder {
         }
     }
 
-    /// `[b, mels, frames]` -> `[b, frames/2, d_model]`.
+    /// conv1 + GELU, conv2 + GELU, transposed to one row per encoder frame; records `conv1`,
+    /// `conv2` and this module's `in.0`/`out`.
+    ///
+    /// # Shapes
+    /// - `features`: `[batch, n_mels, frames]`, `frames` even
+    /// - returns `[batch, frames / 2, d_model]`
     pub fn forward(&self, features: Tensor<3>, scope: &Scope) -> Tensor<3> {
         scope.input(&features);
         let c1 = scope.child("conv1");
@@ -78,7 +84,13 @@ impl EncoderLayer {
         }
     }
 
-    /// `[b, seq, d_model]` -> `[b, seq, d_model]`.
+    /// Pre-norm residual layer: `x + self_attn(self_attn_layer_norm(x))`, then
+    /// `+ mlp(final_layer_norm(..))`, at the positions, RoPE tables and window of `step`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`
+    /// - `step.cos`, `step.sin`: `[seq, head_dim/2]`
+    /// - returns `[batch, seq, d_model]`
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -129,8 +141,12 @@ impl AudioEncoder {
         }
     }
 
-    /// Offline pass: `[b, mels, frames]` (frames even) -> `[b, frames/2, d_model]` after the
-    /// final norm, with the causal sliding-window mask over all frames at once.
+    /// Offline pass: conv stem, every layer with the causal sliding-window mask over all frames
+    /// at once, final norm.
+    ///
+    /// # Shapes
+    /// - `features`: `[batch, n_mels, frames]`, `frames` even
+    /// - returns `[batch, frames / 2, d_model]`
     pub fn forward(
         &self,
         features: Tensor<3>,

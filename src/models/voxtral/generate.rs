@@ -1,7 +1,9 @@
 //! Offline greedy transcription schedule (upstream `generate()` with the whole file at once).
 //!
 //! vllm-project/vllm `voxtral_realtime.py` + mistral-common OFFLINE mode; transformers
-//! `VoxtralRealtimeForConditionalGeneration.generate`: the prompt `[BOS] + [STREAMING_PAD] x
+//! `VoxtralRealtimeForConditionalGeneration.generate`
+//! (<https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>):
+//! the prompt `[BOS] + [STREAMING_PAD] x
 //! (left_pad + delay)` is prefilled with `A[p] + E(prompt[p])`; each later position `p` feeds
 //! `A[p] + E(previous token)`; greedy argmax; stop at EOS or when the audio tokens run out.
 
@@ -27,9 +29,13 @@ impl Generation {
     }
 }
 
-/// Greedy offline decoding of padded log-mel `features [1, mels, frames]` (frames = 8 x audio
-/// tokens) after `prompt` ids, with `delay_tokens` for the time conditioning.
-/// Stops after EOS (kept in the output, as upstream) or at `n` total tokens.
+/// Greedy offline decoding of padded log-mel `features` after `prompt` ids, with
+/// `delay_tokens` for the time conditioning. Stops after EOS (kept in the output, as upstream)
+/// or at `n` total tokens, `n` the number of audio tokens.
+///
+/// # Shapes
+/// - `features`: `[1, n_mels, frames]`, `frames = 8 * n`
+/// - `prompt`: `[prompt_len]` ids
 pub fn generate_offline(
     model: &Voxtral,
     features: Tensor<3>,
@@ -72,7 +78,10 @@ pub fn generate_offline(
     }
 }
 
-/// Greedy choice at the last position of `logits [1, s, vocab]`.
+/// Greedy choice at the last position of `logits`.
+///
+/// # Shapes
+/// - `logits`: `[1, seq, vocab]`
 pub(crate) fn argmax_last(logits: Tensor<3>) -> i64 {
     let [_, s, v] = logits.dims();
     let last = logits.narrow(1, s - 1, 1).reshape([v]);

@@ -1,7 +1,8 @@
 //! Voxtral Mini 4B Realtime (mistralai/Voxtral-Mini-4B-Realtime-2602) in Burn.
 //!
 //! The module tree mirrors transformers' `VoxtralRealtimeForConditionalGeneration`
-//! (huggingface/transformers `src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py`),
+//! (huggingface/transformers
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>),
 //! so parameter paths equal HF state-dict keys and capture names equal forward-hook names:
 //!
 //! ```text

@@ -1,5 +1,11 @@
 //! The whole Voxtral Realtime model: root module (parameter paths = HF state-dict keys) and a
 //! wrapper that carries the configuration and runs the offline forward pass.
+//!
+//! Mirrors `VoxtralRealtimeModel` and `VoxtralRealtimeForConditionalGeneration` in
+//! huggingface/transformers
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>.
+//! In the shapes below `d_dec` is the decoder's `d_model` (3072 for the release) and `vocab`
+//! its `vocab_size`.
 
 use super::adapter::{MultiModalProjector, group_frames};
 use super::config::VoxtralConfig;
@@ -65,9 +71,12 @@ impl Voxtral {
         Self { net, config }
     }
 
-    /// Audio embeddings `[b, tokens, d_dec]` from log-mel `[b, mels, frames]` (frames a multiple
-    /// of `2 * downsample_factor`): encoder, frame grouping, projector
-    /// (upstream `get_audio_features`).
+    /// Audio embeddings from log-mel features: encoder, frame grouping, projector (upstream
+    /// `get_audio_features`), one row per 80 ms audio token.
+    ///
+    /// # Shapes
+    /// - `features`: `[batch, n_mels, frames]`, `frames` a multiple of `2 * downsample_factor`
+    /// - returns `[batch, frames / (2 * downsample_factor), d_dec]`
     pub fn audio_embeds(&self, features: Tensor<3>, scope: &Scope) -> Tensor<3> {
         let m = &self.net.model;
         let enc = m.audio_tower.forward(
@@ -81,7 +90,10 @@ impl Voxtral {
             .forward(grouped, &scope.child("multi_modal_projector"))
     }
 
-    /// Time conditioning `t_cond [1, d_dec]` for `delay_tokens` (80 ms each; 6 = 480 ms).
+    /// Time conditioning `t_cond` for `delay_tokens` (80 ms each; 6 = 480 ms).
+    ///
+    /// # Shapes
+    /// - returns `[1, d_dec]`
     pub fn t_cond(&self, delay_tokens: f32, scope: &Scope, device: &Device) -> Tensor<2> {
         let s = scope.child("time_embedding");
         if s.enabled() {
@@ -91,15 +103,23 @@ impl Voxtral {
         s.output(t).unsqueeze::<2>()
     }
 
-    /// Token embeddings `[b, n, d_dec]` of `ids [b, n]`.
+    /// Token embeddings of `ids` (`embed_tokens`).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]`
+    /// - returns `[batch, seq, d_dec]`
     pub fn embed(&self, ids: Tensor<2, Int>, scope: &Scope) -> Tensor<3> {
         let s = scope.child("embed_tokens");
         s.record_int("in.0", &ids);
         s.output(self.net.model.language_model.embed_tokens.forward(ids))
     }
 
-    /// Logits `[b, n, vocab]` from final hidden states `[b, n, d_dec]` (tied to the
-    /// embedding unless the checkpoint has its own head).
+    /// Logits from final hidden states (tied to the `[vocab, d_dec]` embedding unless the
+    /// checkpoint has its own head).
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, d_dec]`
+    /// - returns `[batch, seq, vocab]`
     pub fn lm_head(&self, h: Tensor<3>, scope: &Scope) -> Tensor<3> {
         let s = scope.child("lm_head");
         s.input(&h);
@@ -120,9 +140,13 @@ impl Voxtral {
         s.output(logits)
     }
 
-    /// Teacher-forced offline forward pass (upstream `forward`): log-mel `[1, mels, frames]`
-    /// and `input_ids [1, n]` with `n = frames / 8` -> logits `[1, n, vocab]`.
-    /// At every position the decoder input is `embed(ids) + audio_embeds`.
+    /// Teacher-forced offline forward pass (upstream `forward`): at every position the decoder
+    /// input is `embed(ids) + audio_embeds`.
+    ///
+    /// # Shapes
+    /// - `features`: `[1, n_mels, frames]`
+    /// - `input_ids`: `[1, seq]` with `seq = frames / 8` (one id per audio token)
+    /// - returns logits `[1, seq, vocab]`
     pub fn forward(
         &self,
         features: Tensor<3>,
@@ -155,8 +179,14 @@ impl Voxtral {
         logits
     }
 
-    /// One incremental decoder step: `inputs_embeds [1, s, d_dec]` at positions
-    /// `pos0..pos0+s`, updating one KV cache per layer; returns logits `[1, s, vocab]`.
+    /// One incremental decoder step at positions `pos0..pos0+seq`, updating one KV cache per
+    /// layer.
+    ///
+    /// # Shapes
+    /// - `inputs_embeds`: `[1, seq, d_dec]`
+    /// - `t_cond`: `[1, d_dec]`
+    /// - `caches`: one per decoder layer, `[1, n_kv_heads, cached, head_dim]` each
+    /// - returns logits `[1, seq, vocab]`
     pub fn decode_step(
         &self,
         inputs_embeds: Tensor<3>,

@@ -1,8 +1,12 @@
 //! Audio file to model inputs and text, the offline way (whole file at once).
 //!
-//! Mirrors mistral-common's OFFLINE streaming request (mistralai/mistral-common
-//! `src/mistral_common/tokens/tokenizers/audio.py` `AudioEncoder.pad`, `instruct.py`
-//! `_encode_streaming_transcription`) and transformers' `VoxtralRealtimeProcessor`: pad the
+//! Mirrors mistral-common's OFFLINE streaming request (mistralai/mistral-common v1.13.1
+//! `AudioEncoder.pad` in
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/audio.py>,
+//! `_encode_streaming_transcription` in
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/instruct.py>)
+//! and transformers' `VoxtralRealtimeProcessor`
+//! (<https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/processing_voxtral_realtime.py>): pad the
 //! 16 kHz samples (`left_pad` tokens of zeros, alignment to 1280 samples, `delay + 1 + 10`
 //! tokens on the right), compute the 128-bin log-mel with `center=True`, prompt
 //! `[BOS] + [STREAMING_PAD] x (left_pad + delay)`.

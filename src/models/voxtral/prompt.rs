@@ -3,9 +3,10 @@
 //! model at 480 ms), with the token ids and audio settings it depends on.
 //!
 //! Mirrors mistralai/mistral-common `InstructTokenizerBase.encode_transcription` for
-//! `StreamingMode` transcription (v1.13.1, `src/mistral_common/tokens/tokenizers/instruct.py`)
+//! `StreamingMode` transcription (v1.13.1,
+//! <https://github.com/mistralai/mistral-common/blob/v1.13.1/src/mistral_common/tokens/tokenizers/instruct.py>)
 //! and `VoxtralRealtimeProcessor` in huggingface/transformers v5.23.0
-//! (`src/transformers/models/voxtral_realtime/processing_voxtral_realtime.py`).
+//! (<https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/processing_voxtral_realtime.py>).
 
 use crate::audio::{AudioConfig, AudioError};
 use crate::tokenizer::{Tekken, TekkenError};

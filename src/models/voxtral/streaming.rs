@@ -4,8 +4,9 @@
 //! The schedule of vLLM's `VoxtralRealtimeBuffer` (vllm-project/vllm
 //! `vllm/model_executor/models/voxtral_realtime.py`) and transformers' streaming path
 //! (`VoxtralRealtimeConv1dPaddingCache`, encoder/decoder caches in
-//! `models/voxtral_realtime/modeling_voxtral_realtime.py`; chunks of
-//! `8 * 160 + 400 = 1680` samples with `center=False` in `processing_voxtral_realtime.py`):
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>;
+//! chunks of `8 * 160 + 400 = 1680` samples with `center=False` in
+//! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/processing_voxtral_realtime.py>):
 //!
 //! * the stream starts with `left_pad` tokens of zeros (32 x 1280 samples);
 //! * audio token `k` is computed as soon as samples up to `1280 (k + 1) + 40` exist (the 2.5 ms
