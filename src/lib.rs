@@ -10,7 +10,7 @@
 //! 3. [`models`]: Voxtral Realtime and Whisper, each mirroring its upstream module tree.
 //! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
 //!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
-//!    regression check, HTML), [`bench`] (benchmark workers).
+//!    regression check, HTML), [`mod@bench`] (benchmark workers).
 //! 5. [`cli`]: the `voxtrace` command, all argument parsing; `anyhow` lives only here.
 
 pub mod audio;
