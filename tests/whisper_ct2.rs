@@ -19,7 +19,7 @@ use common::{Fixture, shared_audio};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 use voxtrace::models::whisper::ct2::{
-    Ct2DType, Ct2Model, HfTensor, WhisperDims, to_hf_state_dict, whisper_dims,
+    Ct2DType, Ct2Model, HfTensor, to_hf_state_dict, whisper_dims,
 };
 
 const MODEL_SHA256: &str = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a";
@@ -131,7 +131,7 @@ fn real_model_dims_are_whisper_tiny_en() {
     let dims = whisper_dims(&load_model()).unwrap();
     assert_eq!(
         dims,
-        WhisperDims {
+        voxtrace::models::whisper::WhisperConfig {
             num_mel_bins: 80,
             d_model: 384,
             encoder_layers: 4,

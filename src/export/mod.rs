@@ -382,7 +382,7 @@ pub fn capture_whisper(
     part: Part,
     tokens: usize,
 ) -> Result<PartGraph, ExportError> {
-    let cfg = model.config.clone();
+    let cfg = model.config;
     let frames = 2 * cfg.max_source_positions;
     let fwd = |e: crate::models::whisper::model::ForwardError| ExportError::Data(e.to_string());
     let mut params = Vec::new();

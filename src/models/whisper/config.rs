@@ -8,13 +8,13 @@
 //! suppression lists read from CTranslate2's `config.json` (`suppress_ids`,
 //! `suppress_ids_begin`) or from a transformers `generation_config.json`.
 
-use super::ct2::WhisperDims;
 use crate::models::checkpoint::{CheckpointError, read_json};
 use serde::Deserialize;
 use std::path::Path;
 
-/// Shape of a Whisper model (transformers `WhisperConfig` names).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Shape of a Whisper model (transformers `WhisperConfig` names), from a transformers
+/// `config.json` or a CTranslate2 `model.bin` ([`super::ct2::whisper_dims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WhisperConfig {
     /// Log-mel bins of the input features (80 for tiny.en).
     pub num_mel_bins: usize,
@@ -42,24 +42,6 @@ pub struct WhisperConfig {
 
 /// LayerNorm epsilon of every Whisper `nn.LayerNorm` (PyTorch default).
 pub const LAYER_NORM_EPS: f64 = 1e-5;
-
-impl From<WhisperDims> for WhisperConfig {
-    fn from(d: WhisperDims) -> Self {
-        Self {
-            num_mel_bins: d.num_mel_bins,
-            d_model: d.d_model,
-            encoder_layers: d.encoder_layers,
-            decoder_layers: d.decoder_layers,
-            encoder_attention_heads: d.encoder_attention_heads,
-            decoder_attention_heads: d.decoder_attention_heads,
-            encoder_ffn_dim: d.encoder_ffn_dim,
-            decoder_ffn_dim: d.decoder_ffn_dim,
-            vocab_size: d.vocab_size,
-            max_source_positions: d.max_source_positions,
-            max_target_positions: d.max_target_positions,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct HfConfigJson {

@@ -38,6 +38,7 @@
 //! `WhisperForConditionalGeneration.state_dict()` (transformers
 //! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/whisper/modeling_whisper.py>), converted to f32.
 
+use super::config::WhisperConfig;
 use crate::io::{TensorBytes, WriteError, write_safetensors};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -531,34 +532,6 @@ impl Ct2Model {
     }
 }
 
-/// Hyper-parameters of a CTranslate2 `WhisperSpec` model, read from variable shapes and
-/// the `*/num_heads` scalars. Names follow transformers' `WhisperConfig`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WhisperDims {
-    /// Mel bins of the input log-mel (`num_mel_bins`; 80 for tiny.en).
-    pub num_mel_bins: usize,
-    /// Model width (`d_model`; 384 for tiny.en).
-    pub d_model: usize,
-    /// Encoder layers (4 for tiny.en).
-    pub encoder_layers: usize,
-    /// Decoder layers (4 for tiny.en).
-    pub decoder_layers: usize,
-    /// Encoder attention heads (6 for tiny.en); head_dim = d_model / heads.
-    pub encoder_attention_heads: usize,
-    /// Decoder attention heads (6 for tiny.en).
-    pub decoder_attention_heads: usize,
-    /// Encoder FFN width (`encoder_ffn_dim`; 1536 for tiny.en).
-    pub encoder_ffn_dim: usize,
-    /// Decoder FFN width (`decoder_ffn_dim`; 1536 for tiny.en).
-    pub decoder_ffn_dim: usize,
-    /// Vocabulary size in tokens (51864 for tiny.en).
-    pub vocab_size: usize,
-    /// Encoder positions (`max_source_positions`; 1500 frames = 30 s at 20 ms).
-    pub max_source_positions: usize,
-    /// Decoder positions (`max_target_positions`; 448 tokens).
-    pub max_target_positions: usize,
-}
-
 fn count_layers(model: &Ct2Model, prefix: &str) -> usize {
     (0..)
         .take_while(|i| {
@@ -588,11 +561,12 @@ fn positive(model: &Ct2Model, name: &str) -> Result<usize> {
         .ok_or_else(|| model.var_err(name, format!("expected a positive count, got {x}")))
 }
 
-/// Read [`WhisperDims`] from a `WhisperSpec` model.
+/// Read the model's shape ([`WhisperConfig`], transformers names) from a `WhisperSpec` model's
+/// variable shapes and `*/num_heads` scalars.
 ///
 /// Errors: [`Ct2Error::Mapping`] if the spec is not `WhisperSpec`; [`Ct2Error::Variable`] if
 /// a variable needed for a dimension is missing or has the wrong rank.
-pub fn whisper_dims(model: &Ct2Model) -> Result<WhisperDims> {
+pub fn whisper_dims(model: &Ct2Model) -> Result<WhisperConfig> {
     if model.spec != "WhisperSpec" {
         return Err(model.map_err(format!(
             "spec is {:?}, expected \"WhisperSpec\"",
@@ -600,7 +574,7 @@ pub fn whisper_dims(model: &Ct2Model) -> Result<WhisperDims> {
         )));
     }
     let d_model = dim(model, "encoder/conv1/weight", 3, 0)?;
-    let dims = WhisperDims {
+    let dims = WhisperConfig {
         num_mel_bins: dim(model, "encoder/conv1/weight", 3, 1)?,
         d_model,
         encoder_layers: count_layers(model, "encoder"),
@@ -640,7 +614,7 @@ pub struct HfTensor {
 
 struct Mapper<'a> {
     model: &'a Ct2Model,
-    dims: WhisperDims,
+    dims: WhisperConfig,
     out: Vec<HfTensor>,
     used: BTreeSet<String>,
 }
@@ -775,7 +749,7 @@ impl Mapper<'_> {
 /// non-scalar variable left unmapped ([`Ct2Error::Mapping`]).
 pub fn to_hf_state_dict(model: &Ct2Model) -> Result<Vec<HfTensor>> {
     let dims = whisper_dims(model)?;
-    let WhisperDims {
+    let WhisperConfig {
         num_mel_bins: mels,
         d_model: d,
         ..

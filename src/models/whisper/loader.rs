@@ -315,7 +315,7 @@ impl Whisper {
     pub fn load_ct2(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         let path = dir.join("model.bin");
         let ct2 = Ct2Model::load(&path)?;
-        let config = WhisperConfig::from(whisper_dims(&ct2)?);
+        let config = whisper_dims(&ct2)?;
         let tensors = to_hf_state_dict(&ct2)?;
         drop(ct2);
         let generation = GenerationSettings::from_ct2_config_json(
