@@ -52,8 +52,11 @@ lint:
     cargo clippy --all-targets --features ndarray -- -D warnings
 
 # Regenerate every fixture from the upstream code (needs `just setup-reference`).
-reference:
+reference: models
     {{ref_py}} reference/voxtral_tiny.py --out fixtures/voxtral_tiny
+    {{ref_py}} reference/voxtral_tiny_transcripts.py --audio-root {{audio_dir}}
+    {{ref_py}} reference/whisper_reference.py
+    {{ref_py}} reference/whisper_f32_error.py
     {{ref_py}} reference/make_tiny_tekken.py
     {{ref_py}} reference/tekken_decode_cases.py
     {{ref_py}} reference/pad_cases.py

@@ -9,7 +9,7 @@ Upstream code run here (nothing re-implemented):
   * transformers `audio_utils.mel_filter_bank` (the `mel_filters` attribute of both extractors);
   * soundfile (libsndfile) to read every clip as float32, as `transformers.audio_utils.load_audio` does.
 
-Writes (regenerate with `/work/.venv/bin/python reference/audio_features.py` from the crate root):
+Writes (regenerate with `.venv-ref/bin/python reference/audio_features.py` from the crate root):
   fixtures/audio/mel_filters.safetensors   mel_filters_128 [201,128] f64, mel_filters_80 [201,80] f64
   fixtures/audio/<clip>.safetensors        per clip (see CLIPS):
       waveform_i16      [n] i16   samples as read by soundfile with dtype="int16" (all clips are 16-bit PCM);

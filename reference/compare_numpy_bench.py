@@ -3,9 +3,9 @@
 
 Usage:
     # make a pair of synthetic ~200 MB safetensors dumps (not committed)
-    /work/.venv/bin/python reference/compare_numpy_bench.py --generate /tmp/vt_bench
+    .venv/bin/python reference/compare_numpy_bench.py --generate /tmp/vt_bench
     # time the numpy metrics over them
-    /work/.venv/bin/python reference/compare_numpy_bench.py /tmp/vt_bench/ref.safetensors \
+    .venv/bin/python reference/compare_numpy_bench.py /tmp/vt_bench/ref.safetensors \
         /tmp/vt_bench/act.safetensors [--atol 1e-5 --rtol 1e-4] [--json metrics.json]
 
 Metrics (identical definitions to src/compare/metrics.rs, computed in float64 over positions

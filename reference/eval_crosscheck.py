@@ -16,10 +16,11 @@ equal-cost alignments the swapped S/D/I need not be the mirrored ones), and 300 
 a 4-word vocabulary (seeded), which exercise the tie-breaks between equal-cost alignments, and
 4 long pairs (300 to 3000 words) for RapidFuzz's large-input code paths.
 
-Regenerate (from the crate root; needs jiwer 4.0 in /work/.venv and Debian `sctk`):
+Regenerate (from the crate root; needs jiwer 4.0 in .venv-ref, `.venv-ref/bin/python -m pip install
+jiwer==4.0.0`, and Debian `sctk`):
 
     apt-get install -y sctk          # sclite lives in /usr/lib/sctk/bin/sclite
-    /work/.venv/bin/python reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
+    .venv-ref/bin/python reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
 """
 
 from __future__ import annotations

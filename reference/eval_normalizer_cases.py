@@ -12,10 +12,10 @@ tiktoken). It needs `regex` and `more-itertools` in the interpreter.
 
 Regenerate (from the crate root):
 
-    cd /tmp && /work/.venv/bin/pip download --no-deps openai-whisper==20250625 \
-        && tar xzf openai_whisper-20250625.tar.gz
-    /work/.venv/bin/pip install more-itertools   # needed by whisper/normalizers/english.py
-    /work/.venv/bin/python reference/eval_normalizer_cases.py \
+    .venv-ref/bin/python -m pip download --no-deps --dest /tmp openai-whisper==20250625 \
+        && tar xzf /tmp/openai_whisper-20250625.tar.gz -C /tmp
+    .venv-ref/bin/python -m pip install more-itertools   # needed by whisper/normalizers/english.py
+    .venv-ref/bin/python reference/eval_normalizer_cases.py \
         --whisper-src /tmp/openai_whisper-20250625/whisper \
         --audio ../shared/audio --out fixtures/eval/normalizer_cases.json
 

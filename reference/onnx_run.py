@@ -1,6 +1,6 @@
 """Check and run an exported ONNX model with ONNX Runtime (CPU); write a `trace-v1` dump.
 
-    python reference/onnx_run.py MODEL.onnx --inputs DUMP.safetensors --out RUN.safetensors
+    .venv/bin/python reference/onnx_run.py MODEL.onnx --inputs DUMP.safetensors --out RUN.safetensors
 
 1. `onnx.checker.check_model(MODEL, full_check=True)` (by path, so external data works).
 2. Every graph input is read by name from DUMP (an upstream or `voxtrace trace` dump, whose

@@ -5,7 +5,7 @@ Runs mistral-common 1.13.1 `AudioEncoder.pad` (which calls `_get_streaming_pad`)
 `n_right_pad_tokens` and `num_audio_tokens` (src/mistral_common/tokens/tokenizers/audio.py) on zero signals of
 several lengths, for several transcription delays and left-pad token counts.
 
-Writes fixtures/audio/pad_cases.json. Regenerate with `/work/.venv/bin/python reference/pad_cases.py`
+Writes fixtures/audio/pad_cases.json. Regenerate with `.venv/bin/python reference/pad_cases.py`
 from the crate root.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ bytes (`id_to_byte_piece`) of a sample of single ids. The sequences mix:
   * the same encodings with special ids inserted at random positions (a special inside a multi-byte character);
   * runs of single-byte ids (1000..1255), incl. lone continuation bytes and truncated lead bytes.
 Writes fixtures/tokenizer/tekken_240718_cases.json. Regenerate with
-`/work/.venv/bin/python reference/tekken_decode_cases.py` from the crate root.
+`.venv/bin/python reference/tekken_decode_cases.py` from the crate root.
 """
 from __future__ import annotations
 

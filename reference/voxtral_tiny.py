@@ -6,11 +6,12 @@ classes (transformers 5.23.0, `transformers/models/voxtral_realtime/modeling_vox
 saves it in HF layout (f32) and in Mistral layout (BF16 `consolidated.safetensors` + `params.json`
 + a tiny `tekken.json`), runs the upstream processor (offline padding, prompt), upstream greedy
 `generate()`, and one teacher-forced eager forward pass with forward hooks on every module.
-Each clip gives a "voxtrace trace v1" safetensors dump (see /work/scratch/COMMON.md).
+Each clip gives a "voxtrace trace v1" safetensors dump (format: the module docs of
+src/trace/mod.rs, "The `trace-v1` file format").
 
-Regenerate (from /work/main):
-    /work/.venv/bin/python reference/voxtral_tiny.py            # writes fixtures/voxtral_tiny
-    /work/.venv/bin/python reference/voxtral_tiny.py --out DIR
+Regenerate (from the crate root, after `just setup-reference`; `just reference` runs it too):
+    .venv-ref/bin/python reference/voxtral_tiny.py            # writes fixtures/voxtral_tiny
+    .venv-ref/bin/python reference/voxtral_tiny.py --out DIR
 
 Everything is deterministic (fixed seeds, CPU, single thread, eager attention for the hooked pass).
 """

@@ -14,7 +14,7 @@ Prints the max |diff| per tensor that differs and a per-file summary. Exit code 
 everything matches, 1 on any difference (missing/extra file or tensor, dtype/shape/value or
 metadata mismatch), 2 on a usage error.
 
-    /work/.venv/bin/python reference/voxtral_tiny_check.py [--fixtures DIR] [--keep]
+    .venv-ref/bin/python reference/voxtral_tiny_check.py [--fixtures DIR] [--keep]   # or: just reference-check
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Tekkenizer (`SpecialTokenPolicy.IGNORE`, the default). The output is a `transcri
 `voxtrace eval` (the reference system of the Burn port: with random weights the texts are
 gibberish, and agreement with them is the end-to-end parity figure).
 
-Regenerate (from /work/main, about a minute on CPU):
+Regenerate (from the crate root, after `just setup-reference`; about a minute on CPU; these are
+also the defaults):
 
-    /work/.venv/bin/python reference/voxtral_tiny_transcripts.py \
+    .venv-ref/bin/python reference/voxtral_tiny_transcripts.py \
         --manifest audio_samples/manifest.tsv --audio-root ../shared/audio \
         --out fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json
 
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
             f"{mistral_common.__version__}: VoxtralRealtimeForConditionalGeneration.generate greedy offline, "
             "default delay, tiny random checkpoint fixtures/voxtral_tiny/hf, eager f32 cpu"
         ),
-        "command": "/work/.venv/bin/python reference/voxtral_tiny_transcripts.py",
+        "command": ".venv-ref/bin/python reference/voxtral_tiny_transcripts.py",
         "clips": clips,
         "skipped": skipped,
     }

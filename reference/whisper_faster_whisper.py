@@ -5,7 +5,7 @@ Needs a Python with `faster-whisper` (PyPI; it pulls ctranslate2, no torch). It 
 the torch venv so its pins cannot disturb transformers:
 
     python3 -m venv /tmp/fw-venv && /tmp/fw-venv/bin/pip install faster-whisper==1.2.1
-    /work/.venv/bin/python reference/whisper_reference.py --skip-transcripts --save-features /tmp/hf_logmel.npz
+    .venv-ref/bin/python reference/whisper_reference.py --skip-transcripts --save-features /tmp/hf_logmel.npz
     /tmp/fw-venv/bin/python reference/whisper_faster_whisper.py --hf-features /tmp/hf_logmel.npz
 
 Settings: compute_type float32 on CPU, beam_size 1, temperature 0.0 only (no fallback),

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """PyTorch (transformers) reference for voxtrace's Whisper tiny.en port.
 
-Run (from the repo root, after `reference/fetch_whisper_tiny_en.sh`):
+Run (from the crate root, after `just setup-reference` and `just models`):
 
-    /work/.venv/bin/python reference/whisper_reference.py [--cache models-cache/whisper-tiny.en]
+    .venv-ref/bin/python reference/whisper_reference.py [--cache models-cache/whisper-tiny.en]
 
 What it does (transformers 5.23.0, torch, CPU, f32, eager attention, no hub access):
 1. Reads the CTranslate2 `model.bin` (float16) with `reference/ct2_reader.py`, maps the
@@ -19,7 +19,8 @@ What it does (transformers 5.23.0, torch, CPU, f32, eager attention, no hub acce
    writes a voxtrace trace-v1 safetensors file per clip to
    `fixtures/whisper_tiny_en/dumps/<clip>.safetensors` (see README for the slicing rule).
 4. Greedy transcripts (English-only prompt, no timestamps, suppression from the generation
-   config) for every clip of /work/shared/audio/manifest.tsv and tts/manifest.tsv into
+   config) for every clip of ../shared/audio/manifest.tsv and tts/manifest.tsv (`VOXTRACE_AUDIO_DIR`
+   overrides ../shared/audio, relative to the crate root) into
    `fixtures/whisper_tiny_en/transformers_transcripts.json`, plus per-clip wall time of
    `generate` on stdout and in `<cache>/hf/generate_timings.tsv` (not a fixture).
 """
@@ -461,7 +462,7 @@ def main():
             "voxtrace.slice_rule": f"every axis of length 1500 gathered at frames {ENC_FRAMES}, every axis of length 3000 at {MEL_FRAMES}; "
             f"not gathered: {sorted(FULL_TENSORS)}; per-tensor details in voxtrace.sliced",
             "voxtrace.decoder_positions": f"teacher-forced decoder_input_ids = generated_ids[:-1][:{n_pos}] ({dec_in.shape[1]} positions)",
-            "voxtrace.command": "/work/.venv/bin/python reference/whisper_reference.py",
+            "voxtrace.command": ".venv-ref/bin/python reference/whisper_reference.py",
         }
         dest = FIX / "dumps" / f"{clip}.safetensors"
         atomic_save(tensors, dest, meta)
@@ -493,7 +494,7 @@ def main():
             {
                 "source": f"transformers {transformers.__version__} WhisperForConditionalGeneration.generate, greedy (num_beams=1), "
                 f"prompt [{SOT}, {NO_TIMESTAMPS}], no timestamps, suppress_tokens/begin_suppress_tokens from CT2 config.json, f32 eager",
-                "command": "/work/.venv/bin/python reference/whisper_reference.py",
+                "command": ".venv-ref/bin/python reference/whisper_reference.py",
                 "clips": rows,
             },
             FIX / "transformers_transcripts.json",

@@ -36,7 +36,7 @@ fn tekken_240718_path() -> PathBuf {
     let var = std::env::var_os("VOXTRACE_TEKKEN_240718").unwrap_or_else(|| {
         panic!(
             "VOXTRACE_TEKKEN_240718 is not set: point it at mistral-common's data/tekken_240718.json, e.g. \
-             /work/.venv/lib/python3.11/site-packages/mistral_common/data/tekken_240718.json"
+             .venv/lib/python3.11/site-packages/mistral_common/data/tekken_240718.json (`just test` sets it)"
         )
     });
     let path = PathBuf::from(var);
