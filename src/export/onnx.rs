@@ -8,6 +8,7 @@
 //! folder and renamed into place.
 
 use super::ExportError;
+use crate::io::OutputFile;
 use burn::tensor::{DType, TensorData};
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
 use onnx_protobuf::{
@@ -210,19 +211,6 @@ pub fn initializer_bytes(model: &ModelProto) -> u64 {
         .unwrap_or(0)
 }
 
-/// tempfile creates files with mode 0600; a model is an ordinary, world-readable output.
-fn readable(f: &tempfile::NamedTempFile) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    #[cfg(not(unix))]
-    let _ = f;
-    Ok(())
-}
-
 /// Write `model` to `out` (temporary file + rename). When the inline initializer bytes exceed
 /// `external_threshold`, the data of every initializer of at least [`EXTERNAL_MIN_BYTES`]
 /// moves to `<out>.data` (ONNX external data) first. Returns whether external data was written.
@@ -234,9 +222,9 @@ pub fn write_model(
     out: &Path,
     external_threshold: u64,
 ) -> Result<bool, ExportError> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
+    let write_err = |e: crate::io::WriteError| ExportError::Io {
+        path: e.path,
+        source: std::io::Error::other(e.detail),
     };
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -254,8 +242,8 @@ pub fn write_model(
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .ok_or_else(|| ExportError::Data(format!("{}: no file name", out.display())))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        let mut tmp = OutputFile::create(&data_path).map_err(write_err)?;
+        let mut w = std::io::BufWriter::new(tmp.file());
         let mut offset: u64 = 0;
         if let Some(g) = model.graph.as_mut() {
             for t in g.initializer.iter_mut() {
@@ -280,22 +268,11 @@ pub fn write_model(
     let bytes = model
         .write_to_bytes()
         .map_err(|e| ExportError::Data(format!("{}: protobuf encoding: {e}", out.display())))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-    tmp.write_all(&bytes).map_err(io(out))?;
-    tmp.flush().map_err(io(out))?;
-    readable(&tmp).map_err(io(out))?;
-    if let Some(d) = &data_tmp {
-        readable(d).map_err(io(&data_path))?;
-    }
+    let mut tmp = OutputFile::create(out).map_err(write_err)?;
+    tmp.file().write_all(&bytes).map_err(io(out))?;
     if let Some(d) = data_tmp {
-        d.persist(&data_path).map_err(|e| ExportError::Io {
-            path: data_path.clone(),
-            source: e.error,
-        })?;
+        d.commit().map_err(write_err)?;
     }
-    tmp.persist(out).map_err(|e| ExportError::Io {
-        path: out.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.commit().map_err(write_err)?;
     Ok(external)
 }

@@ -1,5 +1,7 @@
-//! Files in and out: the one atomic file writer and the one whole-file safetensors writer
-//! every tool uses. Lowest layer: imports nothing else from the crate.
+//! Files in and out: the one output writer ([`OutputFile`], [`write_atomic`]: atomic for
+//! regular files, symlinks followed, FIFOs and character devices written in place, the umask's
+//! mode) and the one whole-file safetensors writer every tool uses. Lowest layer: imports
+//! nothing else from the crate.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,44 +25,220 @@ impl WriteError {
     }
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed, given mode
-/// 0644 (Unix), then renamed over `path`, so an interrupted write never leaves a half-written
-/// file and never clobbers the previous one.
+/// Where an output path leads, decided before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// A regular file, or no file yet, at this path (symlinks already followed): written to a
+    /// temporary file in the same folder and renamed over it.
+    Replace(PathBuf),
+    /// A FIFO or character device (e.g. `/dev/stdout`, a named pipe): written in place, never
+    /// replaced by a regular file.
+    InPlace(PathBuf),
+}
+
+/// Symlinks followed at most this many times (the kernel's own limit is 40).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Decide how to write `path`: a symlink is followed to its target (also a dangling one, which
+/// is then created), a regular file or a missing one is replaced atomically, a FIFO or
+/// character device is written in place.
 ///
 /// # Errors
-/// [`WriteError`] naming `path`: the folder does not exist or is not writable, the disk is
-/// full, the rename fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
+/// [`WriteError`] naming `path`: it is a folder, a block device or a socket; a symlink loop;
+/// the folder that would hold it does not exist.
+pub fn output_target(path: &Path) -> Result<OutputTarget, WriteError> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_SYMLINK_HOPS {
+        let meta = match std::fs::symlink_metadata(&current) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = parent_of(&current);
+                if !dir.is_dir() {
+                    return Err(WriteError::new(
+                        path,
+                        format!("folder {} does not exist", dir.display()),
+                    ));
+                }
+                return Ok(OutputTarget::Replace(current));
+            }
+            Err(e) => return Err(WriteError::new(path, format!("cannot inspect: {e}"))),
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&current)
+                .map_err(|e| WriteError::new(path, format!("cannot read the symlink: {e}")))?;
+            current = if link.is_absolute() {
+                link
+            } else {
+                parent_of(&current).join(link)
+            };
+            continue;
+        }
+        if kind.is_file() {
+            return Ok(OutputTarget::Replace(current));
+        }
+        if kind.is_dir() {
+            return Err(WriteError::new(path, "is a folder, not a file"));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() || kind.is_char_device() {
+                return Ok(OutputTarget::InPlace(current));
+            }
+            if kind.is_block_device() {
+                return Err(WriteError::new(
+                    path,
+                    "is a block device; refusing to write to it",
+                ));
+            }
+            if kind.is_socket() {
+                return Err(WriteError::new(path, "is a socket, not a file"));
+            }
+        }
         return Err(WriteError::new(
             path,
-            format!("folder {} does not exist", dir.display()),
+            "is a special file; refusing to write to it",
         ));
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
-        WriteError::new(
-            path,
-            format!("creating a temporary file in {}: {e}", dir.display()),
-        )
-    })?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| WriteError::new(path, format!("writing the temporary file: {e}")))?;
-    // tempfile creates files with mode 0600; outputs are ordinary, world-readable files.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| WriteError::new(path, format!("setting permissions: {e}")))?;
+    Err(WriteError::new(
+        path,
+        format!("more than {MAX_SYMLINK_HOPS} symlinks (a loop?)"),
+    ))
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
-    tmp.persist(path)
-        .map_err(|e| WriteError::new(path, format!("renaming the temporary file: {}", e.error)))?;
-    Ok(())
+}
+
+/// The permission bits a newly created regular file gets: `0666` less the process umask, as
+/// `open(2)` would give (read from `/proc/self/status` on Linux; `0644` where it cannot be read).
+pub fn new_file_mode() -> u32 {
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    0o666 & !umask
+}
+
+/// An output file being written: a temporary file that [`OutputFile::commit`] puts in place
+/// (renamed over a regular file, copied into a FIFO or character device), so an interrupted
+/// run never leaves a half-written file and never clobbers the previous one. Dropping it
+/// without committing removes the temporary file.
+#[derive(Debug)]
+pub struct OutputFile {
+    /// The path the user gave (for messages).
+    path: PathBuf,
+    target: OutputTarget,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl OutputFile {
+    /// Start writing `path` (see [`output_target`] for symlinks and special files).
+    ///
+    /// # Errors
+    /// The errors of [`output_target`]; the temporary file cannot be created.
+    pub fn create(path: &Path) -> Result<Self, WriteError> {
+        let target = output_target(path)?;
+        let tmp = match &target {
+            OutputTarget::Replace(p) => {
+                let dir = parent_of(p);
+                tempfile::Builder::new()
+                    .prefix(".voxtrace-")
+                    .tempfile_in(&dir)
+                    .map_err(|e| {
+                        WriteError::new(
+                            path,
+                            format!("creating a temporary file in {}: {e}", dir.display()),
+                        )
+                    })?
+            }
+            // The folder of a device or FIFO (e.g. /dev) is not ours to write in.
+            OutputTarget::InPlace(_) => tempfile::NamedTempFile::new()
+                .map_err(|e| WriteError::new(path, format!("creating a temporary file: {e}")))?,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            target,
+            tmp,
+        })
+    }
+
+    /// Where the bytes will go.
+    pub fn target(&self) -> &OutputTarget {
+        &self.target
+    }
+
+    /// The temporary file to write into.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Put the written bytes in place: flush, give the file the umask's mode (`0666 & !umask`,
+    /// 0644 by default) and rename it over the target; for a FIFO or character device, copy the
+    /// bytes into it instead.
+    ///
+    /// # Errors
+    /// [`WriteError`] naming the path: flushing, the rename or the copy failed.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        let path = self.path.clone();
+        let err = |what: &str, e: std::io::Error| WriteError::new(&path, format!("{what}: {e}"));
+        self.tmp
+            .as_file_mut()
+            .flush()
+            .and_then(|_| self.tmp.as_file().sync_all())
+            .map_err(|e| err("writing the temporary file", e))?;
+        match self.target {
+            OutputTarget::Replace(target) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    self.tmp
+                        .as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(new_file_mode()))
+                        .map_err(|e| err("setting permissions", e))?;
+                }
+                self.tmp
+                    .persist(&target)
+                    .map_err(|e| err("renaming the temporary file", e.error))?;
+            }
+            OutputTarget::InPlace(target) => {
+                use std::io::Seek;
+                let mut src = self.tmp.reopen().map_err(|e| err("reading back", e))?;
+                src.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| err("reading back", e))?;
+                let mut dst = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .map_err(|e| err("opening for writing", e))?;
+                std::io::copy(&mut src, &mut dst).map_err(|e| err("writing", e))?;
+                dst.flush().map_err(|e| err("writing", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` through an [`OutputFile`]: atomically for a regular file (symlinks
+/// followed, the link kept), in place for a FIFO or character device.
+///
+/// # Errors
+/// [`WriteError`] naming `path`: the folder does not exist or is not writable, the path is a
+/// folder or another special file, the disk is full, the rename fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let mut out = OutputFile::create(path)?;
+    out.file()
+        .write_all(bytes)
+        .map_err(|e| WriteError::new(path, format!("writing the temporary file: {e}")))?;
+    out.commit()
 }
 
 /// One tensor for [`write_safetensors`]: its name, element type, shape and little-endian bytes

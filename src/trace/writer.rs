@@ -182,27 +182,24 @@ impl TraceWriter {
             header_bytes.push(b' ');
         }
 
-        let dir = parent_dir(&self.out);
-        let out_tmp = tempfile::Builder::new()
-            .prefix(".voxtrace-trace-")
-            .suffix(".safetensors")
-            .tempfile_in(&dir)
-            .map_err(io(&dir))?;
-        let tmp_path = out_tmp.path().to_path_buf();
+        // Symlinks at `out` are followed and FIFOs / character devices written in place
+        // (crate::io::OutputFile); a regular file is replaced atomically.
+        let write_err = |e: crate::io::WriteError| TraceError::Io {
+            path: e.path,
+            source: std::io::Error::other(e.detail),
+        };
+        let mut out = crate::io::OutputFile::create(&self.out).map_err(write_err)?;
         {
-            let mut w = BufWriter::new(out_tmp.as_file());
+            let out_path = self.out.clone();
+            let mut w = BufWriter::new(out.file());
             w.write_all(&(header_bytes.len() as u64).to_le_bytes())
-                .map_err(io(&tmp_path))?;
-            w.write_all(&header_bytes).map_err(io(&tmp_path))?;
+                .map_err(io(&out_path))?;
+            w.write_all(&header_bytes).map_err(io(&out_path))?;
             data_file.seek(SeekFrom::Start(0)).map_err(io(&data_path))?;
-            std::io::copy(&mut data_file, &mut w).map_err(io(&tmp_path))?;
-            w.flush().map_err(io(&tmp_path))?;
+            std::io::copy(&mut data_file, &mut w).map_err(io(&out_path))?;
+            w.flush().map_err(io(&out_path))?;
         }
-        out_tmp.as_file().sync_all().map_err(io(&tmp_path))?;
-        out_tmp.persist(&self.out).map_err(|e| TraceError::Io {
-            path: self.out.clone(),
-            source: e.error,
-        })?;
+        out.commit().map_err(write_err)?;
         Ok(())
     }
 }
