@@ -119,6 +119,40 @@ impl AudioConfig {
                 self.sampling_rate, self.frame_rate
             )));
         }
+        // Bounds on what a tekken.json can make us allocate (padding, windows, mel banks), far
+        // above the released model's values.
+        let bounded = [
+            ("sampling_rate", f64::from(self.sampling_rate), 384_000.0),
+            ("num_mel_bins", enc.num_mel_bins as f64, 1024.0),
+            ("hop_length", enc.hop_length as f64, 65_536.0),
+            ("window_size", enc.window_size as f64, 65_536.0),
+            ("chunk_length_s", self.chunk_length_s.unwrap_or(0.0), 3600.0),
+            (
+                "transcription_delay_ms",
+                self.transcription_delay_ms.unwrap_or(0.0),
+                60_000.0,
+            ),
+            (
+                "streaming_look_ahead_ms",
+                self.streaming_look_ahead_ms.unwrap_or(0.0),
+                60_000.0,
+            ),
+            (
+                "streaming_look_back_ms",
+                self.streaming_look_back_ms.unwrap_or(0.0),
+                60_000.0,
+            ),
+            (
+                "streaming_n_left_pad_tokens",
+                self.streaming_n_left_pad_tokens.unwrap_or(0) as f64,
+                4096.0,
+            ),
+        ];
+        for (name, v, max) in bounded {
+            if !(v.is_finite() && v <= max) {
+                return Err(invalid(format!("{name} is {v}, expected at most {max}")));
+            }
+        }
         if f64::from(self.sampling_rate) < self.frame_rate {
             return Err(invalid("sampling_rate must be >= frame_rate".into()));
         }

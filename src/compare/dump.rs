@@ -854,6 +854,9 @@ impl Read for CountingReader<'_> {
     }
 }
 
+/// The most a deflate stream can expand (zlib's technical note: 1032:1).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 fn open_npz(path: &Path, map: Arc<Mmap>) -> Result<Dump, CompareError> {
     let file = File::open(path).map_err(|e| CompareError::io(path, "opening file", e))?;
     let mut archive = zip::ZipArchive::new(file)
@@ -869,6 +872,23 @@ fn open_npz(path: &Path, map: Arc<Mmap>) -> Result<Dump, CompareError> {
         let stored = member.compression() == zip::CompressionMethod::Stored;
         let data_start = member.data_start();
         let member_size = member.size();
+        // Deflate cannot expand more than 1032:1; a member declaring more is a zip bomb or a
+        // corrupt archive, refused before anything is inflated.
+        let packed = member.compressed_size();
+        if member_size
+            > packed
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .saturating_add(1024)
+        {
+            return Err(CompareError::format(
+                path,
+                format!(
+                    "zip member `{}` declares {member_size} bytes from {packed} compressed bytes, \
+                     beyond deflate's {MAX_DEFLATE_RATIO}:1 limit (a zip bomb or a corrupt archive)",
+                    member.name()
+                ),
+            ));
+        }
         let meta = parse_npy_header(&mut member, path, &name)?;
         let nbytes = (meta.info.numel() * meta.info.dtype.size()) as u64;
         let needed = meta.header_len as u64 + nbytes;

@@ -136,6 +136,10 @@ pub enum SpecialTokenPolicy {
     Raise,
 }
 
+/// Most control tokens a tekken.json may declare (`default_num_special_tokens`; the released
+/// files have 1 000): a bound on what the file can make us allocate.
+pub const MAX_SPECIAL_TOKENS: usize = 1 << 16;
+
 /// `config` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TekkenConfig {
@@ -250,6 +254,11 @@ impl Tekken {
         })?;
         let n_special = cfg.default_num_special_tokens;
         let n_words = cfg.default_vocab_size;
+        if n_special > MAX_SPECIAL_TOKENS {
+            return Err(invalid(format!(
+                "default_num_special_tokens {n_special} is above {MAX_SPECIAL_TOKENS}"
+            )));
+        }
         if n_words < n_special {
             return Err(invalid(format!(
                 "default_vocab_size {n_words} is smaller than default_num_special_tokens {n_special}"

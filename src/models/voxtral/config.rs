@@ -8,6 +8,15 @@ use crate::models::checkpoint::{CheckpointError, ConfigJson};
 use crate::nn::RopeStyle;
 use std::path::Path;
 
+/// Largest width (d_model, head_dim, FFN width, mel bins) a config may give: 65 536.
+pub const MAX_WIDTH: usize = 1 << 16;
+/// Largest layer or head count a config may give: 1 024.
+pub const MAX_LAYERS: usize = 1 << 10;
+/// Largest vocabulary a config may give: 4 194 304 tokens.
+pub const MAX_VOCAB: usize = 1 << 22;
+/// Largest sliding window a config may give: 16 777 216 positions.
+pub const MAX_WINDOW: usize = 1 << 24;
+
 /// Audio encoder ("whisper_encoder" / `audio_tower`) hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {
@@ -112,51 +121,118 @@ impl VoxtralConfig {
         }
     }
 
+    /// Range checks, before anything is allocated from these numbers: every size at least 1 and
+    /// at most a bound far above the released model (widths and head_dim
+    /// [`MAX_WIDTH`], layers and heads [`MAX_LAYERS`], vocabulary [`MAX_VOCAB`], sliding
+    /// windows [`MAX_WINDOW`], downsample factor 1..=64), heads that divide into KV groups,
+    /// finite positive RoPE theta and norm epsilon below 1.
+    ///
+    /// # Errors
+    /// A message naming the first offending key and value.
+    pub fn validate(&self) -> Result<(), String> {
+        let e = &self.encoder;
+        let d = &self.decoder;
+        let sizes = [
+            ("encoder dim", e.d_model, MAX_WIDTH),
+            ("encoder n_layers", e.n_layers, MAX_LAYERS),
+            ("encoder n_heads", e.n_heads, MAX_LAYERS),
+            ("encoder head_dim", e.head_dim, MAX_WIDTH),
+            ("encoder hidden_dim", e.intermediate_size, MAX_WIDTH),
+            ("num_mel_bins", e.num_mel_bins, MAX_WIDTH),
+            ("encoder sliding_window", e.sliding_window, MAX_WINDOW),
+            ("dim", d.d_model, MAX_WIDTH),
+            ("n_layers", d.n_layers, MAX_LAYERS),
+            ("n_heads", d.n_heads, MAX_LAYERS),
+            ("n_kv_heads", d.n_kv_heads, MAX_LAYERS),
+            ("head_dim", d.head_dim, MAX_WIDTH),
+            ("hidden_dim", d.intermediate_size, MAX_WIDTH),
+            ("vocab_size", d.vocab_size, MAX_VOCAB),
+            ("sliding_window", d.sliding_window, MAX_WINDOW),
+            ("ada_rms_norm_t_cond_dim", d.ada_t_cond_dim, MAX_WIDTH),
+            ("downsample_factor", self.downsample_factor, 64),
+        ];
+        for (name, v, max) in sizes {
+            if v == 0 || v > max {
+                return Err(format!("{name} is {v}, expected 1..={max}"));
+            }
+        }
+        if !d.n_heads.is_multiple_of(d.n_kv_heads) {
+            return Err(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                d.n_heads, d.n_kv_heads
+            ));
+        }
+        for (name, theta) in [
+            ("encoder rope_theta", e.rope_theta),
+            ("rope_theta", d.rope_theta),
+        ] {
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(format!("{name} is {theta}, expected a finite value > 0"));
+            }
+        }
+        for (name, eps) in [("encoder norm_eps", e.norm_eps), ("norm_eps", d.norm_eps)] {
+            if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+                return Err(format!("{name} is {eps}, expected 0 < eps < 1"));
+            }
+        }
+        Ok(())
+    }
+
     /// Read Mistral `params.json` (layout: interleaved RoPE).
     ///
     /// # Errors
-    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, or a missing/mistyped
-    /// key (named too).
+    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, a missing/mistyped key
+    /// (named too), or a value out of range ([`VoxtralConfig::validate`]).
     pub fn from_params_json(path: &Path) -> Result<Self, CheckpointError> {
         let j = ConfigJson::read(path)?;
         let e = "multimodal.whisper_model_args.encoder_args";
-        Ok(Self {
-            encoder: EncoderConfig {
-                d_model: j.usize(&format!("{e}.dim"))?,
-                n_layers: j.usize(&format!("{e}.n_layers"))?,
-                n_heads: j.usize(&format!("{e}.n_heads"))?,
-                head_dim: j.usize(&format!("{e}.head_dim"))?,
-                intermediate_size: j.usize(&format!("{e}.hidden_dim"))?,
-                num_mel_bins: j.usize(&format!("{e}.audio_encoding_args.num_mel_bins"))?,
-                rope_theta: j.f64(&format!("{e}.rope_theta"))?,
-                sliding_window: j.usize(&format!("{e}.sliding_window"))?,
-                norm_eps: j.f64(&format!("{e}.norm_eps"))?,
+        Self::checked(
+            path,
+            Self {
+                encoder: EncoderConfig {
+                    d_model: j.usize(&format!("{e}.dim"))?,
+                    n_layers: j.usize(&format!("{e}.n_layers"))?,
+                    n_heads: j.usize(&format!("{e}.n_heads"))?,
+                    head_dim: j.usize(&format!("{e}.head_dim"))?,
+                    intermediate_size: j.usize(&format!("{e}.hidden_dim"))?,
+                    num_mel_bins: j.usize(&format!("{e}.audio_encoding_args.num_mel_bins"))?,
+                    rope_theta: j.f64(&format!("{e}.rope_theta"))?,
+                    sliding_window: j.usize(&format!("{e}.sliding_window"))?,
+                    norm_eps: j.f64(&format!("{e}.norm_eps"))?,
+                },
+                decoder: DecoderConfig {
+                    d_model: j.usize("dim")?,
+                    n_layers: j.usize("n_layers")?,
+                    n_heads: j.usize("n_heads")?,
+                    n_kv_heads: j.usize("n_kv_heads")?,
+                    head_dim: j.usize("head_dim")?,
+                    intermediate_size: j.usize("hidden_dim")?,
+                    vocab_size: j.usize("vocab_size")?,
+                    rope_theta: j.f64("rope_theta")?,
+                    sliding_window: j.usize("sliding_window")?,
+                    norm_eps: j.f64("norm_eps")?,
+                    tied_embeddings: j.bool_or("tied_embeddings", true)?,
+                    ada_t_cond_dim: j.usize("ada_rms_norm_t_cond_dim")?,
+                },
+                downsample_factor: j
+                    .usize("multimodal.whisper_model_args.downsample_args.downsample_factor")?,
+                rope_style: RopeStyle::Interleaved,
             },
-            decoder: DecoderConfig {
-                d_model: j.usize("dim")?,
-                n_layers: j.usize("n_layers")?,
-                n_heads: j.usize("n_heads")?,
-                n_kv_heads: j.usize("n_kv_heads")?,
-                head_dim: j.usize("head_dim")?,
-                intermediate_size: j.usize("hidden_dim")?,
-                vocab_size: j.usize("vocab_size")?,
-                rope_theta: j.f64("rope_theta")?,
-                sliding_window: j.usize("sliding_window")?,
-                norm_eps: j.f64("norm_eps")?,
-                tied_embeddings: j.bool_or("tied_embeddings", true)?,
-                ada_t_cond_dim: j.usize("ada_rms_norm_t_cond_dim")?,
-            },
-            downsample_factor: j
-                .usize("multimodal.whisper_model_args.downsample_args.downsample_factor")?,
-            rope_style: RopeStyle::Interleaved,
-        })
+        )
+    }
+
+    /// `cfg` if [`VoxtralConfig::validate`] accepts it, else an error naming `path`.
+    fn checked(path: &Path, cfg: Self) -> Result<Self, CheckpointError> {
+        cfg.validate()
+            .map_err(|m| CheckpointError::invalid(path, m))?;
+        Ok(cfg)
     }
 
     /// Read HF `config.json` (`VoxtralRealtimeConfig`; layout: half-split RoPE).
     ///
     /// # Errors
-    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, or a missing/mistyped
-    /// key (named too).
+    /// [`CheckpointError`] naming the file: unreadable, invalid JSON, a missing/mistyped key
+    /// (named too), or a value out of range ([`VoxtralConfig::validate`]).
     pub fn from_hf_config_json(path: &Path) -> Result<Self, CheckpointError> {
         let j = ConfigJson::read(path)?;
         let a = "audio_config";
@@ -165,35 +241,38 @@ impl VoxtralConfig {
             j.f64(&format!("{p}.rope_parameters.rope_theta"))
                 .or_else(|_| j.f64(&format!("{p}.rope_theta")))
         };
-        Ok(Self {
-            encoder: EncoderConfig {
-                d_model: j.usize(&format!("{a}.hidden_size"))?,
-                n_layers: j.usize(&format!("{a}.num_hidden_layers"))?,
-                n_heads: j.usize(&format!("{a}.num_attention_heads"))?,
-                head_dim: j.usize(&format!("{a}.head_dim"))?,
-                intermediate_size: j.usize(&format!("{a}.intermediate_size"))?,
-                num_mel_bins: j.usize(&format!("{a}.num_mel_bins"))?,
-                rope_theta: theta(a)?,
-                sliding_window: j.usize(&format!("{a}.sliding_window"))?,
-                norm_eps: j.f64(&format!("{a}.rms_norm_eps"))?,
+        Self::checked(
+            path,
+            Self {
+                encoder: EncoderConfig {
+                    d_model: j.usize(&format!("{a}.hidden_size"))?,
+                    n_layers: j.usize(&format!("{a}.num_hidden_layers"))?,
+                    n_heads: j.usize(&format!("{a}.num_attention_heads"))?,
+                    head_dim: j.usize(&format!("{a}.head_dim"))?,
+                    intermediate_size: j.usize(&format!("{a}.intermediate_size"))?,
+                    num_mel_bins: j.usize(&format!("{a}.num_mel_bins"))?,
+                    rope_theta: theta(a)?,
+                    sliding_window: j.usize(&format!("{a}.sliding_window"))?,
+                    norm_eps: j.f64(&format!("{a}.rms_norm_eps"))?,
+                },
+                decoder: DecoderConfig {
+                    d_model: j.usize(&format!("{t}.hidden_size"))?,
+                    n_layers: j.usize(&format!("{t}.num_hidden_layers"))?,
+                    n_heads: j.usize(&format!("{t}.num_attention_heads"))?,
+                    n_kv_heads: j.usize(&format!("{t}.num_key_value_heads"))?,
+                    head_dim: j.usize(&format!("{t}.head_dim"))?,
+                    intermediate_size: j.usize(&format!("{t}.intermediate_size"))?,
+                    vocab_size: j.usize(&format!("{t}.vocab_size"))?,
+                    rope_theta: theta(t)?,
+                    sliding_window: j.usize(&format!("{t}.sliding_window"))?,
+                    norm_eps: j.f64(&format!("{t}.rms_norm_eps"))?,
+                    tied_embeddings: j.bool_or("tie_word_embeddings", true)?,
+                    // transformers hard-codes the ADA bottleneck (VoxtralRealtimeTextAdaRmsNorm).
+                    ada_t_cond_dim: 32,
+                },
+                downsample_factor: j.usize("downsample_factor")?,
+                rope_style: RopeStyle::HalfSplit,
             },
-            decoder: DecoderConfig {
-                d_model: j.usize(&format!("{t}.hidden_size"))?,
-                n_layers: j.usize(&format!("{t}.num_hidden_layers"))?,
-                n_heads: j.usize(&format!("{t}.num_attention_heads"))?,
-                n_kv_heads: j.usize(&format!("{t}.num_key_value_heads"))?,
-                head_dim: j.usize(&format!("{t}.head_dim"))?,
-                intermediate_size: j.usize(&format!("{t}.intermediate_size"))?,
-                vocab_size: j.usize(&format!("{t}.vocab_size"))?,
-                rope_theta: theta(t)?,
-                sliding_window: j.usize(&format!("{t}.sliding_window"))?,
-                norm_eps: j.f64(&format!("{t}.rms_norm_eps"))?,
-                tied_embeddings: j.bool_or("tie_word_embeddings", true)?,
-                // transformers hard-codes the ADA bottleneck (VoxtralRealtimeTextAdaRmsNorm).
-                ada_t_cond_dim: 32,
-            },
-            downsample_factor: j.usize("downsample_factor")?,
-            rope_style: RopeStyle::HalfSplit,
-        })
+        )
     }
 }

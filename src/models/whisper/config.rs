@@ -143,6 +143,19 @@ impl WhisperConfig {
             if v == 0 {
                 return Err(format!("{name} is 0"));
             }
+            // Far above any Whisper (large-v3: d_model 1280, 32 layers, vocab 51866); bounds
+            // what a config.json can make us allocate.
+            let max = match name {
+                "vocab_size" => 1 << 22,
+                "encoder_layers"
+                | "decoder_layers"
+                | "encoder_attention_heads"
+                | "decoder_attention_heads" => 1 << 10,
+                _ => 1 << 16,
+            };
+            if v > max {
+                return Err(format!("{name} is {v}, expected at most {max}"));
+            }
         }
         for h in [self.encoder_attention_heads, self.decoder_attention_heads] {
             if !self.d_model.is_multiple_of(h) {
