@@ -15,6 +15,8 @@
 //! * [`stream`]: the whole full-size model with random weights, 80 ms streaming steps.
 //! * [`bandwidth`]: memory read bandwidth (sum over a large array) for the bandwidth floor.
 //! * [`trace`]: one forward pass with capture off, all-in-memory and all-to-file.
+//! * [`qmatmul_bench`]: a Q8_0 / Q4_0 packed-weight product (`nn::qmatmul`, every kernel the
+//!   CPU has) against the same shape in f32.
 
 use crate::audio::{AudioConfig, AudioError, TARGET_SAMPLE_RATE};
 use crate::io::{TensorBytes, WriteError, write_safetensors};
@@ -569,5 +571,94 @@ pub fn trace(modes: &str, reps: usize, device: &Device) -> Result<String, BenchE
     Ok(json!({"mode": "trace", "model": "random Voxtral, d_model 512, 2+2 layers, 4 s (400 mel frames, 50 tokens)",
         "record_feature": cfg!(feature = "record"), "reps": reps, "results": res,
         "build": build_profile()})
+    .to_string())
+}
+
+/// Packed-weight product [`crate::nn::qmatmul`] against f32: `x [m, n_in]` times a random
+/// `kind` weight `[n_out, n_in]` (random integers, f16 scales near 0.01: any bytes are valid
+/// blocks, so no quantizer is needed), median seconds over `reps` after one warm-up, for every
+/// kernel this CPU has (the scalar one over at most 3 repetitions), and the same shape in f32
+/// through [`crate::nn::linear::matmul_transposed`] (the few-rows kernel up to
+/// [`crate::nn::linear::SMALL_ROWS_MAX`] rows on Flex, Burn's matmul above). GB/s counts the
+/// weight bytes read once per product.
+///
+/// # Errors
+/// `n_in` not a positive multiple of 32, `m` or `n_out` zero, more than 2^31 weights.
+pub fn qmatmul_bench(
+    kind: crate::nn::qmatmul::QuantKind,
+    m: usize,
+    n_out: usize,
+    n_in: usize,
+    reps: usize,
+    device: &Device,
+) -> Result<String, BenchError> {
+    use crate::nn::qmatmul::{BLOCK, PackedMatrix, QKernel, qmatmul_with};
+    ensure!(
+        n_in > 0 && n_in.is_multiple_of(BLOCK),
+        "--n-in must be a positive multiple of {BLOCK}"
+    );
+    ensure!(m > 0 && n_out > 0, "--m and --n-out must be positive");
+    ensure!(n_out * n_in <= 1 << 31, "at most 2^31 weights");
+    let blocks = n_out * n_in / BLOCK;
+    let bb = kind.block_bytes();
+    let mut bytes = vec![0u8; blocks * bb];
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    for blk in bytes.chunks_exact_mut(bb) {
+        blk[..2].copy_from_slice(&scale);
+        for b in &mut blk[2..] {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            *b = (s >> 32) as u8;
+        }
+    }
+    let w = PackedMatrix::new(kind, n_out, n_in, bytes.as_slice())
+        .map_err(|e| BenchError::Check(e.to_string()))?;
+    let x: Vec<f32> = (0..m * n_in)
+        .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    let weight_bytes = bytes.len() as f64;
+    let mut kernels = serde_json::Map::new();
+    for kernel in QKernel::ALL.into_iter().filter(|k| k.available()) {
+        let n = if kernel == QKernel::Scalar {
+            reps.clamp(1, 3)
+        } else {
+            reps.max(1)
+        };
+        let run = || qmatmul_with(&x, m, &w, kernel).map_err(|e| BenchError::Check(e.to_string()));
+        run()?;
+        let mut all = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let y = run()?;
+            all.push(t.elapsed().as_secs_f64());
+            ensure!(y.len() == m * n_out, "output length {}", y.len());
+        }
+        let med = median(all.clone());
+        kernels.insert(
+            format!("{kernel:?}"),
+            json!({"median_s": med, "all_s": all, "weight_gb_per_s": weight_bytes / med / 1e9}),
+        );
+    }
+    // The same shape in f32, weight `[n_out, n_in]` as PyTorch stores it.
+    let wf = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [n_out, n_in]), device);
+    let xf = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, n_in]), device);
+    let f32_run = || crate::nn::linear::matmul_transposed(xf.clone(), wf.clone());
+    let _ = f32_run().into_data();
+    let mut all = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let _ = f32_run().into_data();
+        all.push(t.elapsed().as_secs_f64());
+    }
+    let f32_med = median(all.clone());
+    let f32_bytes = (n_out * n_in * 4) as f64;
+    Ok(json!({"mode": "qmatmul", "kind": kind.name(), "m": m, "n_out": n_out, "n_in": n_in,
+        "reps": reps, "weight_bytes": bytes.len(), "detected_kernel": format!("{:?}", QKernel::detect()),
+        "kernels": kernels,
+        "f32": {"median_s": f32_med, "all_s": all, "weight_bytes": n_out * n_in * 4,
+            "weight_gb_per_s": f32_bytes / f32_med / 1e9},
+        "threads": rayon::current_num_threads(), "build": build_profile()})
     .to_string())
 }

@@ -85,6 +85,25 @@ pub enum BenchMode {
         #[arg(long, default_value_t = 10)]
         reps: usize,
     },
+    /// Packed Q8_0 / Q4_0 weight product (`nn::qmatmul`, every kernel this CPU has) against
+    /// the same shape in f32: median seconds and GB/s of weight bytes read.
+    Qmatmul {
+        /// Block format: q8_0 or q4_0.
+        #[arg(long, default_value = "q8_0")]
+        kind: String,
+        /// Activation rows.
+        #[arg(long, default_value_t = 1)]
+        m: usize,
+        /// Output features (weight rows).
+        #[arg(long, default_value_t = 4096)]
+        n_out: usize,
+        /// Input features (a multiple of 32).
+        #[arg(long, default_value_t = 3072)]
+        n_in: usize,
+        /// Timed repetitions (median reported).
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+    },
 }
 
 /// Run `voxtrace bench`.
@@ -110,6 +129,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         BenchMode::VoxtralStream { steps } => bench::stream(*steps, &device)?,
         BenchMode::Bandwidth { mib, reps } => bench::bandwidth(*mib, *reps, &device)?,
         BenchMode::Trace { modes, reps } => bench::trace(modes, *reps, &device)?,
+        BenchMode::Qmatmul {
+            kind,
+            m,
+            n_out,
+            n_in,
+            reps,
+        } => bench::qmatmul_bench(kind.parse()?, *m, *n_out, *n_in, *reps, &device)?,
     };
     println!("{out}");
     Ok(ExitCode::SUCCESS)

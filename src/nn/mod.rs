@@ -7,6 +7,7 @@ pub mod conv;
 pub mod dense_attention;
 pub mod linear;
 pub mod mlp;
+pub mod qmatmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;

@@ -1,0 +1,715 @@
+//! Matrix products with weights packed in GGUF's Q8_0 and Q4_0 block layouts, read in place.
+//!
+//! Why: a decoder step reads every weight once, so its time is bounded by the bytes read.
+//! Q8_0 reads 34 bytes per 32 weights (1.06 bytes per weight, against 4 for f32), Q4_0 18
+//! (0.56). Burn 0.22.1 stores its own quantized tensors unpacked and dequantizes the whole
+//! weight before an f32 matmul (`../shared/docs/quantization.md`), which keeps neither gain.
+//!
+//! Mirrors ggml (llama.cpp `ggml/src/ggml-cpu`): `block_q8_0` / `block_q4_0` for the weights,
+//! and, as `ggml_vec_dot_q8_0_q8_0` / `ggml_vec_dot_q4_0_q8_0` do, each activation row
+//! quantized to 8-bit blocks of 32 on the fly, integer dot products per block, and one f32
+//! multiply-add per block by `d_w * d_x`. Two departures from ggml: the activation scale `d_x`
+//! is kept in f32 (ggml rounds it to f16), and Q4_0 is computed as
+//! `sum(nibble * q_x) - 8 * sum(q_x)` with the unsigned nibbles fed straight to the
+//! unsigned-times-signed instructions (the per-block `sum(q_x)` is computed once per
+//! activation row).
+//!
+//! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI
+//! (`vpdpbusd`, two blocks per 512-bit register), AVX2 (`vpmaddubsw` with the sign trick for
+//! Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
+//! the f32 sums over blocks differs. Output rows are split across Rayon threads when the
+//! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
+
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Weights per block in both formats.
+pub const BLOCK: usize = 32;
+
+/// Smallest weight (`rows * cols` elements) whose output rows are split across Rayon threads;
+/// below it the hand-off costs more than the product.
+pub const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
+
+/// Output rows computed together against one activation-row group in one task: a few
+/// thousand bytes of weights per task at least.
+const ROWS_PER_TASK_MIN: usize = 8;
+
+/// Activation rows computed together against one weight row (each weight block loaded once
+/// for all of them).
+const X_ROWS: usize = 4;
+
+/// A GGUF block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantKind {
+    /// `block_q8_0`: f16 scale `d` (2 bytes, little-endian), 32 x i8 `q`; `w = d * q`.
+    /// 34 bytes per 32 weights.
+    Q8_0,
+    /// `block_q4_0`: f16 scale `d`, 16 bytes of nibbles; element `i < 16` is the low nibble
+    /// of byte `i`, element `i + 16` its high nibble; `w = d * (nibble - 8)`. 18 bytes per 32
+    /// weights.
+    Q4_0,
+}
+
+impl QuantKind {
+    /// Bytes of one block of [`BLOCK`] weights.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            QuantKind::Q8_0 => 2 + BLOCK,
+            QuantKind::Q4_0 => 2 + BLOCK / 2,
+        }
+    }
+
+    /// The GGUF name (`q8_0`, `q4_0`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            QuantKind::Q8_0 => "q8_0",
+            QuantKind::Q4_0 => "q4_0",
+        }
+    }
+}
+
+impl std::str::FromStr for QuantKind {
+    type Err = QMatmulError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" => Ok(QuantKind::Q8_0),
+            "q4_0" => Ok(QuantKind::Q4_0),
+            _ => Err(QMatmulError::UnknownKind(s.to_string())),
+        }
+    }
+}
+
+/// Why a packed matrix or product was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QMatmulError {
+    /// The input width is not a whole number of blocks.
+    #[error("packed matrix: {cols} columns is not a multiple of {BLOCK}")]
+    Cols {
+        /// The width given.
+        cols: usize,
+    },
+    /// The byte buffer does not hold exactly `rows * cols / 32` blocks.
+    #[error(
+        "packed {} matrix [{rows}, {cols}]: expected {expected} bytes, found {found}",
+        kind.name()
+    )]
+    ByteLength {
+        /// Block format.
+        kind: QuantKind,
+        /// Output rows.
+        rows: usize,
+        /// Input columns.
+        cols: usize,
+        /// `rows * cols / 32 * block_bytes`.
+        expected: usize,
+        /// The buffer's length.
+        found: usize,
+    },
+    /// The activations do not hold `m * cols` values.
+    #[error("qmatmul: x holds {found} values, expected m * n_in = {m} * {n_in}")]
+    InputLength {
+        /// Activation rows given.
+        m: usize,
+        /// The weight's input width.
+        n_in: usize,
+        /// `x.len()`.
+        found: usize,
+    },
+    /// The requested kernel needs CPU features this machine lacks.
+    #[error("qmatmul: kernel {0:?} is not available on this CPU")]
+    KernelUnavailable(QKernel),
+    /// Not `q8_0` or `q4_0`.
+    #[error("unknown quantization kind {0:?} (q8_0, q4_0)")]
+    UnknownKind(String),
+}
+
+/// A `[rows, cols]` weight (`rows` = outputs `n_out`, `cols` = inputs `n_in`) packed row-major
+/// in GGUF blocks: output row `j` is the `cols / 32` consecutive blocks starting at byte
+/// `j * cols / 32 * kind.block_bytes()`, as a GGUF tensor of shape `[n_in, n_out]` (ggml's
+/// `ne0 = n_in`) stores a PyTorch `nn.Linear` weight `[n_out, n_in]`. The bytes are borrowed
+/// (a memory-mapped file) or owned; no alignment is needed.
+#[derive(Debug, Clone)]
+pub struct PackedMatrix<'a> {
+    kind: QuantKind,
+    rows: usize,
+    cols: usize,
+    data: Cow<'a, [u8]>,
+}
+
+impl<'a> PackedMatrix<'a> {
+    /// Wrap `data` as a `[rows, cols]` matrix of `kind` blocks.
+    ///
+    /// # Errors
+    /// [`QMatmulError::Cols`] when `cols` is not a multiple of 32,
+    /// [`QMatmulError::ByteLength`] when `data` is not exactly `rows * cols / 32` blocks.
+    pub fn new(
+        kind: QuantKind,
+        rows: usize,
+        cols: usize,
+        data: impl Into<Cow<'a, [u8]>>,
+    ) -> Result<Self, QMatmulError> {
+        let data = data.into();
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(QMatmulError::Cols { cols });
+        }
+        let expected = rows
+            .checked_mul(cols / BLOCK)
+            .and_then(|b| b.checked_mul(kind.block_bytes()));
+        if expected != Some(data.len()) {
+            return Err(QMatmulError::ByteLength {
+                kind,
+                rows,
+                cols,
+                expected: expected.unwrap_or(usize::MAX),
+                found: data.len(),
+            });
+        }
+        Ok(Self {
+            kind,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Block format.
+    pub fn kind(&self) -> QuantKind {
+        self.kind
+    }
+
+    /// Output rows (`n_out`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input columns (`n_in`, a multiple of 32).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The packed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Bytes of one output row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / BLOCK * self.kind.block_bytes()
+    }
+
+    /// The matrix as f32, `[rows, cols]` row-major (`w = d * q`, `d * (nibble - 8)`).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for blk in self.data.chunks_exact(self.kind.block_bytes()) {
+            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            match self.kind {
+                QuantKind::Q8_0 => out.extend(blk[2..].iter().map(|&q| d * f32::from(q as i8))),
+                QuantKind::Q4_0 => {
+                    let nib = &blk[2..];
+                    out.extend(nib.iter().map(|&b| d * (f32::from(b & 0x0F) - 8.0)));
+                    out.extend(nib.iter().map(|&b| d * (f32::from(b >> 4) - 8.0)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Activation rows quantized to 8-bit blocks ([`quantize_activations`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedRows {
+    /// Rows.
+    pub m: usize,
+    /// Values per row (a multiple of 32).
+    pub n: usize,
+    /// `[m, n]` quantized values, each in `-127..=127`.
+    pub q: Vec<i8>,
+    /// `[m, n / 32]` block scales: `x ~= d * q`.
+    pub d: Vec<f32>,
+    /// `[m, n / 32]` sums of each block's `q` (for Q4_0's `- 8` offset).
+    pub sum: Vec<i32>,
+}
+
+/// Quantize `x [m, n]` (`n` a multiple of 32) to 8-bit blocks as ggml's
+/// `quantize_row_q8_0_ref`, except that the scale stays f32: per block of 32,
+/// `d = max|x| / 127`, `q = round(x * (1 / d))` (ties away from zero; `q = 0` when `d = 0`),
+/// so `|x - d * q| <= d / 2` up to f32 rounding of `d` and `1 / d`.
+///
+/// # Panics
+/// When `x.len() != m * n` or `n` is not a multiple of 32 (the caller checked both).
+pub fn quantize_activations(x: &[f32], m: usize, n: usize) -> QuantizedRows {
+    assert!(n.is_multiple_of(BLOCK) && x.len() == m * n);
+    let nb = m * n / BLOCK;
+    let mut q = vec![0i8; m * n];
+    let mut d = vec![0f32; nb];
+    let mut sum = vec![0i32; nb];
+    for (((xb, qb), db), sb) in x
+        .chunks_exact(BLOCK)
+        .zip(q.chunks_exact_mut(BLOCK))
+        .zip(d.iter_mut())
+        .zip(sum.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+        let mut s = 0i32;
+        for (qi, &xi) in qb.iter_mut().zip(xb) {
+            // |xi * inv| <= 127 (1 + 2^-22): rounds to at most 127 in magnitude. A NaN
+            // becomes 0 (`as` saturates and maps NaN to 0).
+            let v = (xi * inv).round() as i8;
+            *qi = v;
+            s += i32::from(v);
+        }
+        *db = scale;
+        *sb = s;
+    }
+    QuantizedRows { m, n, q, d, sum }
+}
+
+/// A product kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QKernel {
+    /// Portable Rust, any CPU.
+    Scalar,
+    /// AVX2 + FMA + F16C (x86-64).
+    Avx2,
+    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`), plus the AVX2 set for odd tail blocks.
+    Avx512Vnni,
+}
+
+impl QKernel {
+    /// Every kernel, fastest last.
+    pub const ALL: [QKernel; 3] = [QKernel::Scalar, QKernel::Avx2, QKernel::Avx512Vnni];
+
+    /// Whether this CPU can run the kernel (checked at run time; cached by std).
+    pub fn available(self) -> bool {
+        match self {
+            QKernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            QKernel::Avx2 => {
+                use std::arch::is_x86_feature_detected as has;
+                has!("avx2") && has!("fma") && has!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            QKernel::Avx512Vnni => {
+                use std::arch::is_x86_feature_detected as has;
+                QKernel::Avx2.available()
+                    && has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512vl")
+                    && has!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The fastest kernel this CPU can run.
+    pub fn detect() -> QKernel {
+        QKernel::ALL
+            .into_iter()
+            .rev()
+            .find(|k| k.available())
+            .unwrap_or(QKernel::Scalar)
+    }
+}
+
+/// `x [m, n_in] · wᵀ` for `w` packed `[n_out, n_in]` -> `[m, n_out]` row-major (PyTorch
+/// `F.linear(x, w)` without bias), with the fastest kernel this CPU has ([`QKernel::detect`]).
+/// Activations are quantized per block of 32 first ([`quantize_activations`]), so the result
+/// is the exact product of the dequantized weights and the rounded activations up to f32
+/// rounding of the per-block sums (`tests/qmatmul.rs` states the bounds).
+///
+/// # Errors
+/// [`QMatmulError::InputLength`] when `x.len() != m * w.cols()`.
+pub fn qmatmul(x: &[f32], m: usize, w: &PackedMatrix<'_>) -> Result<Vec<f32>, QMatmulError> {
+    qmatmul_with(x, m, w, QKernel::detect())
+}
+
+/// [`qmatmul`] with a chosen kernel (for tests and benchmarks).
+///
+/// # Errors
+/// [`QMatmulError::InputLength`] when `x.len() != m * w.cols()`,
+/// [`QMatmulError::KernelUnavailable`] when the CPU lacks the kernel's features.
+pub fn qmatmul_with(
+    x: &[f32],
+    m: usize,
+    w: &PackedMatrix<'_>,
+    kernel: QKernel,
+) -> Result<Vec<f32>, QMatmulError> {
+    let n_in = w.cols;
+    if m.checked_mul(n_in) != Some(x.len()) {
+        return Err(QMatmulError::InputLength {
+            m,
+            n_in,
+            found: x.len(),
+        });
+    }
+    if !kernel.available() {
+        return Err(QMatmulError::KernelUnavailable(kernel));
+    }
+    let n_out = w.rows;
+    if m == 0 || n_out == 0 {
+        return Ok(vec![0.0; m * n_out]);
+    }
+    let acts = quantize_activations(x, m, n_in);
+    // Output transposed, `[n_out, m]`: each task owns a contiguous range of weight rows.
+    let mut yt = vec![0f32; n_out * m];
+    let row_bytes = w.row_bytes();
+    let run = |j0: usize, chunk: &mut [f32]| {
+        for (jj, yrow) in chunk.chunks_exact_mut(m).enumerate() {
+            let j = j0 + jj;
+            let wrow = &w.data[j * row_bytes..(j + 1) * row_bytes];
+            let mut r0 = 0;
+            while r0 < m {
+                let g = X_ROWS.min(m - r0);
+                row_dot(kernel, w.kind, wrow, &acts, r0, &mut yrow[r0..r0 + g]);
+                r0 += g;
+            }
+        }
+    };
+    if n_out * n_in >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
+        let threads = rayon::current_num_threads();
+        let rows_per_task = n_out.div_ceil(threads * 4).max(ROWS_PER_TASK_MIN);
+        yt.par_chunks_mut(rows_per_task * m)
+            .enumerate()
+            .for_each(|(t, chunk)| run(t * rows_per_task, chunk));
+    } else {
+        run(0, &mut yt);
+    }
+    if m == 1 {
+        return Ok(yt);
+    }
+    let mut y = vec![0f32; m * n_out];
+    for (j, col) in yt.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n_out + j] = *v;
+        }
+    }
+    Ok(y)
+}
+
+/// `layer(x)` for a packed weight: `x [..., n_in]` -> `[..., n_out]` through [`qmatmul`]
+/// (the values are copied out of and back into Burn tensors on `x`'s device).
+///
+/// # Errors
+/// [`QMatmulError::InputLength`] when the last dimension of `x` is not `w.cols()`.
+pub fn qlinear<const D: usize>(
+    x: Tensor<D>,
+    w: &PackedMatrix<'_>,
+) -> Result<Tensor<D>, QMatmulError> {
+    let dims = x.dims();
+    let device = x.device();
+    let m: usize = dims[..D - 1].iter().product();
+    if dims[D - 1] != w.cols {
+        return Err(QMatmulError::InputLength {
+            m,
+            n_in: w.cols,
+            found: m * dims[D - 1],
+        });
+    }
+    // After `convert::<f32>()` the element type matches, so this cannot fail; an empty
+    // vector would be refused by `qmatmul` as an input-length error, not a panic.
+    let values: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
+    let y = qmatmul(&values, m, w)?;
+    let mut out = dims;
+    out[D - 1] = w.rows;
+    Ok(Tensor::from_data(TensorData::new(y, out), &device))
+}
+
+/// `out[i] = dot(wrow, activation row r0 + i)` for `i < out.len() <= X_ROWS`.
+fn row_dot(
+    kernel: QKernel,
+    kind: QuantKind,
+    wrow: &[u8],
+    acts: &QuantizedRows,
+    r0: usize,
+    out: &mut [f32],
+) {
+    match kernel {
+        QKernel::Scalar => {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot_scalar(kind, wrow, acts, r0 + i);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        QKernel::Avx2 | QKernel::Avx512Vnni => {
+            let nb = acts.n / BLOCK;
+            debug_assert_eq!(wrow.len(), nb * kind.block_bytes());
+            debug_assert!(r0 + out.len() <= acts.m);
+            let wide = kernel == QKernel::Avx512Vnni;
+            // SAFETY: `qmatmul_with` checked `kernel.available()` (the CPU features each
+            // function enables); `wrow` holds `nb` blocks of `kind` (a row of a checked
+            // `PackedMatrix` whose `cols` is `acts.n`); activation rows r0 .. r0 + out.len()
+            // <= m exist in `acts` (`n` values and `nb` scales and sums each).
+            unsafe {
+                match (out.len(), wide) {
+                    (1, false) => x86::dot_avx2::<1>(kind, wrow, acts, r0, out),
+                    (2, false) => x86::dot_avx2::<2>(kind, wrow, acts, r0, out),
+                    (3, false) => x86::dot_avx2::<3>(kind, wrow, acts, r0, out),
+                    (4, false) => x86::dot_avx2::<4>(kind, wrow, acts, r0, out),
+                    (1, true) => x86::dot_avx512::<1>(kind, wrow, acts, r0, out),
+                    (2, true) => x86::dot_avx512::<2>(kind, wrow, acts, r0, out),
+                    (3, true) => x86::dot_avx512::<3>(kind, wrow, acts, r0, out),
+                    (4, true) => x86::dot_avx512::<4>(kind, wrow, acts, r0, out),
+                    _ => unreachable!("at most X_ROWS = 4 rows per call"),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the scalar kernel is available off x86_64"),
+    }
+}
+
+/// The exact integer sum of one block: `sum(q_w * q_x)` (Q8_0) or
+/// `sum(nibble * q_x) - 8 * sum(q_x)` (Q4_0).
+fn block_sum_scalar(kind: QuantKind, wq: &[u8], xq: &[i8], xsum: i32) -> i32 {
+    match kind {
+        QuantKind::Q8_0 => wq
+            .iter()
+            .zip(xq)
+            .map(|(&w, &x)| i32::from(w as i8) * i32::from(x))
+            .sum(),
+        QuantKind::Q4_0 => {
+            let (lo, hi) = xq.split_at(BLOCK / 2);
+            let s: i32 = wq
+                .iter()
+                .zip(lo.iter().zip(hi))
+                .map(|(&b, (&l, &h))| {
+                    i32::from(b & 0x0F) * i32::from(l) + i32::from(b >> 4) * i32::from(h)
+                })
+                .sum();
+            s - 8 * xsum
+        }
+    }
+}
+
+/// One weight row times activation row `r`, portable: per block the exact integer sum, then
+/// `acc += (d_w * d_x) * sum` in f32, blocks in order.
+fn dot_scalar(kind: QuantKind, wrow: &[u8], acts: &QuantizedRows, r: usize) -> f32 {
+    let nb = acts.n / BLOCK;
+    let mut acc = 0f32;
+    for (b, blk) in wrow.chunks_exact(kind.block_bytes()).enumerate() {
+        let dw = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        let xi = r * nb + b;
+        let xq = &acts.q[xi * BLOCK..(xi + 1) * BLOCK];
+        let s = block_sum_scalar(kind, &blk[2..], xq, acts.sum[xi]);
+        acc += (dw * acts.d[xi]) * s as f32;
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The AVX2 and AVX-512 VNNI kernels. Shared preconditions of every function here (the
+    //! "kernel contract"): the CPU has the features the function enables; `wrow` holds
+    //! `acts.n / 32` blocks of `kind`; activation rows `r0 .. r0 + R` exist in `acts`;
+    //! `out.len() == R`.
+
+    use super::{BLOCK, QuantKind, QuantizedRows};
+    use std::arch::x86_64::*;
+
+    /// The f16 scale at the start of the block at `p`, as f32.
+    ///
+    /// # Safety
+    /// F16C available, two bytes readable at `p`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scale(p: *const u8) -> f32 {
+        // SAFETY: the caller guarantees two readable bytes; read_unaligned has no alignment need.
+        let bits = unsafe { p.cast::<u16>().read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le(
+            bits,
+        )))))
+    }
+
+    /// Sum of the 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum256(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// The 32 weights of the Q4_0 block whose nibbles start at `p`, as bytes 0..=15 in
+    /// element order (16 low nibbles, then 16 high).
+    ///
+    /// # Safety
+    /// AVX2 available, 16 bytes readable at `p`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn nibbles256(p: *const u8) -> __m256i {
+        // SAFETY: 16 readable bytes at `p` (caller); loadu has no alignment need.
+        let b = unsafe { _mm_loadu_si128(p.cast()) };
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(b, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// One block (`b`) of one weight row against `R` activation rows, AVX2, added into `acc`.
+    ///
+    /// # Safety
+    /// The kernel contract (module doc) and `b < nb`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2<const R: usize>(
+        kind: QuantKind,
+        wrow: *const u8,
+        acts: &QuantizedRows,
+        r0: usize,
+        b: usize,
+        acc: &mut [__m256; R],
+    ) {
+        let nb = acts.n / BLOCK;
+        let ones = _mm256_set1_epi16(1);
+        // SAFETY: block b < nb of `wrow` and of rows r0 .. r0 + R lies in bounds (kernel
+        // contract); all loads are unaligned loads of bytes inside those blocks.
+        unsafe {
+            let blk = wrow.add(b * kind.block_bytes());
+            let dw = scale(blk);
+            // (unsigned weights, activations sign-adjusted to match) per kind.
+            let (uw, sign) = match kind {
+                QuantKind::Q8_0 => {
+                    let w = _mm256_loadu_si256(blk.add(2).cast());
+                    (_mm256_sign_epi8(w, w), Some(w))
+                }
+                QuantKind::Q4_0 => (nibbles256(blk.add(2)), None),
+            };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xi = (r0 + r) * nb + b;
+                let mut x = _mm256_loadu_si256(acts.q.as_ptr().add(xi * BLOCK).cast());
+                if let Some(w) = sign {
+                    // x * sign(w): |w| * (x * sign(w)) = w * x. |x| <= 127 so the
+                    // negation cannot overflow; |w| = 128 for w = -128 is right as unsigned.
+                    x = _mm256_sign_epi8(x, w);
+                }
+                // Pairs: |128 * 127 * 2| = 32512 < 2^15, so maddubs never saturates.
+                let pairs = _mm256_maddubs_epi16(uw, x);
+                let mut s = _mm256_madd_epi16(pairs, ones);
+                if sign.is_none() {
+                    s = _mm256_sub_epi32(
+                        s,
+                        _mm256_setr_epi32(8 * *acts.sum.get_unchecked(xi), 0, 0, 0, 0, 0, 0, 0),
+                    );
+                }
+                let d = _mm256_set1_ps(dw * *acts.d.get_unchecked(xi));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *a);
+            }
+        }
+    }
+
+    /// One weight row against `R` activation rows, AVX2: `out[i]` = the row's product with
+    /// activation row `r0 + i`.
+    ///
+    /// # Safety
+    /// The kernel contract (module doc).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_avx2<const R: usize>(
+        kind: QuantKind,
+        wrow: &[u8],
+        acts: &QuantizedRows,
+        r0: usize,
+        out: &mut [f32],
+    ) {
+        let nb = acts.n / BLOCK;
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..nb {
+            // SAFETY: b < nb; the rest is the caller's kernel contract.
+            unsafe { block_avx2::<R>(kind, wrow.as_ptr(), acts, r0, b, &mut acc) };
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum256(a);
+        }
+    }
+
+    /// One weight row against `R` activation rows, AVX-512 VNNI: two blocks per 512-bit
+    /// register (`vpdpbusd`), the last odd block through [`block_avx2`].
+    ///
+    /// # Safety
+    /// The kernel contract (module doc).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dot_avx512<const R: usize>(
+        kind: QuantKind,
+        wrow: &[u8],
+        acts: &QuantizedRows,
+        r0: usize,
+        out: &mut [f32],
+    ) {
+        let nb = acts.n / BLOCK;
+        let bb = kind.block_bytes();
+        let wp = wrow.as_ptr();
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut tail = [_mm256_setzero_ps(); R];
+        let mask = _mm_set1_epi8(0x0F);
+        let mut b = 0;
+        while b + 2 <= nb {
+            // SAFETY: blocks b, b + 1 < nb of `wrow` and of activation rows r0 .. r0 + R
+            // are in bounds (kernel contract); all loads are unaligned loads inside them.
+            unsafe {
+                let b0 = wp.add(b * bb);
+                let b1 = b0.add(bb);
+                let (dw0, dw1) = (scale(b0), scale(b1));
+                let (uw, neg) = match kind {
+                    QuantKind::Q8_0 => {
+                        let w = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())),
+                            _mm256_loadu_si256(b1.add(2).cast()),
+                        );
+                        // |w| as unsigned (|-128| = 0x80 = 128), and which lanes are negative.
+                        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+                    }
+                    QuantKind::Q4_0 => {
+                        let n0 = _mm_loadu_si128(b0.add(2).cast());
+                        let n1 = _mm_loadu_si128(b1.add(2).cast());
+                        let lo0 = _mm_and_si128(n0, mask);
+                        let hi0 = _mm_and_si128(_mm_srli_epi16::<4>(n0), mask);
+                        let lo1 = _mm_and_si128(n1, mask);
+                        let hi1 = _mm_and_si128(_mm_srli_epi16::<4>(n1), mask);
+                        let w = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(lo0), hi0);
+                        let w = _mm512_inserti32x4::<2>(w, lo1);
+                        (_mm512_inserti32x4::<3>(w, hi1), 0)
+                    }
+                };
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xi = (r0 + r) * nb + b;
+                    let mut x = _mm512_loadu_si512(acts.q.as_ptr().add(xi * BLOCK).cast());
+                    // x negated where w < 0 (|x| <= 127: no overflow), so |w| * x' = w * x.
+                    x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
+                    // Q4_0's `- 8 * sum(q_x)` per block, in lane 0 (block b) and lane 8
+                    // (block b + 1) of the initial accumulator; zero for Q8_0.
+                    let init = if kind == QuantKind::Q4_0 {
+                        let s0 = -8 * *acts.sum.get_unchecked(xi);
+                        let s1 = -8 * *acts.sum.get_unchecked(xi + 1);
+                        _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, s0), 0x0100, s1)
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    let s = _mm512_dpbusd_epi32(init, uw, x);
+                    let d0 = _mm512_set1_ps(dw0 * *acts.d.get_unchecked(xi));
+                    let d = _mm512_mask_mov_ps(
+                        d0,
+                        0xFF00,
+                        _mm512_set1_ps(dw1 * *acts.d.get_unchecked(xi + 1)),
+                    );
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *a);
+                }
+            }
+            b += 2;
+        }
+        if b < nb {
+            // SAFETY: b < nb; AVX2/FMA/F16C are enabled here; the rest is the kernel contract.
+            unsafe { block_avx2::<R>(kind, wp, acts, r0, b, &mut tail) };
+        }
+        for ((o, a), t) in out.iter_mut().zip(acc).zip(tail) {
+            *o = _mm512_reduce_add_ps(a) + hsum256(t);
+        }
+    }
+}
