@@ -1,6 +1,10 @@
 //! `voxtrace compare REFERENCE ACTUAL [--atol A] [--rtol R] [--tol PATTERN=A,R ...]
 //! [--criterion allclose|polygraphy] [--equal-nan] [--no-inf-equal] [--json FILE] [--html FILE]
-//! [--graph-overlay FILE] [--quiet]`
+//! [--graph-overlay FILE] [--logits PATTERN ...] [--quiet]`
+//!
+//! Every compared tensor gets its SQNR (dB) and cosine; logits tensors (names ending in
+//! `logits`, or matching a `--logits` glob) also get the KL divergence of their token
+//! distributions and top-1 agreement ([`crate::compare::logits`]).
 //!
 //! Exit-code contract (returned by [`run`] as an `ExitCode`, never as `Err`):
 //! - **0**: every reference tensor passed (extra tensors in ACTUAL are allowed);
@@ -75,6 +79,11 @@ pub struct CompareArgs {
     /// `voxtrace export --graph-json` by its tensor's drift (atomic write).
     #[arg(long, value_name = "FILE")]
     pub graph_overlay: Option<PathBuf>,
+    /// Also treat tensors matching this glob as logits (last axis = vocabulary): report the KL
+    /// divergence of their softmax distributions and top-1 agreement. Names ending in `logits`
+    /// always are. Repeatable.
+    #[arg(long = "logits", value_name = "PATTERN")]
+    pub logits: Vec<String>,
 }
 
 impl CompareArgs {
@@ -93,6 +102,7 @@ impl CompareArgs {
             html: None,
             quiet: false,
             graph_overlay: None,
+            logits: Vec::new(),
         }
     }
 
@@ -109,6 +119,7 @@ impl CompareArgs {
             no_inf_equal: self.no_inf_equal,
             json: self.json.clone(),
             html: self.html.clone(),
+            logits: self.logits.clone(),
         }
     }
 }

@@ -4,9 +4,13 @@
 //! and `rel_l2` per tensor in execution order on a log₁₀ scale with each tensor's `atol` as a
 //! dashed step line (failing tensors drawn in red; missing / shape-mismatched tensors marked by
 //! a shaded column that also breaks the lines; exact zeros drawn on the bottom line, labelled
-//! `0`, one decade below the smallest positive value; `inf` on the top edge), then the same
-//! table as the terminal, with a name filter and a "failures only" switch. Rendered with
-//! minijinja 2 with HTML auto-escaping, so every tensor name and path is escaped.
+//! `0`, one decade below the smallest positive value; `inf` on the top edge), next to it an
+//! SVG chart of `sqnr_db` per tensor on a linear dB scale (`+inf`, identical tensors, on a
+//! line labelled `inf` above the finite range, `−inf` on one labelled `-inf` below it; the
+//! line breaks at non-finite values and at missing / shape-mismatched tensors), a table of
+//! the token-distribution metrics of logits tensors (if any), then the same table as the
+//! terminal, with a name filter and a "failures only" switch. Rendered with minijinja 2 with
+//! HTML auto-escaping, so every tensor name and path is escaped.
 
 use minijinja::{AutoEscape, Environment, context};
 use serde::Serialize;
@@ -58,6 +62,134 @@ struct Chart {
     markers: Vec<Marker>,
     gaps: Vec<Gap>,
     n: usize,
+}
+
+/// The SQNR chart: linear dB axis, non-finite values on their own labelled lines.
+#[derive(Serialize)]
+struct SqnrChart {
+    grid: Vec<Grid>,
+    line: String,
+    markers: Vec<Marker>,
+    gaps: Vec<Gap>,
+}
+
+/// Space reserved above and below the finite dB range for the `inf` / `-inf` lines, as a
+/// fraction of the plot height.
+const INF_BAND: f64 = 0.08;
+
+fn build_sqnr_chart(r: &Report) -> SqnrChart {
+    let n = r.tensors.len().max(1);
+    let pw = W - ML - MR;
+    let ph = H - MT - MB;
+    let values: Vec<Option<f64>> = r
+        .tensors
+        .iter()
+        .map(|t| t.metrics.as_ref().map(|m| m.sqnr_db))
+        .collect();
+    let finite: Vec<f64> = values.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+    let (mut lo, mut hi) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        lo = 0.0;
+        hi = 100.0;
+    }
+    let mut step = 10.0;
+    lo = (lo / step).floor() * step;
+    hi = (hi / step).ceil() * step;
+    if hi <= lo {
+        hi = lo + step;
+    }
+    while (hi - lo) / step > 10.0 {
+        step *= 2.0;
+    }
+    let lo = (lo / step).floor() * step;
+    let hi = (hi / step).ceil() * step;
+    let any_pinf = values.iter().flatten().any(|&v| v == f64::INFINITY);
+    let any_ninf = values.iter().flatten().any(|&v| v == f64::NEG_INFINITY);
+    let y_top = MT + INF_BAND * ph;
+    let y_bot = MT + (1.0 - INF_BAND) * ph;
+    let ymap = |v: f64| -> f64 {
+        if v == f64::INFINITY {
+            MT
+        } else if v == f64::NEG_INFINITY {
+            MT + ph
+        } else {
+            y_bot - (y_bot - y_top) * (v - lo) / (hi - lo)
+        }
+    };
+    let xmap = |i: usize| ML + pw * (i as f64 + 0.5) / n as f64;
+    let f = |v: f64| format!("{v:.2}");
+    let mut grid = Vec::new();
+    if any_pinf {
+        grid.push(Grid {
+            y: f(MT),
+            label: "inf".into(),
+        });
+    }
+    let mut g = lo;
+    while g <= hi + 1e-9 {
+        grid.push(Grid {
+            y: f(ymap(g)),
+            label: format!("{g:.0}"),
+        });
+        g += step;
+    }
+    if any_ninf {
+        grid.push(Grid {
+            y: f(MT + ph),
+            label: "-inf".into(),
+        });
+    }
+    let half = pw / n as f64 / 2.0;
+    let mut line = String::new();
+    let mut markers = Vec::new();
+    let mut gaps = Vec::new();
+    let mut broken = true;
+    for (i, (t, v)) in r.tensors.iter().zip(&values).enumerate() {
+        let x = xmap(i);
+        match v {
+            Some(v) if !v.is_nan() => {
+                let y = ymap(*v);
+                if v.is_finite() {
+                    let cmd = if broken { 'M' } else { 'L' };
+                    line.push_str(&format!("{cmd}{} {} ", f(x), f(y)));
+                    broken = false;
+                } else {
+                    // Do not draw a slope into infinity.
+                    broken = true;
+                }
+                markers.push(Marker {
+                    x: f(x),
+                    y: f(y),
+                    fail: t.status == Status::Fail,
+                    series: if v.is_finite() { "sqnr" } else { "sqnr_inf" },
+                    title: format!(
+                        "#{} {}: sqnr_db={} ({})",
+                        t.index,
+                        t.name,
+                        report::fmt_db(*v),
+                        t.status.label()
+                    ),
+                });
+            }
+            Some(_) => broken = true,
+            None => {
+                broken = true;
+                gaps.push(Gap {
+                    x: f(x - half),
+                    w: f((2.0 * half).max(1.0)),
+                    title: format!("#{} {}: {}", t.index, t.name, t.status.label()),
+                });
+            }
+        }
+    }
+    SqnrChart {
+        grid,
+        line: line.trim_end().to_string(),
+        markers,
+        gaps,
+    }
 }
 
 #[derive(Serialize)]
@@ -216,6 +348,8 @@ svg text { font: 11px ui-monospace, monospace; fill: #444; }
 .l-rel_l2 { fill: none; stroke: #e08a00; stroke-width: 1.2; }
 .l-atol { fill: none; stroke: #666; stroke-dasharray: 5 3; stroke-width: 1; }
 .m-max_abs { fill: #1f6fb4; } .m-rel_l2 { fill: #e08a00; }
+.l-sqnr { fill: none; stroke: #6a3d9a; stroke-width: 1.2; }
+.m-sqnr { fill: #6a3d9a; } .m-sqnr_inf { fill: #fff; stroke: #6a3d9a; stroke-width: 1.2; }
 .m-fail { fill: #c62828; stroke: #7a0000; }
 .gap { fill: #f7c6c6; opacity: .6; }
 .legend span { display: inline-block; margin-right: 1.2em; font-size: .85em; }
@@ -260,6 +394,32 @@ ul { font: 12px ui-monospace, monospace; }
 {% if chart.rel_l2_line %}<path class="l-rel_l2" d="{{ chart.rel_l2_line }}"/>{% endif %}
 {% for m in chart.markers %}<circle class="m-{{ m.series }}{% if m.fail %} m-fail{% endif %}" cx="{{ m.x }}" cy="{{ m.y }}" r="{% if m.fail %}3.5{% else %}2.5{% endif %}"><title>{{ m.title }}</title></circle>
 {% endfor %}</svg>
+
+<h2 style="font-size:1.05em">SQNR per tensor (dB = 10&middot;log&#8321;&#8320;(&Sigma;r&sup2;/&Sigma;(a&minus;r)&sup2;), higher is better)</h2>
+<div class="legend">
+<span><i class="sw" style="background:#6a3d9a"></i>SQNR (dB)</span>
+<span><i class="sw" style="background:#fff;border:1px solid #6a3d9a;height:8px;width:8px;border-radius:4px"></i>inf: identical / -inf: zero reference</span>
+<span><i class="sw" style="background:#c62828;height:8px;width:8px;border-radius:4px"></i>failing tensor</span>
+</div>
+<svg viewBox="0 0 {{ chart.width }} {{ chart.height }}" width="{{ chart.width }}" height="{{ chart.height }}" role="img" aria-label="SQNR per tensor">
+{% for g in sqnr.gaps %}<rect class="gap" x="{{ g.x }}" y="{{ chart.top }}" width="{{ g.w }}" height="{{ chart.bottom - chart.top }}"><title>{{ g.title }}</title></rect>
+{% endfor %}{% for g in sqnr.grid %}<line class="grid" x1="{{ chart.left }}" x2="{{ chart.right }}" y1="{{ g.y }}" y2="{{ g.y }}"/><text x="{{ chart.left - 6 }}" y="{{ g.y }}" text-anchor="end" dominant-baseline="middle">{{ g.label }}</text>
+{% endfor %}<line class="axis" x1="{{ chart.left }}" x2="{{ chart.left }}" y1="{{ chart.top }}" y2="{{ chart.bottom }}"/>
+<line class="axis" x1="{{ chart.left }}" x2="{{ chart.right }}" y1="{{ chart.bottom }}" y2="{{ chart.bottom }}"/>
+<text x="{{ (chart.left + chart.right) / 2 }}" y="{{ chart.height - 8 }}" text-anchor="middle">tensor # in execution order (0&#8211;{{ chart.n - 1 }})</text>
+{% if sqnr.line %}<path class="l-sqnr" d="{{ sqnr.line }}"/>{% endif %}
+{% for m in sqnr.markers %}<circle class="m-{{ m.series }}{% if m.fail %} m-fail{% endif %}" cx="{{ m.x }}" cy="{{ m.y }}" r="{% if m.fail %}3.5{% else %}2.5{% endif %}"><title>{{ m.title }}</title></circle>
+{% endfor %}</svg>
+{% if logits_rows %}
+<h2 style="font-size:1.05em">Token distributions of logits tensors</h2>
+<p style="font-size:.9em">KL(P<sub>ref</sub>&#8214;P<sub>act</sub>) per position of the softmax over the last axis, in nats (mean, 99th and 99.9th percentile, maximum); top-1 agreement = share of positions whose first argmax is the same.</p>
+<table id="lt">
+<thead><tr>{% for h in logits_header %}<th{% if loop.index0 == 1 %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for r in logits_rows %}<tr>{% for c in r %}<td{% if loop.index0 == 1 %} class="l"{% endif %}>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>
+{% endif %}
 
 <div class="controls">
 <label>filter names: <input id="q" type="search" placeholder="substring"></label>
@@ -369,6 +529,9 @@ pub fn render_html(r: &Report) -> Result<String, CompareError> {
         summary_line => r.summary_line(),
         tolerance => tolerance,
         chart => build_chart(r),
+        sqnr => build_sqnr_chart(r),
+        logits_header => report::LOGITS_HEADER,
+        logits_rows => r.tensors.iter().filter_map(report::logits_row).collect::<Vec<_>>(),
         header => report::TABLE_HEADER,
         rows => rows,
         missing => r.missing(),

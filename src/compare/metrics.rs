@@ -21,7 +21,17 @@
 //! - `rel_l2 = ‖d‖₂ / ‖r‖₂` and `nmse = ‖d‖₂² / ‖r‖₂²` (the brief's definition, not llama.cpp's
 //!   MSE/Var). When `‖r‖ = 0`: 0 if `‖d‖ = 0`, else `+inf`.
 //! - `cosine = Σ a·r / (‖a‖ ‖r‖)`, clamped to `[−1, 1]`. Both norms 0 (e.g. two zero tensors,
-//!   or an empty tensor): **1** (identical). Exactly one norm 0: **0**.
+//!   or an empty tensor): **1** (identical). Exactly one norm 0: **0**. This is the cosine of
+//!   torch.ao.ns's numeric suite (`compute_cosine_similarity`) on the flattened tensors.
+//! - `sqnr_db = 10·log₁₀(Σ r² / Σ d²)`, the signal-to-quantization-noise ratio in dB as
+//!   torch.ao.ns's `compute_sqnr` (`20·log₁₀(‖r‖/‖d‖)`, the same value), computed from the
+//!   `f64` sums (equivalently `−10·log₁₀(nmse)`). Higher is better; each halving of the error
+//!   adds 6.02 dB. Edge cases: `Σ d² = 0` (identical over the finite pairs, including two
+//!   all-zero tensors and an empty tensor): **`+inf`**; all-zero reference with a non-zero
+//!   error (`Σ r² = 0 < Σ d²`): **`−inf`** (no signal, only noise). In JSON these are the
+//!   strings `"inf"` / `"-inf"` like every other non-finite metric (see [`json_f64`]); `null`
+//!   is never written, so a reader can tell "identical" from "not computed" (`metrics: null`).
+//!   Non-finite positions do not enter the sums (they are counted separately, as above).
 //! - `out_of_tol`: number of failing positions (finite pairs failing the criterion plus
 //!   non-finite mismatches); `frac_out_of_tol = out_of_tol / numel` (0 for an empty tensor).
 //! - `min_atol`: the smallest `atol` with which the tensor passes at its `rtol`, exact up to one
@@ -31,9 +41,13 @@
 //!   helps).
 //! - `max_abs_err_index`: multi-index of the first position where `|d| = max_abs_err`, `None`
 //!   when `max_abs_err = 0`.
+//! - Logits tensors only: the token-distribution metrics of [`LogitsMetrics`] (`kl_mean`,
+//!   `kl_p99`, `kl_p999`, `kl_max`, `top1_agreement`, ...), defined in
+//!   [`crate::compare::logits`].
 
 use serde::{Deserialize, Serialize};
 
+use super::logits::LogitsMetrics;
 use super::tolerance::{Criterion, ElemTol, POLYGRAPHY_EPS};
 
 /// Error metrics of one compared tensor. See the module documentation for exact definitions
@@ -65,6 +79,11 @@ pub struct Metrics {
     /// Cosine similarity of `a` and `r` (flattened).
     #[serde(with = "json_f64")]
     pub cosine: f64,
+    /// Signal-to-quantization-noise ratio `10·log₁₀(Σ r² / Σ (a − r)²)`, dB; `+inf` for
+    /// identical tensors, `−inf` for an all-zero reference with non-zero error. Reports
+    /// written before this field existed read back as NaN.
+    #[serde(with = "json_f64", default = "nan")]
+    pub sqnr_db: f64,
     /// Number of failing positions.
     pub out_of_tol: u64,
     /// `out_of_tol / numel`.
@@ -83,6 +102,33 @@ pub struct Metrics {
     pub act_inf: u64,
     /// Non-finite positions that count as failures (see the table in the module docs).
     pub nonfinite_mismatch: u64,
+    /// Token-distribution metrics, for logits tensors only ([`crate::compare::logits`]).
+    /// Flattened: in JSON its fields (`kl_mean`, `kl_p999`, `top1_agreement`, ...) sit in
+    /// this object and are absent for other tensors.
+    #[serde(flatten)]
+    pub logits: Option<LogitsMetrics>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// `10·log₁₀(signal / noise)` in dB for sums of squares `signal`, `noise ≥ 0`: `+inf` when
+/// `noise = 0`, `−inf` when `signal = 0 < noise`. Falls back to the difference of logarithms
+/// when the ratio over- or underflows.
+pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
+    if noise == 0.0 {
+        f64::INFINITY
+    } else if signal == 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        let q = signal / noise;
+        if q.is_normal() {
+            10.0 * q.log10()
+        } else {
+            10.0 * (signal.log10() - noise.log10())
+        }
+    }
 }
 
 impl Metrics {
@@ -310,6 +356,7 @@ impl Accumulator {
             rel_l2: ratio(norm_d, norm_r),
             nmse: ratio(self.sum_d2, self.sum_r2),
             cosine,
+            sqnr_db: sqnr_db(self.sum_r2, self.sum_d2),
             out_of_tol: self.fail,
             frac_out_of_tol: if self.numel > 0 {
                 self.fail as f64 / self.numel as f64
@@ -322,6 +369,7 @@ impl Accumulator {
             act_nan: self.act_nan,
             act_inf: self.act_inf,
             nonfinite_mismatch: self.nonfinite_mismatch,
+            logits: None,
         }
     }
 }

@@ -12,9 +12,11 @@
 //! "exceeds both" rule is [`Criterion::Polygraphy`]); equal infinities compare equal by
 //! default; zero references are excluded from `max_rel_err` instead of being divided by ε.
 //!
-//! Layout: [`dump`] (readers), [`tolerance`], [`metrics`] (single-pass accumulator),
-//! [`report`] (results, JSON, table), [`html`] (self-contained HTML report); [`CompareOptions`]
-//! and [`execute`] are what `voxtrace compare` (src/cli/compare.rs) runs.
+//! Layout: [`dump`] (readers), [`tolerance`], [`metrics`] (single-pass accumulator, including
+//! the drift metrics SQNR and cosine), [`logits`] (KL divergence and top-1 agreement of token
+//! distributions for logits tensors), [`report`] (results, JSON, table), [`html`]
+//! (self-contained HTML report); [`CompareOptions`] and [`execute`] are what `voxtrace compare`
+//! (src/cli/compare.rs) runs.
 //!
 //! Execution: both dumps are memory-mapped (or streamed for compressed `.npz` members); tensors
 //! are processed one at a time per worker, large memory-mapped tensors are split into chunks of
@@ -25,6 +27,7 @@
 pub mod dump;
 pub mod error;
 pub mod html;
+pub mod logits;
 pub mod metrics;
 pub mod report;
 pub mod tolerance;
@@ -35,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use dump::{DType, Dump, DumpFormat, TensorInfo};
 pub use error::CompareError;
+pub use logits::{LogitsAccumulator, LogitsMetrics, LogitsSelector};
 pub use metrics::{Accumulator, Metrics};
 pub use report::{DumpSummary, ExtraTensor, OrderSource, Report, Status, TensorResult};
 pub use tolerance::{Criterion, ElemTol, TolOverride, Tolerances};
@@ -65,6 +69,9 @@ pub struct CompareOptions {
     pub json: Option<PathBuf>,
     /// Write the self-contained HTML report here (atomic write).
     pub html: Option<PathBuf>,
+    /// Extra globs naming logits tensors (`--logits PATTERN`), in addition to names ending in
+    /// `logits` (see [`LogitsSelector`]).
+    pub logits: Vec<String>,
 }
 
 impl CompareOptions {
@@ -82,6 +89,7 @@ impl CompareOptions {
             no_inf_equal: false,
             json: None,
             html: None,
+            logits: Vec::new(),
         }
     }
 
@@ -100,6 +108,18 @@ impl CompareOptions {
         t.inf_equal = !self.no_inf_equal;
         Ok(t)
     }
+
+    /// Build the [`LogitsSelector`] these options describe.
+    ///
+    /// # Errors
+    /// [`CompareError::InvalidInput`] for an empty or invalid `--logits` glob.
+    pub fn logits_selector(&self) -> Result<LogitsSelector, CompareError> {
+        let mut s = LogitsSelector::new();
+        for p in &self.logits {
+            s = s.with_pattern(p)?;
+        }
+        Ok(s)
+    }
 }
 
 /// Compare and write the requested reports; returns the report, or the error that makes the
@@ -110,7 +130,11 @@ impl CompareOptions {
 /// that could not be written.
 pub fn execute(opts: &CompareOptions) -> Result<Report, CompareError> {
     let tol = opts.tolerances()?;
-    let report = compare_dumps(&opts.reference, &opts.actual, &tol)?;
+    let sel = opts.logits_selector()?;
+    tol.validate()?;
+    let rd = Dump::open(&opts.reference)?;
+    let ad = Dump::open(&opts.actual)?;
+    let report = compare_opened_with(&rd, &ad, &tol, &sel)?;
     if let Some(p) = &opts.json {
         report.write_json(p)?;
     }
@@ -137,7 +161,8 @@ pub const ITEM_ELEMS: usize = 1 << 20;
 /// `reference.len()` must equal the product of `ref_shape` and likewise for `actual`
 /// (otherwise [`CompareError::InvalidInput`]). Differing shapes give a
 /// [`Status::ShapeMismatch`] result without metrics. Both dtypes are recorded as `F64`; the
-/// result's `index` is 0.
+/// result's `index` is 0. A name ending in `logits` also gets the [`LogitsMetrics`] (the
+/// default [`LogitsSelector`]).
 pub fn compare_tensors(
     name: &str,
     reference: &[f64],
@@ -183,7 +208,10 @@ pub fn compare_tensors(
             gathered: None,
         });
     }
-    let m = accumulate(reference, actual, et).finish(ref_shape);
+    let mut m = accumulate(reference, actual, et).finish(ref_shape);
+    if LogitsSelector::new().is_logits(name) {
+        m.logits = Some(logits::logits_metrics(reference, actual, ref_shape));
+    }
     Ok(TensorResult {
         index: 0,
         name: name.to_string(),
@@ -223,8 +251,21 @@ pub fn compare_dumps(
     compare_opened(&rd, &ad, tol)
 }
 
-/// [`compare_dumps`] on already opened dumps.
+/// [`compare_dumps`] on already opened dumps (logits tensors chosen by the default
+/// [`LogitsSelector`]: names ending in `logits`).
 pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, CompareError> {
+    compare_opened_with(rd, ad, tol, &LogitsSelector::new())
+}
+
+/// [`compare_opened`] with the logits tensors chosen by `sel`: those also get
+/// [`LogitsMetrics`] (computed row by row in the same pass; such tensors are not split into
+/// parallel chunks).
+pub fn compare_opened_with(
+    rd: &Dump,
+    ad: &Dump,
+    tol: &Tolerances,
+    sel: &LogitsSelector,
+) -> Result<Report, CompareError> {
     if rd.is_empty() {
         return Err(CompareError::EmptyReference {
             path: rd.path().to_path_buf(),
@@ -256,6 +297,7 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         numel: usize,
         split: bool,
         gather: Option<Sliced>,
+        logits: bool,
     }
     let sliced = sliced_metadata(rd)?;
     let mut jobs: Vec<Job> = Vec::new();
@@ -279,7 +321,9 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         let dtype_differs = ainfo.as_ref().is_some_and(|a| a.dtype != rinfo.dtype);
         if status == Status::Pass {
             let numel = rinfo.numel();
+            let logits = sel.is_logits(name);
             let split = gather.is_none()
+                && !logits
                 && numel > ITEM_ELEMS
                 && rd.mapped(name).is_some()
                 && ad.mapped(name).is_some();
@@ -288,6 +332,7 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
                 numel,
                 split,
                 gather: gather.clone(),
+                logits,
             });
         }
         results.push(TensorResult {
@@ -322,7 +367,8 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         item_range.push((first, items.len()));
     }
 
-    let slots: Vec<Mutex<Option<Accumulator>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    type Slot = (Accumulator, Option<LogitsAccumulator>);
+    let slots: Vec<Mutex<Option<Slot>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<CompareError>> = Mutex::new(None);
@@ -350,19 +396,22 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
                 rtol: res.rtol,
                 ..tol.for_name(&res.name)
             };
+            let mut lacc = jobs[j]
+                .logits
+                .then(|| LogitsAccumulator::new(&res.reference.shape));
             let outcome = if let Some(g) = &jobs[j].gather {
-                run_gathered(rd, ad, &res.name, g, et)
+                run_gathered(rd, ad, &res.name, g, et, lacc.as_mut())
             } else if jobs[j].split {
                 Ok(run_mapped(
                     rd, ad, &res.name, start, len, et, &mut rbuf, &mut abuf,
                 ))
             } else {
-                run_streamed(rd, ad, &res.name, et, &mut rbuf, &mut abuf)
+                run_streamed(rd, ad, &res.name, et, &mut rbuf, &mut abuf, lacc.as_mut())
             };
             match outcome {
                 Ok(acc) => {
                     if let Ok(mut s) = slots[k].lock() {
-                        *s = Some(acc);
+                        *s = Some((acc, lacc));
                     }
                 }
                 Err(e) => {
@@ -390,25 +439,31 @@ pub fn compare_opened(rd: &Dump, ad: &Dump, tol: &Tolerances) -> Result<Report, 
         return Err(e);
     }
 
-    let mut slots: Vec<Option<Accumulator>> = slots
+    let mut slots: Vec<Option<Slot>> = slots
         .into_iter()
         .map(|m| m.into_inner().ok().flatten())
         .collect();
     for (j, job) in jobs.iter().enumerate() {
         let (a, b) = item_range[j];
         let mut acc: Option<Accumulator> = None;
+        let mut lacc: Option<LogitsAccumulator> = None;
         for slot in slots[a..b].iter_mut() {
-            let part = slot.take().ok_or_else(|| {
+            let (part, lpart) = slot.take().ok_or_else(|| {
                 CompareError::InvalidInput("internal: a work item produced no result".into())
             })?;
             match acc.as_mut() {
                 None => acc = Some(part),
                 Some(x) => x.merge(&part),
             }
+            // Logits jobs are never split: at most one item carries a logits accumulator.
+            if lpart.is_some() {
+                lacc = lpart;
+            }
         }
         let res = &mut results[job.result];
         if let Some(acc) = acc {
-            let m = acc.finish(&res.reference.shape);
+            let mut m = acc.finish(&res.reference.shape);
+            m.logits = lacc.map(LogitsAccumulator::finish);
             res.status = if m.passed() {
                 Status::Pass
             } else {
@@ -526,6 +581,7 @@ fn run_gathered(
     name: &str,
     g: &Sliced,
     et: ElemTol,
+    lacc: Option<&mut LogitsAccumulator>,
 ) -> Result<Accumulator, CompareError> {
     let reference = rd.read_f64(name)?;
     let actual = g
@@ -541,6 +597,9 @@ fn run_gathered(
                 reference.len()
             ),
         ));
+    }
+    if let Some(l) = lacc {
+        l.update(&reference, &actual);
     }
     Ok(accumulate(&reference, &actual, et))
 }
@@ -592,6 +651,7 @@ fn run_streamed(
     et: ElemTol,
     rbuf: &mut [f64],
     abuf: &mut [f64],
+    mut lacc: Option<&mut LogitsAccumulator>,
 ) -> Result<Accumulator, CompareError> {
     let mut acc = Accumulator::new(et);
     rd.with_source(name, &mut |rsrc| {
@@ -615,6 +675,9 @@ fn run_streamed(
                     got += m;
                 }
                 acc.update(&rbuf[..n], &abuf[..n], pos);
+                if let Some(l) = lacc.as_deref_mut() {
+                    l.update(&rbuf[..n], &abuf[..n]);
+                }
                 pos += n as u64;
             }
         })

@@ -16,6 +16,15 @@
 //! ```
 //! `status` is `"pass"`, `"fail"`, `"shape_mismatch"` or `"missing"`. Metric fields are
 //! described in [`crate::compare::metrics`].
+//!
+//! Added within schema 1 (readers of older reports keep working; absent fields in older
+//! reports read back as NaN / absent):
+//! - `metrics.sqnr_db` for every compared tensor: SQNR in dB, `"inf"` for identical tensors,
+//!   `"-inf"` for an all-zero reference with non-zero error.
+//! - for logits tensors only, in the same `metrics` object: `vocab`, `positions`,
+//!   `kl_positions`, `kl_mean`, `kl_p99`, `kl_p999`, `kl_max` (nats, KL(P_ref‖P_act) per
+//!   position), `top1_agree`, `top1_agreement` (fraction in [0, 1]); see
+//!   [`crate::compare::logits`]. Non-finite values are the strings `"inf"`, `"-inf"`, `"nan"`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -338,7 +347,8 @@ impl Report {
 
     /// The terminal table: a header naming both dumps and the tolerances, one aligned row per
     /// reference tensor in execution order (`#`, name, shape, dtype, max_abs, mean_abs,
-    /// max_rel, rel_l2, cosine, out-of-tol %, min_atol, NaN/Inf, status), then lists of
+    /// max_rel, rel_l2, cosine, sqnr_db, out-of-tol %, min_atol, NaN/Inf, status), then a
+    /// block with the token-distribution metrics of logits tensors (if any), lists of
     /// missing/extra/shape/dtype differences and a summary line. No colour codes.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
@@ -411,6 +421,7 @@ impl Report {
         for r in &rows {
             let _ = writeln!(out, "{}", line(r));
         }
+        out.push_str(&self.render_logits_block());
 
         let list = |out: &mut String, title: &str, names: &[&str]| {
             if !names.is_empty() {
@@ -505,7 +516,7 @@ impl Report {
     }
 }
 
-pub(crate) const TABLE_HEADER: [&str; 13] = [
+pub(crate) const TABLE_HEADER: [&str; 14] = [
     "#",
     "name",
     "shape",
@@ -515,6 +526,7 @@ pub(crate) const TABLE_HEADER: [&str; 13] = [
     "max_rel",
     "rel_l2",
     "cosine",
+    "sqnr_db",
     "out_tol",
     "min_atol",
     "nan/inf ref|act",
@@ -568,6 +580,121 @@ pub(crate) fn fmt_sci(v: f64) -> String {
 /// Cosine with 7 decimals (differences from 1 show up to 1e-7).
 pub(crate) fn fmt_cos(v: f64) -> String {
     format!("{v:.7}")
+}
+
+/// Decibels with 2 decimals, `inf` / `-inf` / `nan` spelled.
+pub(crate) fn fmt_db(v: f64) -> String {
+    if v.is_nan() {
+        "nan".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Header of the logits block (terminal and HTML).
+pub(crate) const LOGITS_HEADER: [&str; 9] = [
+    "#",
+    "name",
+    "vocab",
+    "positions",
+    "kl_mean",
+    "kl_p99",
+    "kl_p99.9",
+    "kl_max",
+    "top1_agreement",
+];
+
+/// Cells of one logits row (same order as [`LOGITS_HEADER`]); `None` for a tensor without
+/// logits metrics.
+pub(crate) fn logits_row(t: &TensorResult) -> Option<Vec<String>> {
+    let l = t.metrics.as_ref()?.logits.as_ref()?;
+    let positions = if l.kl_positions == l.positions {
+        l.positions.to_string()
+    } else {
+        format!("{} of {}", l.kl_positions, l.positions)
+    };
+    let top1 = if l.kl_positions == 0 {
+        "-".to_string()
+    } else {
+        format!(
+            "{} ({}/{})",
+            fmt_top1(l.top1_agreement),
+            l.top1_agree,
+            l.kl_positions
+        )
+    };
+    Some(vec![
+        t.index.to_string(),
+        t.name.clone(),
+        l.vocab.to_string(),
+        positions,
+        fmt_sci(l.kl_mean),
+        fmt_sci(l.kl_p99),
+        fmt_sci(l.kl_p999),
+        fmt_sci(l.kl_max),
+        top1,
+    ])
+}
+
+/// Top-1 agreement as a percentage with 2 decimals; `100%` only when every position agrees.
+pub(crate) fn fmt_top1(frac: f64) -> String {
+    if frac == 1.0 {
+        "100%".to_string()
+    } else {
+        // Never round a disagreement up to 100.00%.
+        let p = (frac * 10000.0).floor() / 100.0;
+        format!("{p:.2}%")
+    }
+}
+
+/// Aligned text table: columns separated by two spaces, `left` columns left-aligned, the rest
+/// right-aligned, trailing spaces trimmed.
+fn aligned(header: &[&str], rows: &[Vec<String>], left: &[usize]) -> String {
+    let hdr: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    let mut width = vec![0usize; header.len()];
+    for r in std::iter::once(&hdr).chain(rows.iter()) {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(&hdr).chain(rows.iter()) {
+        let mut l = String::new();
+        for (k, c) in r.iter().enumerate() {
+            if k > 0 {
+                l.push_str("  ");
+            }
+            let pad = " ".repeat(width[k].saturating_sub(c.chars().count()));
+            if left.contains(&k) {
+                l.push_str(c);
+                l.push_str(&pad);
+            } else {
+                l.push_str(&pad);
+                l.push_str(c);
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    }
+    out
+}
+
+impl Report {
+    /// The logits block of [`Report::render_table`]: an empty string when no tensor has
+    /// logits metrics, else a title line and one aligned row per logits tensor (`#`, name,
+    /// vocab, positions measured, KL mean / p99 / p99.9 / max in nats, top-1 agreement).
+    pub fn render_logits_block(&self) -> String {
+        let rows: Vec<Vec<String>> = self.tensors.iter().filter_map(logits_row).collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\nlogits: KL(P_ref||P_act) per position of softmax(last axis), nats; top-1 = same first argmax\n",
+        );
+        out.push_str(&aligned(&LOGITS_HEADER, &rows, &[1]));
+        out
+    }
 }
 
 /// Percentage with adaptive precision (`0%`, `0.0012%`, `12.5%`, `100%`).
@@ -624,11 +751,12 @@ pub(crate) fn table_row(t: &TensorResult) -> Vec<String> {
             fmt_sci(m.max_rel_err),
             fmt_sci(m.rel_l2),
             fmt_cos(m.cosine),
+            fmt_db(m.sqnr_db),
             fmt_pct(m.frac_out_of_tol, m.out_of_tol),
             fmt_sci(m.min_atol),
             fmt_nonfinite(m),
         ]),
-        None => row.extend(std::iter::repeat_n("-".to_string(), 8)),
+        None => row.extend(std::iter::repeat_n("-".to_string(), 9)),
     }
     row.push(t.status.label().to_string());
     row
