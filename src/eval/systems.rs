@@ -8,11 +8,30 @@
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
 //! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
-//! | `cmd:COMMAND`           | `sh -c COMMAND` with `{audio}` replaced by the shell-quoted audio path; stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
+//! | `cmd:COMMAND`           | `sh -c COMMAND sh PATH`, each `{audio}` in COMMAND rewritten to a quoted `$1` (rules below); stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
 //! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
 //!
 //! Adding a kind means one new [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one
 //! in [`SystemSpec::open`]. Errors are [`EvalError`]s naming the file, command or URL.
+//!
+//! ## `cmd:` and file names ([`cmd_script`])
+//!
+//! The audio path never becomes shell text. COMMAND runs as `sh -c SCRIPT sh PATH`: the path is
+//! the positional parameter `$1`, and SCRIPT is COMMAND with each `{audio}` rewritten to a
+//! reference to it that expands to exactly one word, whatever the path holds (quotes, `$( )`,
+//! backticks, spaces, newlines, globs):
+//!
+//! | where `{audio}` is written in COMMAND             | rewritten to    | e.g.                                    |
+//! |---------------------------------------------------|-----------------|-----------------------------------------|
+//! | unquoted (also in `$( )` or backticks)             | `"${1}"`        | `cat {audio}.txt` → `cat "${1}".txt`     |
+//! | inside `"..."`                                    | `${1}`          | `cat "{audio}.txt"` → `cat "${1}.txt"`   |
+//! | inside `'...'`                                    | `'"${1}"'` (closes and reopens the quote) | `cat '{audio}.txt'` → `cat ''"${1}"'.txt'` |
+//! | after a backslash (`\{audio}`)                    | left as written |                                         |
+//!
+//! A relative path starting with `-` is passed as `./-...`, so it is never read as an option.
+//! Since the path is only ever expanded from `$1`, a wrong guess about quoting (a construct the
+//! rewriter does not model, e.g. a here-document) can at worst split or glob the path, never run
+//! it; only a COMMAND that itself hands `$1` to `eval` or `sh -c` would.
 
 use crate::io::FileError;
 use std::collections::HashMap;
@@ -162,8 +181,11 @@ impl SystemSpec {
             "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
-                if !arg.contains("{audio}") {
-                    return Err(bad_system(s, "a cmd: system needs the placeholder {audio}"));
+                if cmd_script(arg).1 == 0 {
+                    return Err(bad_system(
+                        s,
+                        "a cmd: system needs the placeholder {audio} (not after a backslash)",
+                    ));
                 }
                 SystemKind::Cmd(arg.to_string())
             }
@@ -507,19 +529,128 @@ impl System for TranscriptsSystem {
 // ---------------------------------------------------------------------------------------------
 // cmd:COMMAND
 
-/// Quote `s` for POSIX `sh` (single quotes, `'` written as `'\''`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Shell quoting context while scanning a `cmd:` template ([`cmd_script`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ctx {
+    /// Unquoted text; `sub` when it is the inside of a `$( )`, `depth` its open `(`s.
+    Plain { sub: bool, depth: u32 },
+    /// Inside `"..."`.
+    Double,
+    /// Inside `'...'`.
+    Single,
+    /// Inside `` `...` ``.
+    Backtick,
 }
 
-/// An external command run through `sh -c` per clip.
+/// The `sh -c` script for a `cmd:` template: each `{audio}` rewritten to a quoted reference to
+/// the positional parameter `$1` (`"${1}"` unquoted, `${1}` inside double quotes, `'"${1}"'`
+/// inside single quotes), following POSIX quoting through `"..."`, `'...'`, backslashes, `$( )`
+/// and backticks. Returns the script and the number of placeholders rewritten (`{audio}` after
+/// a backslash is text, not a placeholder). The audio path itself never enters the script; it
+/// is passed as `$1` (see the module documentation).
+pub fn cmd_script(template: &str) -> (String, usize) {
+    const PLACEHOLDER: &str = "{audio}";
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut stack = vec![Ctx::Plain {
+        sub: false,
+        depth: 0,
+    }];
+    let mut n = 0usize;
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        let top = *stack.last().unwrap_or(&Ctx::Plain {
+            sub: false,
+            depth: 0,
+        });
+        if rest.starts_with(PLACEHOLDER) {
+            out.push_str(match top {
+                Ctx::Plain { .. } | Ctx::Backtick => "\"${1}\"",
+                Ctx::Double => "${1}",
+                Ctx::Single => "'\"${1}\"'",
+            });
+            n += 1;
+            rest = &rest[PLACEHOLDER.len()..];
+            continue;
+        }
+        let mut take = c.len_utf8();
+        match (top, c) {
+            (Ctx::Single, '\'') => {
+                stack.pop();
+            }
+            (Ctx::Single, _) => {}
+            // A backslash quotes the next character (outside single quotes).
+            (_, '\\') => {
+                take += rest[take..].chars().next().map_or(0, char::len_utf8);
+            }
+            (Ctx::Double, '"') | (Ctx::Backtick, '`') => {
+                stack.pop();
+            }
+            (Ctx::Plain { .. } | Ctx::Backtick, '\'') => stack.push(Ctx::Single),
+            (Ctx::Plain { .. } | Ctx::Backtick, '"') => stack.push(Ctx::Double),
+            (Ctx::Plain { .. } | Ctx::Double, '`') => stack.push(Ctx::Backtick),
+            (_, '$') if rest[1..].starts_with('(') => {
+                take += 1;
+                stack.push(Ctx::Plain {
+                    sub: true,
+                    depth: 0,
+                });
+            }
+            (Ctx::Plain { sub, depth }, '(') => {
+                stack.pop();
+                stack.push(Ctx::Plain {
+                    sub,
+                    depth: depth + 1,
+                });
+            }
+            (Ctx::Plain { sub, depth }, ')') => {
+                stack.pop();
+                if depth > 0 {
+                    stack.push(Ctx::Plain {
+                        sub,
+                        depth: depth - 1,
+                    });
+                } else if !sub {
+                    // An unbalanced `)` at top level (e.g. a `case` pattern): stay unquoted.
+                    stack.push(Ctx::Plain { sub, depth });
+                }
+            }
+            _ => {}
+        }
+        if stack.is_empty() {
+            stack.push(Ctx::Plain {
+                sub: false,
+                depth: 0,
+            });
+        }
+        out.push_str(&rest[..take]);
+        rest = &rest[take..];
+    }
+    (out, n)
+}
+
+/// The path handed to a command as `$1`: `path` itself, with `./` in front of a relative path
+/// starting with `-` (so no program reads it as an option).
+fn cmd_arg(path: &Path) -> std::ffi::OsString {
+    let s = path.as_os_str();
+    if path.is_relative() && s.as_encoded_bytes().first() == Some(&b'-') {
+        let mut o = std::ffi::OsString::from("./");
+        o.push(s);
+        o
+    } else {
+        s.to_os_string()
+    }
+}
+
+/// An external command run through `sh -c` per clip (see the module documentation for how the
+/// audio path reaches it).
 pub struct CmdSystem {
     info: SystemInfo,
     template: String,
+    script: String,
 }
 
 impl CmdSystem {
-    /// `template` must contain `{audio}`.
+    /// `template` must contain `{audio}` ([`SystemSpec::parse`] checks).
     pub fn new(template: &str) -> Self {
         CmdSystem {
             info: SystemInfo {
@@ -528,6 +659,7 @@ impl CmdSystem {
                 ..Default::default()
             },
             template: template.to_string(),
+            script: cmd_script(template).0,
         }
     }
 }
@@ -537,11 +669,12 @@ impl System for CmdSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        let audio = entry.path.to_string_lossy();
-        let cmd = self.template.replace("{audio}", &shell_quote(&audio));
+        let cmd = self.template.clone();
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(&cmd)
+            .arg(&self.script)
+            .arg("sh")
+            .arg(cmd_arg(&entry.path))
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|source| EvalError::CmdStart {
