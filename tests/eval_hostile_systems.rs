@@ -1,9 +1,14 @@
-//! `voxtrace eval` with hostile external systems (issue 21, class 2): audio file names that
-//! would run shell code if they became shell text.
+//! `voxtrace eval` with hostile external systems (issue 21, classes 2 and 6): audio file names
+//! that would run shell code if they became shell text, commands that never finish or print
+//! without end, HTTP servers that fail, stall or stream forever. Every run must finish, record
+//! such clips as failed utterances, and score the others.
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use voxtrace::eval::results::{RunResults, SystemResult, UttResult, UttStatus};
@@ -85,12 +90,45 @@ fn utt<'a>(s: &'a SystemResult, id: &str) -> &'a UttResult {
     s.utterances.iter().find(|u| u.id == id).unwrap()
 }
 
+/// At most 300 bytes of `s`, for assertion messages (a hypothesis may be megabytes).
+fn short(s: Option<&str>) -> String {
+    let s = s.unwrap_or("<none>");
+    let mut end = s.len().min(300);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?} ({} bytes)", &s[..end], s.len())
+}
+
 /// The clip `id` was transcribed as exactly its reference.
 fn assert_scored_right(s: &SystemResult, id: &str) {
     let u = utt(s, id);
-    assert_eq!(u.status, UttStatus::Ok, "{id}: {:?}", u.error);
-    assert_eq!(u.hypothesis.as_deref(), Some(u.reference.as_str()), "{id}");
+    assert_eq!(
+        u.status,
+        UttStatus::Ok,
+        "{id}: {}",
+        short(u.error.as_deref())
+    );
+    assert!(
+        u.hypothesis.as_deref() == Some(u.reference.as_str()),
+        "{id}: {}",
+        short(u.hypothesis.as_deref())
+    );
     assert_eq!(u.wer, Some(0.0), "{id}");
+}
+
+/// The clip `id` is a failed utterance whose error contains `needle`; returns the error.
+fn assert_failed<'a>(s: &'a SystemResult, id: &str, needle: &str) -> &'a str {
+    let u = utt(s, id);
+    assert_eq!(
+        u.status,
+        UttStatus::Failed,
+        "{id}: {}",
+        short(u.hypothesis.as_deref())
+    );
+    let e = u.error.as_deref().unwrap();
+    assert!(e.contains(needle), "{id}: {needle:?} not in {e:?}");
+    e
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,4 +312,334 @@ proptest::proptest! {
             proptest::prop_assert_eq!(String::from_utf8_lossy(&o.stdout), expect, "{}", template);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 6: time and size limits for cmd: systems.
+
+/// A corpus of clips whose `cmd:sh {audio}.sh` behaviour is the script `(id, script)`; each
+/// reference is `hello <id>`.
+fn script_corpus(d: &Path, clips: &[(&str, &str)]) {
+    let mut rows = Vec::new();
+    for (id, script) in clips {
+        write(&d.join(format!("{id}.wav")), "audio bytes");
+        write(&d.join(format!("{id}.wav.sh")), script);
+        rows.push((id.to_string(), format!("{id}.wav"), format!("hello {id}")));
+    }
+    let rows_ref: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    manifest(d, &rows_ref);
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped), polling for up to 30 s while
+/// the kill is delivered.
+fn process_gone(pid: u32) -> bool {
+    let stat = format!("/proc/{pid}/stat");
+    for _ in 0..600 {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => return true,
+            Ok(s) => {
+                // State is the field after the parenthesised command name.
+                let state = s
+                    .rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().chars().next());
+                if state == Some(Some('Z')) {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn cmd_that_never_finishes_is_killed_with_its_children_at_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    script_corpus(
+        d,
+        &[
+            // A background child holding the output pipe, its pid noted, and a shell waiting.
+            ("stuck", "sleep 1000 &\necho $! > \"$0.pid\"\nwait\n"),
+            ("fine", "echo hello fine\n"),
+        ],
+    );
+    let o = voxtrace(
+        d,
+        &[
+            "eval",
+            "--manifest",
+            "manifest.tsv",
+            "--system",
+            "s=cmd:sh {audio}.sh",
+            "--system-timeout",
+            "1",
+            "--run-id",
+            "t",
+            "--quiet",
+        ],
+    );
+    ok(&o);
+    let r = results(d, "t");
+    let s = &r.systems[0];
+    assert_failed(s, "stuck", "timed out after 1 s");
+    assert_scored_right(s, "fine");
+    assert_eq!((s.totals.n_failed, s.totals.n_ok), (1, 1));
+    let pid: u32 = std::fs::read_to_string(d.join("stuck.wav.sh.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        process_gone(pid),
+        "the timed-out command's child {pid} still runs"
+    );
+}
+
+#[test]
+fn cmd_output_over_the_cap_is_a_failed_utterance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    script_corpus(
+        d,
+        &[
+            // 10 MB on stdout, exit 0.
+            ("flood", "head -c 10000000 /dev/zero | tr '\\0' a\n"),
+            // 10 MB on stderr, exit 1.
+            (
+                "flooderr",
+                "head -c 10000000 /dev/zero | tr '\\0' e >&2\nexit 1\n",
+            ),
+            ("fine", "echo hello fine\n"),
+        ],
+    );
+    let o = voxtrace(
+        d,
+        &[
+            "eval",
+            "--manifest",
+            "manifest.tsv",
+            "--system",
+            "s=cmd:sh {audio}.sh",
+            "--run-id",
+            "big",
+            "--quiet",
+        ],
+    );
+    ok(&o);
+    let r = results(d, "big");
+    let s = &r.systems[0];
+    assert_failed(s, "flood", "more than 1048576 bytes on stdout");
+    let e = assert_failed(s, "flooderr", "stderr");
+    assert!(e.len() < 10_000, "error message of {} bytes", e.len());
+    assert_scored_right(s, "fine");
+    assert!(
+        utt(s, "flood")
+            .hypothesis
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class 6: http: systems against a loopback server.
+
+/// What the test server does with one request.
+enum Reply {
+    /// Answer `status` with `content_type` and `body` (correct Content-Length).
+    Answer(&'static str, &'static str, Vec<u8>),
+    /// Never answer (hold the connection).
+    Silent,
+    /// Answer 200 without a length and stream bytes until the client goes away.
+    Endless,
+}
+
+fn json200(v: serde_json::Value) -> Reply {
+    Reply::Answer("200 OK", "application/json", v.to_string().into_bytes())
+}
+
+/// Read one HTTP request from `s`; returns the uploaded file's content (the multipart part
+/// named `file`).
+fn read_upload(s: &TcpStream) -> String {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return String::new();
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let part = text.split("name=\"file\"").nth(1).unwrap_or("");
+    part.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .split("\r\n--")
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A loopback server answering each request with `reply(upload, n)`, where `upload` is the
+/// uploaded file's content and `n` how many earlier requests uploaded the same content.
+/// Returns the URL and the request count per upload. The server thread is left running.
+fn server(reply: fn(&str, usize) -> Reply) -> (String, Arc<Mutex<HashMap<String, usize>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/audio/transcriptions", l.local_addr().unwrap());
+    let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let c2 = counts.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let key = read_upload(&s);
+            let n = {
+                let mut c = c2.lock().unwrap();
+                let e = c.entry(key.clone()).or_insert(0);
+                *e += 1;
+                *e - 1
+            };
+            let head = |status: &str, ct: &str, len: Option<usize>| {
+                let len = len.map_or(String::new(), |n| format!("Content-Length: {n}\r\n"));
+                format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\n{len}Connection: close\r\n\r\n")
+            };
+            match reply(&key, n) {
+                Reply::Answer(status, ct, body) => {
+                    let _ = s.write_all(head(status, ct, Some(body.len())).as_bytes());
+                    let _ = s.write_all(&body);
+                }
+                Reply::Silent => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(300));
+                        drop(s);
+                    });
+                    continue;
+                }
+                Reply::Endless => {
+                    let _ = s.write_all(head("200 OK", "application/json", None).as_bytes());
+                    let chunk = vec![b'a'; 64 * 1024];
+                    // Until the client hangs up (bounded at 1 GiB as a safety net).
+                    for _ in 0..16 * 1024 {
+                        if s.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = s.flush();
+        }
+    });
+    (url, counts)
+}
+
+/// Write one clip per `(id, upload)` (the clip's audio bytes are `upload`, which the server
+/// keys its answer on), references `hello there`, and run the `http:` system at `url`.
+fn http_run(d: &Path, url: &str, clips: &[(&str, &str)], extra: &[&str]) -> RunResults {
+    let mut rows = Vec::new();
+    for (id, upload) in clips {
+        write(&d.join(format!("{id}.wav")), upload);
+        rows.push((
+            *id,
+            Box::leak(format!("{id}.wav").into_boxed_str()) as &str,
+            "hello there",
+        ));
+    }
+    manifest(d, &rows);
+    let sys = format!("web=http:{url}");
+    let mut args = vec![
+        "eval",
+        "--manifest",
+        "manifest.tsv",
+        "--system",
+        &sys,
+        "--run-id",
+        "h",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(&voxtrace(d, &args));
+    results(d, "h")
+}
+
+#[test]
+fn http_5xx_is_retried_with_backoff_then_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (url, counts) = server(|key, n| match (key, n) {
+        ("flaky", 0 | 1) => Reply::Answer(
+            "503 Service Unavailable",
+            "application/json",
+            b"{\"error\":\"busy\"}".to_vec(),
+        ),
+        ("broken", _) => Reply::Answer(
+            "500 Internal Server Error",
+            "application/json",
+            b"{\"error\":\"model crashed\"}".to_vec(),
+        ),
+        _ => json200(serde_json::json!({"text": "hello there"})),
+    });
+    let r = http_run(d, &url, &[("flaky", "flaky"), ("broken", "broken")], &[]);
+    let s = &r.systems[0];
+    assert_scored_right(s, "flaky");
+    assert_failed(s, "broken", "model crashed");
+    let c = counts.lock().unwrap();
+    assert_eq!(c["flaky"], 3, "two 503s, then the answer");
+    assert_eq!(c["broken"], 4, "the first try and three retries");
+}
+
+#[test]
+fn http_server_that_never_answers_is_a_failed_utterance_after_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (url, counts) = server(|key, _| match key {
+        "mute" => Reply::Silent,
+        _ => json200(serde_json::json!({"text": "hello there"})),
+    });
+    let r = http_run(
+        d,
+        &url,
+        &[("mute", "mute"), ("fine", "fine")],
+        &["--system-timeout", "2"],
+    );
+    let s = &r.systems[0];
+    assert_failed(s, "mute", "no complete answer within 2 s");
+    assert_scored_right(s, "fine");
+    assert_eq!(
+        counts.lock().unwrap()["mute"],
+        1,
+        "a timeout is not retried"
+    );
+}
+
+#[test]
+fn http_answer_over_the_cap_is_a_failed_utterance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (url, _) = server(|key, _| match key {
+        "endless" => Reply::Endless,
+        // Valid JSON, but a 5 MB "transcript".
+        "huge" => json200(serde_json::json!({"text": "hello there ".repeat(420_000)})),
+        _ => json200(serde_json::json!({"text": "hello there"})),
+    });
+    let r = http_run(
+        d,
+        &url,
+        &[("endless", "endless"), ("huge", "huge"), ("fine", "fine")],
+        &[],
+    );
+    let s = &r.systems[0];
+    assert_failed(s, "endless", "larger than 1048576 bytes");
+    assert_failed(s, "huge", "larger than 1048576 bytes");
+    assert_scored_right(s, "fine");
 }
