@@ -1,7 +1,8 @@
-//! `voxtrace eval` with hostile external systems (issue 21, classes 2 and 6): audio file names
+//! `voxtrace eval` with hostile external systems (issue 21, classes 2, 6 and 7): audio file names
 //! that would run shell code if they became shell text, commands that never finish or print
-//! without end, HTTP servers that fail, stall or stream forever. Every run must finish, record
-//! such clips as failed utterances, and score the others.
+//! without end, HTTP servers that fail, stall, stream forever or answer something that is not a
+//! transcript. Every run must finish, record such clips as failed utterances, and score the
+//! others.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -446,12 +447,14 @@ fn cmd_output_over_the_cap_is_a_failed_utterance() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Class 6: http: systems against a loopback server.
+// Classes 6 and 7: http: systems against a loopback server.
 
 /// What the test server does with one request.
 enum Reply {
     /// Answer `status` with `content_type` and `body` (correct Content-Length).
     Answer(&'static str, &'static str, Vec<u8>),
+    /// Declare a Content-Length of `body.len() + 100`, send `body`, close.
+    Short(Vec<u8>),
     /// Never answer (hold the connection).
     Silent,
     /// Answer 200 without a length and stream bytes until the client goes away.
@@ -517,6 +520,11 @@ fn server(reply: fn(&str, usize) -> Reply) -> (String, Arc<Mutex<HashMap<String,
             match reply(&key, n) {
                 Reply::Answer(status, ct, body) => {
                     let _ = s.write_all(head(status, ct, Some(body.len())).as_bytes());
+                    let _ = s.write_all(&body);
+                }
+                Reply::Short(body) => {
+                    let h = head("200 OK", "application/json", Some(body.len() + 100));
+                    let _ = s.write_all(h.as_bytes());
                     let _ = s.write_all(&body);
                 }
                 Reply::Silent => {
@@ -642,4 +650,53 @@ fn http_answer_over_the_cap_is_a_failed_utterance() {
     assert_failed(s, "endless", "larger than 1048576 bytes");
     assert_failed(s, "huge", "larger than 1048576 bytes");
     assert_scored_right(s, "fine");
+}
+
+#[test]
+fn http_answers_that_are_not_json_with_a_string_text_are_failed_utterances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (url, _) = server(|key, _| match key {
+        "truncated" => Reply::Answer(
+            "200 OK",
+            "application/json",
+            b"{\"text\": \"hello there".to_vec(),
+        ),
+        "cut" => Reply::Short(b"{\"text\": \"hello there\"".to_vec()),
+        "number" => json200(serde_json::json!({"text": 42})),
+        "missing" => json200(serde_json::json!({"transcript": "hello there"})),
+        "array" => json200(serde_json::json!(["hello there"])),
+        "trailing" => Reply::Answer(
+            "200 OK",
+            "application/json",
+            b"{\"text\": \"hello there\"} and more".to_vec(),
+        ),
+        "html" => Reply::Answer(
+            "200 OK",
+            "text/html",
+            b"<html><body><h1>hello there</h1>proxy error</body></html>".to_vec(),
+        ),
+        "plain" => Reply::Answer("200 OK", "text/plain", b"hello there".to_vec()),
+        _ => json200(serde_json::json!({"text": "hello there", "language": "en"})),
+    });
+    let bad = [
+        ("truncated", "not JSON"),
+        ("cut", "POST"),
+        ("number", "no string \"text\""),
+        ("missing", "no string \"text\""),
+        ("array", "not an object"),
+        ("trailing", "not JSON"),
+        ("html", "not JSON"),
+        ("plain", "not JSON"),
+    ];
+    let mut clips: Vec<(&str, &str)> = bad.iter().map(|(k, _)| (*k, *k)).collect();
+    clips.push(("good", "good"));
+    let r = http_run(d, &url, &clips, &["--system-timeout", "20"]);
+    let s = &r.systems[0];
+    for (id, needle) in bad {
+        assert_failed(s, id, needle);
+        assert_eq!(utt(s, id).hypothesis.as_deref(), Some(""), "{id}");
+    }
+    assert_scored_right(s, "good");
+    assert_eq!(s.totals.n_failed, bad.len());
 }

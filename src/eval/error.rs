@@ -159,6 +159,17 @@ pub enum EvalError {
         /// The answer's body (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
         body: String,
     },
+    /// An `http:` endpoint answered a body that is not one complete JSON object (truncated
+    /// JSON, an HTML error page, plain text).
+    #[error("POST {url}: answer is {problem}: {body}")]
+    HttpNotJson {
+        /// The endpoint.
+        url: String,
+        /// What is wrong, with the parser's message.
+        problem: String,
+        /// The answer's body (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
+        body: String,
+    },
     /// A `cmd:` command was still running at the clip's time limit; it was killed with its
     /// process group.
     #[error("command {cmd:?} timed out after {seconds} s and was killed (see --system-timeout)")]

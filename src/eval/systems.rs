@@ -46,6 +46,9 @@
 //! * **Retries:** an `http:` request that cannot connect (refused, reset) or gets a 5xx answer
 //!   is retried [`ExternalLimits::DEFAULT_RETRIES`] (3) times after 0.5, 1 and 2 s, within the
 //!   clip's time limit. Other errors (4xx, a timeout, a malformed answer) are not retried.
+//! * **Answers:** an `http:` answer counts only when its body is one complete JSON object with a
+//!   string `text`; anything else (truncated JSON, an HTML error page with status 200, `text`
+//!   missing or not a string) is a failed utterance naming what was wrong.
 
 use crate::io::FileError;
 use std::collections::HashMap;
@@ -948,8 +951,8 @@ impl System for CmdSystem {
 // http:URL
 
 /// An OpenAI-compatible `/v1/audio/transcriptions` endpoint (vLLM serves Voxtral this way).
-/// Sends `multipart/form-data` with the audio as `file` and the `model` name; expects a JSON
-/// object with a string `text` (or, failing JSON, the plain-text body). Time, size and retry
+/// Sends `multipart/form-data` with the audio as `file`, the `model` name and
+/// `response_format=json`; expects one JSON object with a string `text`. Time, size and retry
 /// limits: see the module documentation.
 pub struct HttpSystem {
     info: SystemInfo,
@@ -1041,6 +1044,32 @@ fn retryable(e: &ureq::Error) -> bool {
     }
 }
 
+/// The transcript in an `http:` answer `body`: one complete JSON object with a string `text`.
+///
+/// # Errors
+/// [`EvalError::HttpNotJson`] (not UTF-8, not JSON, truncated JSON, trailing text, not an
+/// object) or [`EvalError::HttpNoText`] (no `text`, or `text` not a string), quoting at most
+/// [`ERROR_EXCERPT`] bytes of the body.
+pub fn parse_http_answer(url: &str, body: &[u8]) -> Result<String, EvalError> {
+    let not_json = |problem: String| EvalError::HttpNotJson {
+        url: url.to_string(),
+        problem,
+        body: excerpt(body),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| not_json(format!("not JSON ({e})")))?;
+    let Some(obj) = v.as_object() else {
+        return Err(not_json("JSON but not an object".into()));
+    };
+    match obj.get("text") {
+        Some(serde_json::Value::String(t)) => Ok(t.clone()),
+        _ => Err(EvalError::HttpNoText {
+            url: url.to_string(),
+            body: excerpt(body),
+        }),
+    }
+}
+
 /// Build a `multipart/form-data` body with text `fields` and one file part `file`
 /// (`application/octet-stream`); returns `(content_type, body)`.
 pub fn multipart_body(fields: &[(&str, &str)], filename: &str, file: &[u8]) -> (String, Vec<u8>) {
@@ -1095,19 +1124,7 @@ impl System for HttpSystem {
             }
             let retry_err = match self.post_once(&ct, &body, left) {
                 Ok((status, text)) if status.is_success() => {
-                    let text = String::from_utf8_lossy(&text).into_owned();
-                    let t = match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(v) => match v.get("text").and_then(|t| t.as_str()) {
-                            Some(t) => t.to_string(),
-                            None => {
-                                return Err(EvalError::HttpNoText {
-                                    url: self.url.clone(),
-                                    body: excerpt(text.as_bytes()),
-                                });
-                            }
-                        },
-                        Err(_) => text,
-                    };
+                    let t = parse_http_answer(&self.url, &text)?;
                     return Ok(Transcription {
                         text: t.trim().to_string(),
                         audio_s: None,
