@@ -46,6 +46,12 @@ test-wgpu:
     VOXTRACE_WHISPER_DIR={{models}}/whisper-tiny.en \
     cargo test --features ndarray,wgpu --test cross_backend -- --nocapture
 
+# The hostile-input property tests with many more cases (default 20000 each; `just fuzz 200000`):
+# damaged dumps, params.json / tekken.json / npz members, CTranslate2 files, alignment and metrics.
+fuzz cases="20000":
+    PROPTEST_CASES={{cases}} cargo test --features ndarray --test hostile_dumps \
+        --test hostile_configs --test hostile_manifests --test whisper_ct2_synthetic --test eval_props
+
 # rustfmt and clippy, warnings are errors.
 lint:
     cargo fmt --all -- --check

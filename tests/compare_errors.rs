@@ -341,3 +341,80 @@ fn bad_arguments_and_unwritable_outputs() {
     assert!(matches!(e, CompareError::Write { .. }));
     assert!(e.to_string().contains("r.json"));
 }
+
+/// Control characters and bidi controls in tensor names and dtypes (read from the files) are
+/// escaped in terminal output (issue 21, class 11): in the table, the missing / extra / shape
+/// lists, the summary line, and error messages. A raw ESC would let a dump clear or recolour
+/// the terminal, a raw newline forge table lines.
+#[test]
+fn control_characters_in_names_are_escaped_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let clear = "evil\u{1b}[2J.out";
+    let forged = "x\nPASSED: 0 failed";
+    let bidi = "rev\u{202e}tuo.";
+    let r = dir.path().join("ref.safetensors");
+    let a = dir.path().join("act.safetensors");
+    write_safetensors(
+        &r,
+        &[
+            st_f32(clear, &[2], &[1.0, 2.0]),
+            st_f32(forged, &[2], &[1.0, 2.0]),
+            st_f32(bidi, &[2], &[1.0, 2.0]),
+            st_f32("only\u{7}ref", &[1], &[1.0]),
+        ],
+        None,
+    );
+    write_safetensors(
+        &a,
+        &[
+            st_f32(clear, &[2], &[1.0, 9.0]),
+            st_f32(forged, &[3], &[1.0, 2.0, 3.0]),
+            st_f32(bidi, &[2], &[1.0, 2.0]),
+            st_f32("only\u{9b}act", &[1], &[1.0]),
+        ],
+        None,
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+        .arg("compare")
+        .arg(&r)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let bad = |c: char| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c);
+    assert!(
+        !out.chars().any(bad),
+        "raw control character on stdout: {out:?}"
+    );
+    for escaped in [
+        "evil\\u{1b}[2J.out",
+        "x\\nPASSED: 0 failed",
+        "rev\\u{202e}tuo.",
+        "only\\u{7}ref",
+        "only\\u{9b}act",
+    ] {
+        assert!(out.contains(escaped), "{escaped:?} not in {out}");
+    }
+    assert!(!out.lines().any(|l| l.starts_with("PASSED")), "{out}");
+
+    // An error naming a tensor: unsupported dtype, name and dtype with control characters.
+    let bad_file = dir.path().join("bad.safetensors");
+    let header =
+        r#"{"a\u001b]0;pwned\u0007":{"dtype":"X\u001b[31m","shape":[1],"data_offsets":[0,4]}}"#;
+    raw_safetensors(&bad_file, header, &[0; 4]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+        .arg("compare")
+        .arg(&bad_file)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    let body = err.trim_end_matches('\n');
+    assert!(
+        !body.chars().any(|c| bad(c) || c == '\n'),
+        "raw control character on stderr: {err:?}"
+    );
+    assert!(err.contains("\\u{1b}"), "{err}");
+}

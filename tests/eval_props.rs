@@ -33,7 +33,9 @@ fn levenshtein(a: &[String], b: &[String]) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+    ))]
 
     #[test]
     fn text_against_itself_scores_zero(r in words(), tb in both()) {

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use common::device;
 use proptest::prelude::*;
 use voxtrace::nn::attention::{
-    attend, attend_explicit, attend_with_weights, causal_mask, fused_attention,
+    ATTEND_CHUNK, attend, attend_explicit, attend_with_weights, causal_mask, fused_attention,
     sliding_window_mask, window_hides_any,
 };
 use voxtrace::nn::linear::{
@@ -88,6 +88,27 @@ fn fused_attend_matches_explicit_on_the_flash_path() {
     // 600 x 600 scores exceed Flex's naive-attention budget (256 Ki scores): the tiled online
     // softmax runs, with a window mask.
     check_attend(2, 1, 600, 600, 0, 0, 300, 2e-5);
+}
+
+#[test]
+fn chunked_attend_matches_explicit_encoder_offline() {
+    // An encoder whole-file pass longer than one chunk (ATTEND_CHUNK queries): chunks see only
+    // the keys their window reaches; the result must be the unchunked one.
+    const { assert!(2500 > ATTEND_CHUNK) };
+    check_attend(4, 4, 2500, 2500, 0, 0, 96, 2e-5);
+}
+
+#[test]
+fn chunked_attend_matches_explicit_window_wider_than_a_chunk() {
+    // GQA, queries after a cache (q0 > k0), a window reaching back over more than one chunk,
+    // and a last chunk shorter than the others.
+    check_attend(4, 2, 2100, 2300, 200, 0, 1500, 2e-5);
+}
+
+#[test]
+fn chunked_attend_matches_explicit_causal_without_window() {
+    // A window longer than the sequence: every chunk sees all earlier keys (plain causal).
+    check_attend(2, 1, 1500, 1500, 0, 0, usize::MAX / 2, 2e-5);
 }
 
 #[test]

@@ -264,3 +264,32 @@ proptest! {
         }
     }
 }
+
+/// `voxtrace export` sizes are bounded before anything is allocated (issue 21, class 9): a
+/// `--frames`, `--tokens` or `--past` of 10^12 is exit 2 naming the option, not an attempt to
+/// allocate a 512 TB input.
+#[test]
+fn absurd_export_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/voxtral_tiny/mistral");
+    for (part, opt) in [
+        ("encoder", "--frames"),
+        ("decoder-step", "--tokens"),
+        ("decoder-step", "--past"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+            .arg("export")
+            .arg("--model")
+            .arg(&model)
+            .args(["--part", part, "--out"])
+            .arg(&out)
+            .args([opt, "1000000000000"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{opt}: {err}");
+        assert!(err.contains(opt) && err.contains("outside"), "{opt}: {err}");
+        assert!(!out.exists());
+    }
+}

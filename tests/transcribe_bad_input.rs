@@ -184,3 +184,143 @@ fn other_sample_rates_are_resampled_and_schedules_agree() {
         assert_eq!(ids(a), ids(b), "{rate} Hz: streaming vs offline");
     }
 }
+
+/// A 32-bit IEEE float mono WAV at `rate` Hz (samples written as given, NaN included).
+fn write_float_wav(path: &Path, rate: u32, samples: &[f32]) {
+    let data_len = (samples.len() * 4) as u32;
+    let mut b = Vec::with_capacity(44 + samples.len() * 4);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 4).to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&32u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for &x in samples {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::File::create(path).unwrap().write_all(&b).unwrap();
+}
+
+/// A streaming transcript that fails mid-file (issue 21, class 10) still leaves well-formed
+/// output: the file's partial line is ended, a file that fails before any text prints no
+/// partial line, and the next file's line starts a line of its own. In `--json` mode every
+/// stdout line is a complete JSON object. The error goes to stderr naming the file.
+#[test]
+fn streaming_failure_mid_file_leaves_whole_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let missing = d.join("missing.wav");
+    // 4 s of signal, then a NaN: the streaming session fails after decoding ~50 steps.
+    let mut s = signal(16_000, 4.0);
+    s.push(f32::NAN);
+    s.extend(signal(16_000, 1.0));
+    let nan_mid = d.join("nan_mid.wav");
+    write_float_wav(&nan_mid, 16_000, &s);
+    let good = Path::new(ROOT).join("fixtures/voxtral_tiny/synthetic.wav");
+    let files = [&missing, &nan_mid, &good];
+    let args: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let o = transcribe(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&nan_mid.display().to_string()) && l.contains("non-finite")),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.ends_with('\n'),
+        "stdout must end with a whole line: {out:?}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    for l in &lines {
+        let (file, _) = l
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("line without FILE<TAB>: {l:?} in {out:?}"));
+        assert!(
+            [&nan_mid, &good]
+                .iter()
+                .any(|p| p.display().to_string() == file),
+            "line names {file:?}: {out:?}"
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per file that produced text: {out:?}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}\t", good.display())),
+        "{out:?}"
+    );
+
+    let mut a = args.clone();
+    a.push("--json");
+    let o = transcribe(&a);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = json_lines(&o);
+    assert_eq!(out.len(), 1, "only the good file is transcribed");
+    assert_eq!(out[0]["file"], good.display().to_string());
+}
+
+/// A FIFO with no writer, and a folder, given as audio are refused at once naming the path
+/// (issue 21, class 11): opening a FIFO for reading would block until a writer comes, forever
+/// here. The good file after them is still transcribed. The run is killed after 10 minutes as
+/// a safety net, which fails the test instead of hanging the suite.
+#[test]
+fn fifo_without_writer_and_folder_are_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe.wav");
+    let st = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success());
+    let folder = tmp.path().join("folder.wav");
+    std::fs::create_dir(&folder).unwrap();
+    let good = Path::new(ROOT).join("fixtures/voxtral_tiny/synthetic.wav");
+    for offline in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxtrace"));
+        cmd.arg("transcribe")
+            .arg("--json")
+            .arg("--model")
+            .arg(model())
+            .args([&fifo, &folder, &good])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if offline {
+            cmd.arg("--offline");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > std::time::Duration::from_secs(600) {
+                child.kill().ok();
+                panic!("transcribe waited on the FIFO (killed after 10 minutes)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        for (path, what) in [(&fifo, "FIFO"), (&folder, "folder")] {
+            let line = err
+                .lines()
+                .find(|l| l.starts_with(&path.display().to_string()))
+                .unwrap_or_else(|| panic!("no error line for {}: {err}", path.display()));
+            assert!(line.contains(what), "{line:?} should say {what}");
+        }
+        let out = json_lines(&o);
+        assert_eq!(out.len(), 1, "the good file is still transcribed: {err}");
+        assert_eq!(out[0]["file"], good.display().to_string());
+    }
+}

@@ -48,8 +48,21 @@ fn write_long_wav(path: &Path, secs: u32) {
 
 /// Runs `voxtrace transcribe --json FILE`; returns (stdout, stderr, exit ok, peak RSS in kB).
 fn run_measured(file: &Path) -> (String, String, bool, u64) {
+    run_measured_with(file, &[], None)
+}
+
+/// Runs `voxtrace transcribe --json EXTRA.. FILE`; returns (stdout, stderr, exit ok, peak RSS
+/// in kB). With `kill_above_kb`, the child is killed as soon as its peak RSS passes that many
+/// kB (the caller's bound is then already broken; no need to let it exhaust the machine).
+fn run_measured_with(
+    file: &Path,
+    extra: &[&str],
+    kill_above_kb: Option<u64>,
+) -> (String, String, bool, u64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .args(["transcribe", "--json", "--model"])
+        .args(["transcribe", "--json"])
+        .args(extra)
+        .arg("--model")
         .arg(Path::new(ROOT).join("fixtures/voxtral_tiny/mistral"))
         .arg(file)
         .stdout(Stdio::piped())
@@ -83,6 +96,9 @@ fn run_measured(file: &Path) -> (String, String, bool, u64) {
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
+        }
+        if kill_above_kb.is_some_and(|k| peak_kb > k) {
+            child.kill().ok();
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -131,4 +147,40 @@ fn two_hour_file_streams_in_bounded_memory() {
         peak_kb < base_kb + 64 * 1024,
         "peak RSS {peak_kb} kB on 2 h vs {base_kb} kB on 3 s: memory grows with the file"
     );
+}
+
+/// `--offline` (whole-file schedule) memory grows linearly with the audio, not quadratically
+/// (issue 21, class 10). The encoder's whole-file pass over 20 min has 60 000 positions: a
+/// `[seq, kv_seq]` sliding-window mask alone would be 3.6 GB, against about 350 MB of linear
+/// buffers (samples, log-mel, hidden states) at that length. Linear growth makes the 20 min
+/// run's growth over a 3 s run about 4x the 5 min run's; the bound allows 6x (allocator slack),
+/// which the quadratic mask alone (16x per 4x length) breaks.
+#[test]
+fn offline_memory_is_linear_in_audio_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |secs: u32, kill: Option<u64>| {
+        let f = tmp.path().join(format!("{secs}s.wav"));
+        write_long_wav(&f, secs);
+        let (out, err, ok, peak) = run_measured_with(&f, &["--offline"], kill);
+        std::fs::remove_file(&f).unwrap();
+        (out, err, ok, peak)
+    };
+    let (_, err, ok, base_kb) = run(3, None);
+    assert!(ok, "{err}");
+    let (_, err, ok, five_kb) = run(300, None);
+    assert!(ok, "{err}");
+    let growth_5 = five_kb.saturating_sub(base_kb).max(1024);
+    let bound = base_kb + 6 * growth_5;
+    let (out, err, ok, twenty_kb) = run(1200, Some(bound));
+    eprintln!("peak RSS offline: 3 s {base_kb} kB, 5 min {five_kb} kB, 20 min {twenty_kb} kB");
+    assert!(
+        twenty_kb <= bound,
+        "peak RSS {twenty_kb} kB on 20 min vs {five_kb} kB on 5 min and {base_kb} kB on 3 s: \
+         offline memory grows faster than the audio"
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["schedule"], "offline");
+    assert_eq!(v["audio_seconds"].as_f64().unwrap(), 1200.0);
 }

@@ -57,7 +57,8 @@ impl DecodedAudio {
 /// Decodes a whole file (see the module doc for formats and the mono mix).
 ///
 /// # Errors
-/// [`AudioError::Io`], [`AudioError::EmptyFile`] (0 bytes), [`AudioError::UnrecognizedFormat`] (not audio),
+/// [`AudioError::Io`], [`AudioError::NotRegularFile`] (a folder, FIFO, socket or device),
+/// [`AudioError::EmptyFile`] (0 bytes), [`AudioError::UnrecognizedFormat`] (not audio),
 /// [`AudioError::NoAudioTrack`], [`AudioError::UnsupportedCodec`], [`AudioError::Truncated`],
 /// [`AudioError::Corrupt`], [`AudioError::ZeroLength`] (no samples), [`AudioError::NoSampleRate`];
 /// every variant names `path`.
@@ -86,6 +87,13 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
 /// the iterator ends.
 pub fn open_chunks(path: impl AsRef<Path>, chunk_frames: usize) -> Result<AudioChunks, AudioError> {
     let path = path.as_ref().to_path_buf();
+    let meta = std::fs::metadata(&path).map_err(|source| AudioError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(kind) = crate::io::special_file_kind(&meta) {
+        return Err(AudioError::NotRegularFile { path, kind });
+    }
     let file = File::open(&path).map_err(|source| AudioError::Io {
         path: path.clone(),
         source,

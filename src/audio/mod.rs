@@ -35,6 +35,15 @@ pub enum AudioError {
         /// Underlying I/O error.
         source: std::io::Error,
     },
+    /// The path is a folder, FIFO, socket or device, not a regular file: refused before
+    /// opening (opening a FIFO with no writer would block forever).
+    #[error("{path}: not a regular audio file: it is {kind}")]
+    NotRegularFile {
+        /// Path given.
+        path: PathBuf,
+        /// What it is instead ([`crate::io::special_file_kind`]).
+        kind: &'static str,
+    },
     /// The file has zero bytes.
     #[error("{path}: audio file is empty (0 bytes)")]
     EmptyFile {
@@ -107,8 +116,16 @@ pub enum AudioError {
 /// # Errors
 /// The errors of [`decode_file`] and [`resample_to_16k`].
 pub fn load_mono_16k(path: impl AsRef<std::path::Path>) -> Result<Vec<f32>, AudioError> {
+    let path = path.as_ref();
     let decoded = decode_file(path)?;
-    resample_to_16k(&decoded.samples, decoded.sample_rate)
+    resample_to_16k(&decoded.samples, decoded.sample_rate).map_err(|e| match e {
+        // Resampling errors concern the samples of this file: name it.
+        AudioError::InvalidInput { what, cause } => AudioError::InvalidInput {
+            what: format!("{}: {what}", path.display()),
+            cause,
+        },
+        other => other,
+    })
 }
 
 /// Returns an [`AudioError::InvalidInput`] naming the first non-finite sample, if any.

@@ -148,7 +148,8 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<ExitCode> {
                 print!("{}", r.render_table());
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+        // Tensor names and dtypes in the message come from the files: escaped.
+        Err(e) => eprintln!("error: {}", crate::io::terminal_safe(&e.to_string())),
     }
     Ok(ExitCode::from(crate::compare::exit_code(&outcome)))
 }

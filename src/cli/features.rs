@@ -55,6 +55,8 @@ pub struct FeaturesArgs {
 /// Decoding, tokenizer-file, feature or I/O errors, each naming the file concerned.
 pub fn run(args: &FeaturesArgs) -> anyhow::Result<ExitCode> {
     let samples = load_mono_16k(&args.input)?;
+    // Padding and log-mel errors (non-finite samples, bad delay) concern the input file.
+    let input = || args.input.display().to_string();
     let (features, source) = match args.model {
         FeatureModel::Voxtral => {
             let signal = if args.no_pad {
@@ -66,9 +68,11 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<ExitCode> {
                     })?,
                     None => AudioConfig::voxtral_realtime(),
                 };
-                pad_offline(&config, &samples, args.delay_ms)?
+                pad_offline(&config, &samples, args.delay_ms).with_context(input)?
             };
-            let mel = LogMelExtractor::voxtral_realtime().compute(&signal, true)?;
+            let mel = LogMelExtractor::voxtral_realtime()
+                .compute(&signal, true)
+                .with_context(input)?;
             let pad = if args.no_pad {
                 "no padding"
             } else {
@@ -80,7 +84,9 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<ExitCode> {
             )
         }
         FeatureModel::Whisper => {
-            let mel = LogMelExtractor::whisper(80)?.whisper_features(&samples)?;
+            let mel = LogMelExtractor::whisper(80)?
+                .whisper_features(&samples)
+                .with_context(input)?;
             (
                 mel,
                 "voxtrace rust audio front end: Whisper log-mel (30 s)".to_string(),

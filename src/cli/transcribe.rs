@@ -130,14 +130,21 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
+        // Whether a streaming `FILE<TAB>` line was started on stdout (text mode).
+        let mut line_open = false;
         let result = if args.offline {
             offline(&model, &tok, path, args.delay_ms, &device)
         } else {
-            streaming(&model, &tok, path, args.delay_ms, !args.json, &device)
+            let print = (!args.json).then_some(&mut line_open);
+            streaming(&model, &tok, path, args.delay_ms, print, &device)
         };
         match result {
             Err(e) => {
                 failed = true;
+                if line_open {
+                    // End the partial line so the next file's starts a line of its own.
+                    println!();
+                }
                 report_error(path, &e);
             }
             Ok(o) => {
@@ -201,12 +208,15 @@ fn offline(
     })
 }
 
+/// Streaming transcription of one file. With `line_open` (text mode), text is printed as it is
+/// decoded on a `FILE<TAB>` line, started once the file opened and set to `true` then; the line
+/// is ended here on success, by the caller on an error.
 fn streaming(
     model: &Voxtral,
     tok: &Tekken,
     path: &Path,
     delay_ms: f64,
-    print: bool,
+    line_open: Option<&mut bool>,
     device: &burn::tensor::Device,
 ) -> anyhow::Result<Outcome> {
     let cfg = tok
@@ -226,9 +236,7 @@ fn streaming(
     let mut decoder = tok.streaming_decoder();
     let mut text = String::new();
     let mut stdout = std::io::stdout();
-    if print {
-        print!("{}\t", path.display());
-    }
+    let print = line_open.is_some();
     let mut emit = |ids: Vec<i64>, text: &mut String| -> anyhow::Result<()> {
         for id in ids {
             let piece = decoder.push(id as u32)?;
@@ -243,6 +251,10 @@ fn streaming(
     // Decode, resample and transcribe chunk by chunk: memory stays bounded for any file length.
     let chunks = open_chunks(path, 1280)?;
     let mut resampler = StreamResampler::new(chunks.sample_rate(), TARGET_SAMPLE_RATE)?;
+    if let Some(open) = line_open {
+        print!("{}\t", path.display());
+        *open = true;
+    }
     let mut n_samples = 0usize;
     let mut max_caches = (0usize, 0usize);
     let mut feed = |samples: &[f32],

@@ -355,16 +355,21 @@ impl Report {
         let src = |d: &DumpSummary| {
             d.source
                 .as_deref()
-                .map(|s| format!(" ({s})"))
+                .map(|s| format!(" ({})", safe(s)))
                 .unwrap_or_default()
         };
         let _ = writeln!(
             out,
             "reference: {}{}",
-            self.reference.path,
+            safe(&self.reference.path),
             src(&self.reference)
         );
-        let _ = writeln!(out, "actual:    {}{}", self.actual.path, src(&self.actual));
+        let _ = writeln!(
+            out,
+            "actual:    {}{}",
+            safe(&self.actual.path),
+            src(&self.actual)
+        );
         let _ = writeln!(
             out,
             "tolerance: atol={} rtol={} criterion={}{}",
@@ -379,7 +384,12 @@ impl Report {
                     self.tolerances
                         .overrides
                         .iter()
-                        .map(|o| format!("{}={},{}", o.pattern, fmt_tol(o.atol), fmt_tol(o.rtol)))
+                        .map(|o| format!(
+                            "{}={},{}",
+                            safe(&o.pattern),
+                            fmt_tol(o.atol),
+                            fmt_tol(o.rtol)
+                        ))
                         .collect::<Vec<_>>()
                         .join(" ")
                 )
@@ -427,7 +437,7 @@ impl Report {
             if !names.is_empty() {
                 let _ = writeln!(out, "\n{title} ({}):", names.len());
                 for n in names {
-                    let _ = writeln!(out, "  {n}");
+                    let _ = writeln!(out, "  {}", safe(n));
                 }
             }
         };
@@ -435,7 +445,13 @@ impl Report {
         if !self.extra.is_empty() {
             let _ = writeln!(out, "\nextra in actual ({}):", self.extra.len());
             for e in &self.extra {
-                let _ = writeln!(out, "  {}  {}  {}", e.name, fmt_shape(&e.shape), e.dtype);
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  {}",
+                    safe(&e.name),
+                    fmt_shape(&e.shape),
+                    e.dtype
+                );
             }
         }
         let shape_lines: Vec<String> = self
@@ -445,7 +461,7 @@ impl Report {
             .map(|t| {
                 format!(
                     "{}  reference {} vs actual {}",
-                    t.name,
+                    safe(&t.name),
                     fmt_shape(&t.reference.shape),
                     t.actual
                         .as_ref()
@@ -466,7 +482,7 @@ impl Report {
             .map(|t| {
                 format!(
                     "{}  reference {} vs actual {}",
-                    t.name,
+                    safe(&t.name),
                     t.reference.dtype,
                     t.actual.as_ref().map(|a| a.dtype.as_str()).unwrap_or("")
                 )
@@ -503,13 +519,13 @@ impl Report {
                 l,
                 "; first failure: #{} {} ({})",
                 f.index,
-                f.name,
+                safe(&f.name),
                 f.status.label()
             );
             if f.status != Status::Fail
                 && let Some(n) = self.first_numeric_failure()
             {
-                let _ = write!(l, "; first numeric failure: #{} {}", n.index, n.name);
+                let _ = write!(l, "; first numeric failure: #{} {}", n.index, safe(&n.name));
             }
         }
         l
@@ -532,6 +548,11 @@ pub(crate) const TABLE_HEADER: [&str; 14] = [
     "nan/inf ref|act",
     "status",
 ];
+
+/// [`crate::io::terminal_safe`]: names, dtypes and paths come from the dump files.
+fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::io::terminal_safe(text)
+}
 
 pub(crate) fn criterion_name(c: Criterion) -> &'static str {
     match c {
@@ -740,7 +761,7 @@ pub(crate) fn fmt_nonfinite(m: &Metrics) -> String {
 pub(crate) fn table_row(t: &TensorResult) -> Vec<String> {
     let mut row = vec![
         t.index.to_string(),
-        t.name.clone(),
+        safe(&t.name).into_owned(),
         fmt_shape_pair(t),
         fmt_dtype(t),
     ];

@@ -35,7 +35,7 @@ use super::results::{
     Agreement, Machine, MissingClip, Provenance, RESULTS_FORMAT, RunResults, SystemResult, Totals,
     UttResult, UttStatus,
 };
-use super::systems::{System, SystemInfo, SystemSpec, hex};
+use super::systems::{ExternalLimits, System, SystemInfo, SystemSpec, hex};
 use super::{EvalError, error_chain};
 
 /// One line of `partial.jsonl`: what a system returned for a clip.
@@ -81,6 +81,8 @@ pub struct RunOptions {
     pub device: String,
     /// `model` field for http systems.
     pub http_model: String,
+    /// Time, output and retry limits of `cmd:` and `http:` systems (`--system-timeout`).
+    pub limits: ExternalLimits,
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-22T05:20:00Z`).
@@ -532,13 +534,14 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
 
     let mut systems: Vec<Box<dyn System>> = Vec::new();
     for s in &opts.systems {
-        systems.push(s.open(&opts.device, &opts.http_model).map_err(|e| {
-            EvalError::OpenSystem {
-                name: s.name.clone(),
-                spec: s.spec.clone(),
-                source: Box::new(e),
-            }
-        })?);
+        systems.push(
+            s.open(&opts.device, &opts.http_model, opts.limits)
+                .map_err(|e| EvalError::OpenSystem {
+                    name: s.name.clone(),
+                    spec: s.spec.clone(),
+                    source: Box::new(e),
+                })?,
+        );
     }
 
     let missing: Vec<&ManifestEntry> = manifest

@@ -220,6 +220,25 @@ fn int_input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D, In
     Tensor::from_data(TensorData::new(vec![0i64; n], shape), device)
 }
 
+/// Largest `--frames` [`capture_voxtral`] accepts: 65 536 log-mel frames (655 s of audio at
+/// 100 frames/s; the input alone is 32 MiB per 128 mel bins). A graph's shapes are fixed at
+/// export, so longer inputs are never needed to export it.
+pub const MAX_EXPORT_FRAMES: usize = 1 << 16;
+
+/// Largest `--tokens` and `--past` [`capture_voxtral`] accepts (decoder positions).
+pub const MAX_EXPORT_POSITIONS: usize = 1 << 16;
+
+/// `value` of option `name` within `min..=max`, else [`ExportError::Data`] saying so.
+fn check_size(name: &str, value: usize, min: usize, max: usize) -> Result<(), ExportError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ExportError::Data(format!(
+            "{name} {value} is outside {min}..={max}"
+        )))
+    }
+}
+
 /// Capture a Voxtral part. `frames`: log-mel frames of the audio input (a multiple of 8 for the
 /// adapter and `all`); `tokens`: decoder positions; `delay_tokens`: transcription delay in
 /// 80 ms tokens (6 = 480 ms). Shapes: see the module docs.
@@ -232,7 +251,8 @@ fn int_input<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D, In
 /// Burn's own decoding does.
 ///
 /// # Errors
-/// Inconsistent sizes; capture failures.
+/// Inconsistent sizes, or sizes above [`MAX_EXPORT_FRAMES`] / [`MAX_EXPORT_POSITIONS`];
+/// capture failures.
 pub fn capture_voxtral(
     model: &Voxtral,
     part: Part,
@@ -246,6 +266,9 @@ pub fn capture_voxtral(
             "a KV cache (--past) only applies to --part decoder-step".into(),
         ));
     }
+    check_size("--frames", frames, 1, MAX_EXPORT_FRAMES)?;
+    check_size("--tokens", tokens, 1, MAX_EXPORT_POSITIONS)?;
+    check_size("--past", past, 0, MAX_EXPORT_POSITIONS)?;
     let cfg = model.config.clone();
     let mels = cfg.encoder.num_mel_bins;
     let group = 2 * cfg.downsample_factor;
@@ -376,13 +399,15 @@ pub fn capture_voxtral(
 /// `[1, mels, 2 * max_source_positions]`).
 ///
 /// # Errors
-/// `adapter` (Whisper has none); forward errors; capture failures.
+/// `adapter` (Whisper has none); `tokens` not in `1..=max_target_positions`; forward errors;
+/// capture failures.
 pub fn capture_whisper(
     model: &Whisper,
     part: Part,
     tokens: usize,
 ) -> Result<PartGraph, ExportError> {
     let cfg = model.config;
+    check_size("--tokens", tokens, 1, cfg.max_target_positions)?;
     let frames = 2 * cfg.max_source_positions;
     let fwd = |e: crate::models::whisper::model::ForwardError| ExportError::Data(e.to_string());
     let mut params = Vec::new();

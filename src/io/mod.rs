@@ -107,6 +107,69 @@ pub fn output_target(path: &Path) -> Result<OutputTarget, WriteError> {
     ))
 }
 
+/// `text` made safe to print on a terminal: control characters (C0 including newline, tab and
+/// ESC, DEL, C1) and Unicode bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A..=U+202E, U+2066..=U+2069) are written as escapes (`\n`, `\t`, `\r`, otherwise
+/// `\u{1b}`), everything else is kept, so a tensor name or path read from a file cannot move
+/// the cursor, recolour the terminal, forge table lines or reorder the text around it.
+/// Borrowed when nothing needed escaping.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// What a path that is not a regular file is, in words (`"a folder"`, `"a FIFO (named
+/// pipe)"`, ...), or `None` for a regular file. `meta` should come from [`std::fs::metadata`]
+/// (symlinks followed).
+///
+/// Readers check this before opening an input: opening a FIFO blocks until some process opens
+/// it for writing (forever if none does), and a folder or device is no input file.
+pub fn special_file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("a folder");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("a FIFO (named pipe)");
+        }
+        if kind.is_socket() {
+            return Some("a socket");
+        }
+        if kind.is_char_device() {
+            return Some("a character device");
+        }
+        if kind.is_block_device() {
+            return Some("a block device");
+        }
+    }
+    Some("a special file")
+}
+
 /// The folder holding `path` (`.` for a bare file name).
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {

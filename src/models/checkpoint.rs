@@ -156,19 +156,24 @@ pub fn detect_layout<L: Copy>(
     } else {
         None
     };
-    specs
-        .iter()
-        .find(|s| s.matches(dir, &config))
-        .map(|s| s.layout)
-        .ok_or_else(|| CheckpointError::NotFound {
-            dir: dir.to_path_buf(),
-            model,
-            expected: specs
-                .iter()
-                .map(LayoutSpec::describe)
-                .collect::<Vec<_>>()
-                .join(", or "),
-        })
+    if let Some(s) = specs.iter().find(|s| s.matches(dir, &config)) {
+        return Ok(s.layout);
+    }
+    // No layout matched. A config.json some layout would have tested, present but unreadable
+    // or not JSON, is the likelier cause: say so, naming it.
+    let config_path = dir.join("config.json");
+    if config.is_none() && config_path.exists() && specs.iter().any(|s| s.config_test.is_some()) {
+        read_json_value(&config_path)?;
+    }
+    Err(CheckpointError::NotFound {
+        dir: dir.to_path_buf(),
+        model,
+        expected: specs
+            .iter()
+            .map(LayoutSpec::describe)
+            .collect::<Vec<_>>()
+            .join(", or "),
+    })
 }
 
 /// Read a JSON file.
@@ -187,13 +192,25 @@ pub fn read_json_value(path: &Path) -> Result<Value, CheckpointError> {
 }
 
 /// Read a JSON file into `T` (serde): a missing field or wrong type is
-/// [`CheckpointError::Invalid`] naming the file and the field.
+/// [`CheckpointError::Key`] naming the file, the key path where it went wrong
+/// (`suppress_ids[3]`, via `serde_path_to_error`) and the cause.
 ///
 /// # Errors
-/// As [`read_json_value`], or [`CheckpointError::Invalid`].
+/// As [`read_json_value`], or [`CheckpointError::Key`].
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
     let value = read_json_value(path)?;
-    serde_json::from_value(value).map_err(|e| CheckpointError::invalid(path, e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        CheckpointError::Key {
+            path: path.to_path_buf(),
+            key: if key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            },
+            problem: e.into_inner().to_string(),
+        }
+    })
 }
 
 /// A JSON configuration read by dotted key paths (`audio_config.hidden_size`), whose errors

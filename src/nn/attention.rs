@@ -9,7 +9,7 @@
 //! (transformers `create_sliding_window_causal_mask`; vLLM passes `(window - 1, 0)`).
 
 use super::dense_attention::{DENSE_MIN_KEYS, DENSE_MIN_QUERIES, dense_attention};
-use super::linear::is_flex;
+use super::linear::{is_capture, is_flex};
 use super::mlp::linear;
 use super::rope::{RopeStyle, apply_rope};
 use super::softmax::softmax_last;
@@ -314,11 +314,73 @@ fn rope_proj(
 /// ([`attend_explicit`]): on the graph-capture device that is the pattern `voxtrace export`
 /// lowers, and Burn's generic attention (ndarray, wgpu) has no grouped-query heads.
 ///
+/// More than [`ATTEND_CHUNK`] queries (except on the graph-capture device, whose graph stays
+/// upstream's pattern) are split into chunks of that many, each against only the keys its
+/// window reaches: the same visible keys per query, so the same result up to f32 summation
+/// order, in memory and time linear in `seq` for a fixed window.
+///
 /// # Shapes
 /// - `q`: `[batch, n_heads, seq, head_dim]`
 /// - `k`, `v`: `[batch, n_kv_heads, kv_seq, head_dim]`, with `n_heads = n_kv_heads * n_rep`
 /// - returns `[batch, n_heads, seq, head_dim]`
 pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    q0: usize,
+    k0: usize,
+    window: usize,
+    n_rep: usize,
+) -> Tensor<4> {
+    let s = q.dims()[2];
+    let t = k.dims()[2];
+    if s <= ATTEND_CHUNK || is_capture(&q.device()) {
+        return attend_block(q, k, v, q0, k0, window, n_rep);
+    }
+    // Chunk the queries; each chunk sees only the keys its window can reach, so the mask and
+    // the work are `ATTEND_CHUNK x (ATTEND_CHUNK + window)` per chunk instead of `seq x kv_seq`.
+    let mut outs = Vec::with_capacity(s.div_ceil(ATTEND_CHUNK));
+    let mut i = 0;
+    while i < s {
+        let c = ATTEND_CHUNK.min(s - i);
+        let qa = q0 + i;
+        // Visible key positions: (qa - window, qa + c - 1], clipped to the keys given.
+        let lo = (qa + 1).saturating_sub(window).max(k0);
+        let hi = (qa + c).min(k0 + t);
+        let (kc, vc, kc0) = if hi > lo {
+            (
+                k.clone().narrow(2, lo - k0, hi - lo),
+                v.clone().narrow(2, lo - k0, hi - lo),
+                lo,
+            )
+        } else {
+            // No key visible from any query of the chunk (a caller bug upstream too): keep
+            // the unchunked behaviour for it.
+            (k.clone(), v.clone(), k0)
+        };
+        outs.push(attend_block(
+            q.clone().narrow(2, i, c),
+            kc,
+            vc,
+            qa,
+            kc0,
+            window,
+            n_rep,
+        ));
+        i += c;
+    }
+    Tensor::cat(outs, 2)
+}
+
+/// Queries per chunk when [`attend`] splits a long attention (`seq` above it): the Voxtral
+/// encoder's whole-file pass over an hour of audio has 180 000 positions, whose
+/// `[seq, kv_seq]` sliding-window mask alone would be 32 GB; chunked, each chunk's mask is
+/// `ATTEND_CHUNK x (ATTEND_CHUNK + window - 1)` booleans and memory stays linear in `seq`.
+/// Shorter inputs (20 s of encoder frames at 50 Hz) run in one block, as before.
+pub const ATTEND_CHUNK: usize = 1024;
+
+/// [`attend`] on one block of queries, with all of `k`, `v`: one mask of `[seq, kv_seq]`.
+fn attend_block(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,

@@ -234,6 +234,23 @@ pub struct GenerationSettings {
     pub begin_suppress_tokens: Vec<u32>,
 }
 
+/// Every id of `ids` (from key `key` of `path`) is a token of a `vocab_size`-token vocabulary.
+fn check_ids(
+    path: &Path,
+    key: &str,
+    ids: &[u32],
+    vocab_size: usize,
+) -> Result<(), CheckpointError> {
+    match ids.iter().find(|&&t| t as usize >= vocab_size) {
+        Some(t) => Err(CheckpointError::Key {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            problem: format!("token id {t} is outside the model's {vocab_size}-token vocabulary"),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 struct Ct2ConfigJson {
     suppress_ids: Vec<u32>,
@@ -273,12 +290,25 @@ impl GenerationSettings {
     }
 
     /// From a CTranslate2 Whisper `config.json` (`suppress_ids`, `suppress_ids_begin`);
-    /// `max_length` is the model's `max_target_positions`.
+    /// `max_length` is the model's `max_target_positions`, `vocab_size` its vocabulary
+    /// (tokens).
     ///
     /// # Errors
-    /// [`CheckpointError`] if unreadable or a list is missing.
-    pub fn from_ct2_config_json(path: &Path, max_length: usize) -> Result<Self, CheckpointError> {
+    /// [`CheckpointError`] naming the file and the key: unreadable, not JSON, a list missing
+    /// or not a list of token ids, or an id outside the vocabulary.
+    pub fn from_ct2_config_json(
+        path: &Path,
+        max_length: usize,
+        vocab_size: usize,
+    ) -> Result<Self, CheckpointError> {
         let c: Ct2ConfigJson = read_json(path)?;
+        check_ids(path, "suppress_ids", &c.suppress_ids, vocab_size)?;
+        check_ids(
+            path,
+            "suppress_ids_begin",
+            &c.suppress_ids_begin,
+            vocab_size,
+        )?;
         Ok(Self::english_only(
             c.suppress_ids,
             c.suppress_ids_begin,
@@ -293,6 +323,26 @@ impl GenerationSettings {
     /// # Errors
     /// [`CheckpointError`] if unreadable, or `suppress_tokens` / `begin_suppress_tokens` missing.
     pub fn from_hf_generation_json(
+        path: &Path,
+        default_max_length: usize,
+        vocab_size: usize,
+    ) -> Result<Self, CheckpointError> {
+        let g = Self::read_hf_generation_json(path, default_max_length)?;
+        check_ids(path, "decoder_start_token_id", &g.prompt[..1], vocab_size)?;
+        check_ids(path, "no_timestamps_token_id", &g.prompt[1..], vocab_size)?;
+        check_ids(path, "eos_token_id", &[g.eos_token_id], vocab_size)?;
+        check_ids(path, "suppress_tokens", &g.suppress_tokens, vocab_size)?;
+        check_ids(
+            path,
+            "begin_suppress_tokens",
+            &g.begin_suppress_tokens,
+            vocab_size,
+        )?;
+        Ok(g)
+    }
+
+    /// [`Self::from_hf_generation_json`] without the vocabulary check.
+    fn read_hf_generation_json(
         path: &Path,
         default_max_length: usize,
     ) -> Result<Self, CheckpointError> {

@@ -41,8 +41,11 @@ pub enum WhisperLayout {
 pub const LAYOUTS: [LayoutSpec<WhisperLayout>; 2] = [
     LayoutSpec {
         layout: WhisperLayout::Ct2,
+        // `model.bin` is CTranslate2's alone: the folder is taken as CTranslate2 Whisper
+        // whatever config.json holds, so a broken config.json is reported as such by the
+        // loader instead of "no checkpoint found".
         files: &["model.bin", "config.json", "tokenizer.json"],
-        config_test: Some(|c| c.get("suppress_ids").is_some()),
+        config_test: None,
         note: "",
     },
     LayoutSpec {
@@ -54,7 +57,7 @@ pub const LAYOUTS: [LayoutSpec<WhisperLayout>; 2] = [
 ];
 
 /// Whether `dir` holds a Whisper checkpoint this module can load: a CTranslate2 folder
-/// (`model.bin` + `tokenizer.json` + a `config.json` with `suppress_ids`) or a transformers
+/// (`model.bin` + `tokenizer.json` + `config.json`, whose contents the loader checks) or a transformers
 /// folder (`model.safetensors` + `config.json` whose `model_type` is `whisper`). Never fails:
 /// unreadable files mean `false`.
 pub fn is_whisper_dir(dir: &Path) -> bool {
@@ -321,6 +324,7 @@ impl Whisper {
         let generation = GenerationSettings::from_ct2_config_json(
             &dir.join("config.json"),
             config.max_target_positions,
+            config.vocab_size,
         )?;
         let net = Self::from_state_dict(&config, tensors, &path, device)?;
         Ok(Self {
@@ -375,6 +379,7 @@ impl Whisper {
         let generation = GenerationSettings::from_hf_generation_json(
             &dir.join("generation_config.json"),
             config.max_target_positions,
+            config.vocab_size,
         )?;
         let weights = dir.join("model.safetensors");
         let net = Self::load_safetensors(&config, &weights, device)?;
