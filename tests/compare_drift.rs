@@ -191,7 +191,10 @@ fn kl_hand_derived() {
     // The reverse direction is a different number: KL(Q‖P) = ¾ln(3/2) + ¼ln(1/2).
     let (klr, agree_r) = position_kl(&[3f64.ln(), 0.0], &[0.0, 0.0]).unwrap();
     assert!(close(klr, 0.75 * 1.5f64.ln() + 0.25 * 0.5f64.ln(), 1e-14));
-    assert!(agree_r, "tie in the actual row resolved to index 0 = reference argmax");
+    assert!(
+        agree_r,
+        "tie in the actual row resolved to index 0 = reference argmax"
+    );
     assert!((kl - klr).abs() > 1e-3);
     // Argmax moved: disagree.
     assert!(!position_kl(&[0.0, 0.0], &[0.0, 3f64.ln()]).unwrap().1);
@@ -212,7 +215,10 @@ fn kl_hand_derived() {
 
     // Identical rows: KL exactly 0, top-1 1.0.
     let lm = logits_metrics(&[1.0, 5.0, -2.0, 0.5], &[1.0, 5.0, -2.0, 0.5], &[2, 2]);
-    assert_eq!((lm.kl_mean, lm.kl_p99, lm.kl_p999, lm.kl_max), (0.0, 0.0, 0.0, 0.0));
+    assert_eq!(
+        (lm.kl_mean, lm.kl_p99, lm.kl_p999, lm.kl_max),
+        (0.0, 0.0, 0.0, 0.0)
+    );
     assert_eq!(lm.top1_agreement, 1.0);
     // A constant shift of a row leaves the distribution unchanged.
     let (kl, agree) = position_kl(&[1.0, 5.0, -2.0], &[101.0, 105.0, 98.0]).unwrap();
@@ -250,11 +256,7 @@ fn masked_and_undefined_rows() {
         1e-15
     ));
     // Reference row undefined (NaN, +inf, all −inf): position skipped.
-    for bad in [
-        [f64::NAN, 0.0],
-        [f64::INFINITY, 0.0],
-        [ninf, ninf],
-    ] {
+    for bad in [[f64::NAN, 0.0], [f64::INFINITY, 0.0], [ninf, ninf]] {
         assert!(position_kl(&bad, &[0.0, 1.0]).is_none());
     }
     // Actual row undefined: KL = +inf, disagree.
@@ -299,7 +301,10 @@ fn percentiles_interpolate_linearly() {
     assert_eq!(percentile_linear(&[7.0], 99.9), 7.0);
     assert!(percentile_linear(&[], 99.0).is_nan());
     // An infinite top value makes the interpolated tail infinite, not NaN.
-    assert_eq!(percentile_linear(&[0.0, 1.0, f64::INFINITY], 99.0), f64::INFINITY);
+    assert_eq!(
+        percentile_linear(&[0.0, 1.0, f64::INFINITY], 99.0),
+        f64::INFINITY
+    );
     assert_eq!(percentile_linear(&[0.0, 1.0, f64::INFINITY], 50.0), 1.0);
 }
 
@@ -327,7 +332,13 @@ fn pipeline_matches_in_memory() {
     };
     let got = |rp: &std::path::Path, ap: &std::path::Path| {
         let rep = voxtrace::compare::compare_dumps(rp, ap, &Tolerances::default()).unwrap();
-        rep.get("x.logits").unwrap().metrics.clone().unwrap().logits.unwrap()
+        rep.get("x.logits")
+            .unwrap()
+            .metrics
+            .clone()
+            .unwrap()
+            .logits
+            .unwrap()
     };
 
     let (pos, vocab) = (301usize, 113usize); // 34013 values
@@ -344,7 +355,10 @@ fn pipeline_matches_in_memory() {
     let (pos, vocab) = (1031usize, 1021usize); // > ITEM_ELEMS values
     assert!(pos * vocab > voxtrace::compare::ITEM_ELEMS);
     let (r, a) = make(pos, vocab);
-    let (rp, ap) = (dir.path().join("r.safetensors"), dir.path().join("a.safetensors"));
+    let (rp, ap) = (
+        dir.path().join("r.safetensors"),
+        dir.path().join("a.safetensors"),
+    );
     write_safetensors(&rp, &[st_f32("x.logits", &[pos, vocab], &r)], None);
     write_safetensors(&ap, &[st_f32("x.logits", &[pos, vocab], &a)], None);
     let g = got(&rp, &ap);
@@ -448,7 +462,12 @@ fn cli_reports_carry_the_drift_fields() {
         want["logits_pattern"].as_str().unwrap(),
     ]);
     // Drift fails the default tolerances: exit 1, reports written.
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["schema_version"], 1);
@@ -477,7 +496,10 @@ fn cli_reports_carry_the_drift_fields() {
         .find(|l| l.contains(" enc.layers.1.out "))
         .unwrap();
     assert!(row.contains(" 40.14 "), "{row}");
-    let ident = table.lines().find(|l| l.contains(" enc.identical ")).unwrap();
+    let ident = table
+        .lines()
+        .find(|l| l.contains(" enc.identical "))
+        .unwrap();
     assert!(ident.contains(" inf "), "{ident}");
     assert!(table.contains("\nlogits: KL(P_ref||P_act)"), "{table}");
     let dec = table
@@ -496,11 +518,17 @@ fn cli_reports_carry_the_drift_fields() {
     let h = std::fs::read_to_string(&html).unwrap();
     assert!(h.contains(r#"class="l-sqnr""#));
     assert!(h.contains("aria-label=\"SQNR per tensor\""));
-    assert!(h.contains("m-sqnr_inf"), "identical tensors drawn on the inf line");
+    assert!(
+        h.contains("m-sqnr_inf"),
+        "identical tensors drawn on the inf line"
+    );
     assert!(h.contains(">inf</text>") && h.contains(">-inf</text>"));
     assert!(h.contains("Token distributions of logits tensors"));
     // minijinja's HTML escaping writes `/` as `&#x2f;`.
-    assert!(h.contains("97.16% (583&#x2f;600)"), "logits row in the HTML table");
+    assert!(
+        h.contains("97.16% (583&#x2f;600)"),
+        "logits row in the HTML table"
+    );
     // Still self-contained: the one http string is the first SVG's namespace.
     assert_eq!(h.matches("http").count(), 1);
 }

@@ -86,10 +86,17 @@ fn build_sqnr_chart(r: &Report) -> SqnrChart {
         .iter()
         .map(|t| t.metrics.as_ref().map(|m| m.sqnr_db))
         .collect();
-    let finite: Vec<f64> = values.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+    let finite: Vec<f64> = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     let (mut lo, mut hi) = finite
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         lo = 0.0;
         hi = 100.0;

@@ -648,7 +648,7 @@ pub(crate) fn logits_row(t: &TensorResult) -> Option<Vec<String>> {
     };
     Some(vec![
         t.index.to_string(),
-        t.name.clone(),
+        safe(&t.name).into_owned(),
         l.vocab.to_string(),
         positions,
         fmt_sci(l.kl_mean),
