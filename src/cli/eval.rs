@@ -54,7 +54,10 @@ pub struct EvalArgs {
 }
 
 /// Run `voxtrace eval`. Exit code 0 when the run completed (failed or missing clips are
-/// reported, not fatal); errors (exit 2 from `main`) when it could not run.
+/// reported, not fatal); 1 when it completed but nothing could be scored for some system
+/// (every clip missing or failed, or no clip at all: [`crate::eval::results::nothing_scored`]),
+/// said on stderr and in `results.json` / `report.html`, which are still written; errors
+/// (exit 2 from `main`) when it could not run.
 ///
 /// # Errors
 /// Bad manifest, system that cannot be opened, unwritable reports folder.
@@ -82,6 +85,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             "n_clips": run.n_clips,
             "missing": run.missing_clips.iter().map(|m| &m.id).collect::<Vec<_>>(),
             "systems": headline(&run),
+            "nothing_scored": run.nothing_scored,
         });
         println!("{obj}");
     } else {
@@ -105,6 +109,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                 t.n_failed,
                 t.n_missing
             );
+            if run.nothing_scored.iter().any(|n| n.system == s.name) {
+                line.push_str("  NOTHING SCORED");
+            }
             if let (Some(rtf), Some(rtfx)) = (t.rtf, t.rtfx) {
                 line.push_str(&format!("  RTF {rtf:.3}  RTFx {rtfx:.2}"));
             }
@@ -123,5 +130,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         }
         println!("report: {}", dir.join("report.html").display());
     }
-    Ok(ExitCode::SUCCESS)
+    if run.nothing_scored.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for n in &run.nothing_scored {
+        eprintln!(
+            "error: nothing was scored for system {:?}: {}; this run says nothing about its accuracy",
+            n.system, n.reason
+        );
+    }
+    Ok(ExitCode::from(1))
 }

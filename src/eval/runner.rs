@@ -684,6 +684,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             })
             .collect(),
         reference_pairs,
+        nothing_scored: super::results::nothing_scored(&results),
         systems: results,
     };
     metrics::write_json_atomic(&run_dir.join("results.json"), &run)?;

@@ -1,0 +1,225 @@
+//! `voxtrace eval` / `eval-check` on hostile or unlucky runs (issue 21), each test named after
+//! the class of fault it covers.
+
+mod common;
+
+use common::eval_corpus::{HEADER, manifest, ok, results, show, transcripts, voxtrace, write};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn eval_args<'a>(manifest: &'a str, systems: &'a [String], run: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["eval", "--manifest", manifest, "--run-id", run, "--quiet"];
+    for s in systems {
+        a.extend(["--system", s.as_str()]);
+    }
+    a
+}
+
+/// Class 1, `eval`: every clip missing, a header-only manifest, a system failing on every clip
+/// (alone and next to a good one) each exit 1, say which system and why on stderr, and record
+/// it in `results.json`, the `--json` output and `report.html`.
+#[test]
+fn eval_with_nothing_scored_exits_nonzero_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let t = transcripts(d, "t.json", &[("a", "one two"), ("b", "three")]);
+    let good = format!("good=transcripts:{}", t.display());
+    // Knows no clip of the corpus: fails on every clip ("no transcript for id").
+    let none = transcripts(d, "none.json", &[("zzz", "x")]);
+    let bad = format!("bad=transcripts:{}", none.display());
+    let rows = [("a", "a.wav", "one two"), ("b", "b.wav", "three")];
+    let m = manifest(d, &rows);
+    let ms = m.to_str().unwrap();
+
+    // 1. Every clip missing (no audio file written yet).
+    let systems = [good.clone()];
+    let o = voxtrace(d, &eval_args(ms, &systems, "all-missing"));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nothing was scored for system \"good\"")
+            && err.contains("all 2 clips have no audio"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NOTHING SCORED"),
+        "{}",
+        show(&o)
+    );
+    let r = results(d, "all-missing");
+    assert_eq!(r.nothing_scored.len(), 1);
+    assert_eq!(r.nothing_scored[0].system, "good");
+    let html = std::fs::read_to_string(d.join("reports/all-missing/report.html")).unwrap();
+    assert!(
+        html.contains("Nothing was scored for system good"),
+        "report says so"
+    );
+
+    // 2. A header-only manifest (also with --json: the object says so too).
+    let empty = d.join("empty.tsv");
+    write(&empty, HEADER);
+    let mut a = eval_args(empty.to_str().unwrap(), &systems, "header-only");
+    a.push("--json");
+    let o = voxtrace(d, &a);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("the manifest lists no clip"),
+        "{}",
+        show(&o)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["nothing_scored"][0]["system"], "good", "{j}");
+    assert_eq!(results(d, "header-only").nothing_scored.len(), 1);
+
+    // 3. Audio present; a system that fails on every clip, alone and next to a good one.
+    for (id, _, _) in &rows {
+        write(&d.join(format!("{id}.wav")), "audio");
+    }
+    let systems = [bad.clone()];
+    let o = voxtrace(d, &eval_args(ms, &systems, "all-failed"));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stderr(&o)
+            .contains("nothing was scored for system \"bad\": the system failed on all 2 clips"),
+        "{}",
+        show(&o)
+    );
+    let systems = [good.clone(), bad.clone()];
+    let o = voxtrace(d, &eval_args(ms, &systems, "one-bad"));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(!stderr(&o).contains("system \"good\""), "{}", show(&o));
+    let r = results(d, "one-bad");
+    assert_eq!(
+        r.nothing_scored
+            .iter()
+            .map(|n| n.system.as_str())
+            .collect::<Vec<_>>(),
+        ["bad"]
+    );
+    let html = std::fs::read_to_string(d.join("reports/one-bad/report.html")).unwrap();
+    assert!(html.contains("Nothing was scored for system bad"));
+    assert!(!html.contains("Nothing was scored for system good"));
+
+    // 4. The good system alone: a usable run, exit 0, nothing flagged.
+    let systems = [good];
+    let o = voxtrace(d, &eval_args(ms, &systems, "fine"));
+    ok(&o);
+    assert!(results(d, "fine").nothing_scored.is_empty());
+    let html = std::fs::read_to_string(d.join("reports/fine/report.html")).unwrap();
+    assert!(!html.contains("Nothing was scored"));
+}
+
+/// Class 1, `eval-check` (with a WER threshold so large that only the scored-clip gate can
+/// fail): a run with fewer scored clips than its baseline, a run with none, a baseline with
+/// none, and a baseline system absent from the run all fail (exit 1) and say why; the same
+/// runs compared on what they share pass.
+#[test]
+fn eval_check_never_passes_with_fewer_or_no_scored_clips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let rows = [
+        ("a", "a.wav", "one small step"),
+        ("b", "b.wav", "for a man"),
+        ("c", "c.wav", "giant leap"),
+    ];
+    let m = manifest(d, &rows);
+    let ms = m.to_str().unwrap();
+    for (id, _, _) in &rows {
+        write(&d.join(format!("{id}.wav")), "audio");
+    }
+    // c is wrong: dropping it lowers the WER.
+    let t = transcripts(
+        d,
+        "t.json",
+        &[
+            ("a", "one small step"),
+            ("b", "for a man"),
+            ("c", "giant leaf"),
+        ],
+    );
+    let sys = format!("sys=transcripts:{}", t.display());
+    let other = format!("other=transcripts:{}", t.display());
+    let check = |extra: &[&str]| {
+        let mut a = vec![
+            "eval-check",
+            "--history",
+            "reports/history.jsonl",
+            "--max-wer-increase",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        voxtrace(d, &a)
+    };
+    let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // run0: the baseline, two systems, every clip scored.
+    ok(&voxtrace(
+        d,
+        &eval_args(ms, &[sys.clone(), other.clone()], "run0"),
+    ));
+    // run1: c's audio went missing: 2 scored clips instead of 3, lower WER.
+    std::fs::remove_file(d.join("c.wav")).unwrap();
+    ok(&voxtrace(
+        d,
+        &eval_args(ms, &[sys.clone(), other.clone()], "run1"),
+    ));
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("2 clips scored, fewer than the baseline's 3 (missing: c)"),
+        "{}",
+        show(&o)
+    );
+    let cj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("reports/run1/check.json")).unwrap())
+            .unwrap();
+    assert_eq!(cj["passed"], false);
+    let html = std::fs::read_to_string(d.join("reports/run1/report.html")).unwrap();
+    assert!(html.contains("fewer than the baseline"), "report shows why");
+
+    // run2: every clip missing: eval exits 1, and eval-check fails it against run1 and run0.
+    for id in ["a", "b"] {
+        std::fs::remove_file(d.join(format!("{id}.wav"))).unwrap();
+    }
+    let o = voxtrace(d, &eval_args(ms, &[sys.clone(), other.clone()], "run2"));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    for base in ["run1", "run0"] {
+        let o = check(&["--baseline-run", base]);
+        assert_eq!(o.status.code(), Some(1), "{base}: {}", show(&o));
+        assert!(
+            stdout(&o).contains("nothing scored in this run: all 3 clips have no audio"),
+            "{}",
+            show(&o)
+        );
+    }
+    // A baseline that scored nothing is no baseline.
+    let o = check(&["--run", "run0", "--baseline-run", "run2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("nothing scored in the baseline"),
+        "{}",
+        show(&o)
+    );
+
+    // run3: all audio back, but only one of the baseline's two systems.
+    for (id, _, _) in &rows {
+        write(&d.join(format!("{id}.wav")), "audio");
+    }
+    ok(&voxtrace(
+        d,
+        &eval_args(ms, std::slice::from_ref(&sys), "run3"),
+    ));
+    let o = check(&["--baseline-run", "run0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        stdout(&o).contains("baseline system \"other\" is not in this run"),
+        "{}",
+        show(&o)
+    );
+    // Checking only the system both runs have passes: the gate is on scored clips, not noise.
+    let o = check(&["--baseline-run", "run0", "--system", "sys"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(stdout(&o).contains("PASS"), "{}", show(&o));
+}
