@@ -3,7 +3,14 @@
 
 mod common;
 
-use common::eval_corpus::{HEADER, manifest, ok, results, show, transcripts, voxtrace, write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::eval_corpus::{
+    HEADER, manifest, manifest_text, ok, results, show, transcripts, voxtrace, write,
+};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -222,4 +229,132 @@ fn eval_check_never_passes_with_fewer_or_no_scored_clips() {
     let o = check(&["--baseline-run", "run0", "--system", "sys"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(stdout(&o).contains("PASS"), "{}", show(&o));
+}
+
+/// A loopback HTTP server answering every request `200 {"text": "uploaded"}`, for as long as
+/// the test runs; returns the URL and the number of connections it accepted so far.
+fn counting_server() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/audio/transcriptions", l.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let payload = r#"{"text":"uploaded"}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+                payload.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// Class 3: manifest entries that leave the audio root (`..`, an absolute path, a symlink to a
+/// file or a folder outside it; with the default root and with `--audio-root`) are refused
+/// with an error naming the manifest line, before any system runs: the `http:` system never
+/// sees a connection and no run folder is made. `--allow-outside-root` opts in.
+#[test]
+fn manifest_paths_outside_the_audio_root_are_refused_before_any_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = d.join("corpus");
+    write(&d.join("secret.wav"), "SECRET bytes outside the corpus");
+    write(&root.join("ok.wav"), "fine");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::os::unix::fs::symlink(d.join("secret.wav"), root.join("link.wav")).unwrap();
+    std::os::unix::fs::symlink(d, root.join("up")).unwrap();
+    let (url, hits) = counting_server();
+    let http = format!("up=http:{url}");
+    let abs = d.join("secret.wav");
+    let cases = [
+        ("../secret.wav", "climbs out of it"),
+        ("sub/../../secret.wav", "climbs out of it"),
+        (abs.to_str().unwrap(), "is an absolute path"),
+        ("link.wav", "resolves (through a symlink) to"),
+        ("up/secret.wav", "resolves (through a symlink) to"),
+    ];
+    for (k, (file, why)) in cases.iter().enumerate() {
+        let text = manifest_text(&[("ok", "ok.wav", "fine"), ("evil", file, "secret")]);
+        // Manifest in the corpus folder (the default root), and elsewhere with --audio-root.
+        write(&root.join("manifest.tsv"), &text);
+        write(&d.join("elsewhere.tsv"), &text);
+        for (m, extra, label) in [
+            ("corpus/manifest.tsv", vec![], "corpus/manifest.tsv:3: file"),
+            (
+                "elsewhere.tsv",
+                vec!["--audio-root", "corpus"],
+                "elsewhere.tsv:3: file",
+            ),
+        ] {
+            let run = format!("r{k}{}", extra.len());
+            let mut a = vec![
+                "eval",
+                "--manifest",
+                m,
+                "--system",
+                http.as_str(),
+                "--run-id",
+                run.as_str(),
+            ];
+            a.extend(extra);
+            a.push("--quiet");
+            let o = voxtrace(d, &a);
+            assert_eq!(o.status.code(), Some(2), "{file}: {}", show(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(label) && err.contains(why) && err.contains("--allow-outside-root"),
+                "{file}: {err}"
+            );
+            assert_eq!(hits.load(Ordering::SeqCst), 0, "{file}: nothing uploaded");
+            assert!(
+                !d.join("reports").join(&run).exists(),
+                "{file}: no run folder"
+            );
+        }
+    }
+    // Paths that stay inside are fine, and so is everything with --allow-outside-root.
+    write(
+        &root.join("manifest.tsv"),
+        &manifest_text(&[
+            ("ok", "sub/../ok.wav", "fine"),
+            ("evil", "../secret.wav", "secret"),
+        ]),
+    );
+    let o = voxtrace(
+        d,
+        &[
+            "eval",
+            "--manifest",
+            "corpus/manifest.tsv",
+            "--system",
+            &http,
+            "--run-id",
+            "allowed",
+            "--allow-outside-root",
+            "--quiet",
+        ],
+    );
+    ok(&o);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "both clips uploaded once allowed"
+    );
 }

@@ -20,6 +20,11 @@ pub struct EvalArgs {
     /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
+    /// Also read audio outside the audio root: absolute `file`s, `..` climbing above it,
+    /// symlinks leading out of it (refused by default, so no system, `http:` ones included,
+    /// ever gets a file from elsewhere).
+    #[arg(long)]
+    pub allow_outside_root: bool,
     /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR, transcripts:FILE.json,
     /// cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
     /// several systems.
@@ -60,7 +65,8 @@ pub struct EvalArgs {
 /// (exit 2 from `main`) when it could not run.
 ///
 /// # Errors
-/// Bad manifest, system that cannot be opened, unwritable reports folder.
+/// Bad manifest, a manifest entry outside the audio root (without `--allow-outside-root`),
+/// system that cannot be opened, unwritable reports folder.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         manifest: args.manifest.clone(),
@@ -73,6 +79,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         device: args.device.clone(),
         http_model: args.http_model.clone(),
+        allow_outside_root: args.allow_outside_root,
     };
     let (run, dir) = run_eval(&opts)?;
     crate::report::publish(&args.out, &dir, &run)?;

@@ -81,6 +81,10 @@ pub struct RunOptions {
     pub device: String,
     /// `model` field for http systems.
     pub http_model: String,
+    /// Read audio outside the audio root too (absolute `file`s, `..`, symlinks out of it);
+    /// without it such a manifest is refused ([`Manifest::check_under_root`]) before any
+    /// system runs.
+    pub allow_outside_root: bool,
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-22T05:20:00Z`).
@@ -482,11 +486,15 @@ fn progress_style() -> indicatif::ProgressStyle {
 /// caller's to write (the report layer's `publish`).
 ///
 /// # Errors
-/// Bad manifest (file and line), a system that cannot be opened, duplicate system names, an
+/// Bad manifest (file and line), a manifest entry outside the audio root (unless
+/// [`RunOptions::allow_outside_root`]), a system that cannot be opened, duplicate system names, an
 /// unknown reference system, a run folder that already holds results without `--resume`, I/O
 /// errors writing the outputs. Per-clip failures are not errors (they are recorded).
 pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     let manifest = Manifest::load_with_root(&opts.manifest, opts.audio_root.as_deref())?;
+    if !opts.allow_outside_root {
+        manifest.check_under_root()?;
+    }
     if opts.systems.is_empty() {
         return Err(EvalError::BadRun("no --system given".into()));
     }
