@@ -3,14 +3,17 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::eval_corpus::{
-    HEADER, manifest, manifest_text, ok, results, show, transcripts, voxtrace, write,
+    HEADER, command, manifest, manifest_text, ok, results, show, transcripts, voxtrace, write,
 };
+use voxtrace::report::history;
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -357,4 +360,79 @@ fn manifest_paths_outside_the_audio_root_are_refused_before_any_upload() {
         2,
         "both clips uploaded once allowed"
     );
+}
+
+/// Class 5: ten `voxtrace eval` processes started at once into one reports folder, with default
+/// run ids, all succeed and leave ten history rows with ten distinct run ids, each with its
+/// run folder.
+#[test]
+fn ten_concurrent_evals_leave_ten_history_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(&d.join("a.wav"), "audio");
+    write(&d.join("b.wav"), "audio");
+    manifest(d, &[("a", "a.wav", "one two"), ("b", "b.wav", "three")]);
+    transcripts(d, "t.json", &[("a", "one two"), ("b", "three four")]);
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            command(
+                d,
+                &[
+                    "eval",
+                    "--manifest",
+                    "manifest.tsv",
+                    "--system",
+                    "t=transcripts:t.json",
+                    "--quiet",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok(&c.wait_with_output().unwrap());
+    }
+    let rows = history::read(&d.join("reports/history.jsonl")).unwrap();
+    let ids: HashSet<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(rows.len(), 10, "{ids:?}");
+    assert_eq!(ids.len(), 10, "{ids:?}");
+    for id in &ids {
+        assert!(!id.starts_with('.') && !id.contains('/'), "{id}");
+        let r = results(d, id);
+        assert_eq!(&r.run_id, id);
+        assert_eq!(r.systems[0].totals.n_ok, 2);
+    }
+}
+
+/// Class 5, in one process: history rows appended from many threads at once are all kept.
+#[test]
+fn concurrent_history_appends_lose_no_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("history.jsonl");
+    let row = |id: String| history::HistoryRow {
+        results: format!("{id}/results.json"),
+        run_id: id,
+        time: "2026-11-22T05:00:00Z".into(),
+        commit: None,
+        corpus_sha256: "00".into(),
+        manifest: "m.tsv".into(),
+        normalizer: "n".into(),
+        systems: Default::default(),
+    };
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let p = &p;
+            s.spawn(move || {
+                for k in 0..10 {
+                    history::append(p, &row(format!("t{t}-{k}"))).unwrap();
+                }
+            });
+        }
+    });
+    let rows = history::read(&p).unwrap();
+    let ids: HashSet<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!((rows.len(), ids.len()), (80, 80));
 }

@@ -38,7 +38,8 @@ pub struct EvalArgs {
     /// Reports folder (holds <run-id>/ and history.jsonl).
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
-    /// Run id (folder name); default the UTC time, e.g. 20261122T052000Z.
+    /// Run id (folder name); default the UTC time to the microsecond and a random suffix,
+    /// e.g. 20261122T052000.123456Z-3f9a1c.
     #[arg(long)]
     pub run_id: Option<String>,
     /// Continue an interrupted run: skip (system, clip) pairs already in partial.jsonl.

@@ -71,7 +71,7 @@ pub struct RunOptions {
     pub references: Vec<ReferenceArg>,
     /// Reports folder (`reports`).
     pub out: PathBuf,
-    /// Run id (folder name); default a UTC timestamp.
+    /// Run id (folder name); default [`default_run_id`].
     pub run_id: Option<String>,
     /// Skip (system, clip) pairs already in `partial.jsonl`.
     pub resume: bool,
@@ -97,9 +97,20 @@ pub fn utc_now_rfc3339() -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
-/// Default run id: UTC time `YYYYMMDDTHHMMSSZ`.
+/// Default run id: UTC time to the microsecond plus 6 random hex digits,
+/// `YYYYMMDDTHHMMSS.ffffffZ-xxxxxx` (e.g. `20261122T052000.123456Z-3f9a1c`), so runs started
+/// in the same second (or microsecond, on different machines sharing a reports folder) get
+/// different folders; ids still sort by time.
 pub fn default_run_id() -> String {
-    utc_now_rfc3339().replace(['-', ':'], "")
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, m, d, hh, mm, ss) = civil(now.as_secs());
+    format!(
+        "{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}.{:06}Z-{:06x}",
+        now.subsec_micros(),
+        fastrand::u32(..1 << 24)
+    )
 }
 
 /// Unix seconds to (year, month, day, hour, minute, second), UTC (H. Hinnant's civil_from_days).
