@@ -436,3 +436,71 @@ fn concurrent_history_appends_lose_no_row() {
     let ids: HashSet<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!((rows.len(), ids.len()), (80, 80));
 }
+
+/// Class 8: a crash cut `partial.jsonl` in the middle of a line (or just before a line's
+/// newline). `--resume` drops (or completes) the torn line with a warning and finishes; a
+/// second and a third `--resume` work too; the results equal an uninterrupted run's.
+#[test]
+fn resume_after_a_torn_partial_line_works_again_and_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let rows = [
+        ("u1", "u1.wav", "hyp of u1"),
+        ("u2", "u2.wav", "hyp of u2"),
+        ("u3", "u3.wav", "hyp of three"),
+    ];
+    for (id, _, _) in &rows {
+        write(&d.join(format!("{id}.wav")), "audio");
+    }
+    let m = manifest(d, &rows);
+    let t = transcripts(
+        d,
+        "t.json",
+        &[
+            ("u1", "hyp of u1"),
+            ("u2", "hyp of u2"),
+            ("u3", "hyp of one"),
+        ],
+    );
+    let systems = [format!("s=transcripts:{}", t.display())];
+    let ms = m.to_str().unwrap();
+    for (run, cut_in_line) in [("torn", true), ("no-newline", false)] {
+        ok(&voxtrace(d, &eval_args(ms, &systems, run)));
+        let first = results(d, run);
+        let dir = d.join("reports").join(run);
+        let partial = std::fs::read_to_string(dir.join("partial.jsonl")).unwrap();
+        let lines: Vec<&str> = partial.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let cut = if cut_in_line {
+            &lines[1][..lines[1].len() / 2]
+        } else {
+            lines[1]
+        };
+        std::fs::write(dir.join("partial.jsonl"), format!("{}\n{cut}", lines[0])).unwrap();
+        std::fs::remove_file(dir.join("results.json")).unwrap();
+        let mut a = eval_args(ms, &systems, run);
+        a.push("--resume");
+        for attempt in 0..3 {
+            let o = voxtrace(d, &a);
+            assert!(o.status.success(), "{run} resume {attempt}: {}", show(&o));
+            if attempt == 0 {
+                let err = stderr(&o);
+                let want = if cut_in_line {
+                    "partial.jsonl:2: dropped a torn last line"
+                } else {
+                    "partial.jsonl:2: the last record had no newline"
+                };
+                assert!(err.contains("warning: ") && err.contains(want), "{err}");
+            }
+            let text = std::fs::read_to_string(dir.join("partial.jsonl")).unwrap();
+            assert!(text.ends_with('\n'), "{text}");
+            for l in text.lines() {
+                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            }
+            assert_eq!(text.lines().count(), 3, "one record per clip: {text}");
+            let again = results(d, run);
+            assert_eq!(again.systems, first.systems, "{run} resume {attempt}");
+            assert_eq!(again.systems[0].totals.n_ok, 3);
+        }
+    }
+}

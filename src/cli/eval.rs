@@ -83,6 +83,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         allow_outside_root: args.allow_outside_root,
     };
     let (run, dir) = run_eval(&opts)?;
+    for w in &run.warnings {
+        eprintln!("warning: {w}");
+    }
     crate::report::publish(&args.out, &dir, &run)?;
     if args.json {
         let obj = serde_json::json!({

@@ -215,6 +215,10 @@ pub struct RunResults {
     /// `results.json` files written before this field existed).
     #[serde(default)]
     pub nothing_scored: Vec<NothingScored>,
+    /// Things the run repaired or worked around, e.g. a torn last line of `partial.jsonl`
+    /// dropped on `--resume` (`voxtrace eval` prints them on stderr).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A system of a run that transcribed no clip: every clip's audio was missing, the manifest
