@@ -504,3 +504,30 @@ fn resume_after_a_torn_partial_line_works_again_and_again() {
         }
     }
 }
+
+/// Class 11: a manifest saved with a UTF-8 byte-order mark (and CRLF line ends, as spreadsheet
+/// programs write it) is read like any other.
+#[test]
+fn manifest_with_a_byte_order_mark_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(&d.join("a.wav"), "audio");
+    write(&d.join("b.wav"), "audio");
+    let t = transcripts(d, "t.json", &[("a", "good day"), ("b", "fine words")]);
+    let systems = [format!("s=transcripts:{}", t.display())];
+    for (k, eol) in ["\n", "\r\n"].iter().enumerate() {
+        let text = manifest_text(&[("a", "a.wav", "good day"), ("b", "b.wav", "fine")]);
+        let p = d.join(format!("bom{k}.tsv"));
+        write(&p, &format!("\u{feff}{}", text.replace('\n', eol)));
+        let run = format!("bom{k}");
+        let o = voxtrace(d, &eval_args(p.to_str().unwrap(), &systems, &run));
+        ok(&o);
+        let r = results(d, &run);
+        assert_eq!(r.n_clips, 2);
+        let s = &r.systems[0];
+        assert_eq!(s.utterances[0].id, "a");
+        assert_eq!(s.totals.n_ok, 2);
+        // "fine" vs "fine words": one insertion over 3 reference words.
+        assert!((s.totals.wer - 1.0 / 3.0).abs() < 1e-12, "{}", s.totals.wer);
+    }
+}

@@ -1,7 +1,8 @@
 //! Corpus manifest: a tab-separated file listing the utterances of an evaluation set.
 //!
 //! Format (the one of `../shared/audio/manifest.tsv` and the project's
-//! `audio_samples/manifest.tsv`): UTF-8, one header line, then one line per utterance, fields
+//! `audio_samples/manifest.tsv`): UTF-8 (a leading byte-order mark, as spreadsheet programs
+//! write, is skipped), one header line, then one line per utterance, fields
 //! separated by a single TAB, no quoting (a field cannot contain a TAB or a newline). The header
 //! must contain at least these columns, in any order:
 //!
@@ -203,6 +204,7 @@ impl Manifest {
     /// relative `file`s resolve against `audio_root`.
     pub fn parse_str(text: &str, path: &Path, audio_root: &Path) -> Result<Self, ManifestError> {
         let p = || path.to_path_buf();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut lines = text
             .split('\n')
             .enumerate()
@@ -480,6 +482,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        for eol in ["\n", "\r\n"] {
+            let text = format!(
+                "\u{feff}{}a\tx.wav\t1\tr\ts\tl{eol}",
+                HEADER.replace('\n', eol)
+            );
+            let m = Manifest::parse_str(&text, Path::new("m.tsv"), Path::new("/a")).unwrap();
+            assert_eq!(m.columns[0], "id");
+            assert_eq!(m.entries[0].id, "a");
+            assert_eq!(m.entries[0].line, 2);
+        }
     }
 
     #[test]
