@@ -694,7 +694,8 @@ fn http_system_against_a_loopback_server() {
             ("h2", "h2.wav", "general kenobi"),
         ],
     );
-    let (url, srv) = server(2);
+    // h1, then h2's HTTP 500 and its three retries (eval::systems, ExternalLimits).
+    let (url, srv) = server(5);
     let o = voxtrace(
         d,
         &[

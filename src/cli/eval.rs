@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::eval::results::headline;
 use crate::eval::runner::{ReferenceArg, RunOptions, run_eval};
-use crate::eval::systems::SystemSpec;
+use crate::eval::systems::{ExternalLimits, SystemSpec};
 
 /// Arguments of `voxtrace eval`.
 #[derive(clap::Args, Debug)]
@@ -57,6 +58,18 @@ pub struct EvalArgs {
     /// `model` form field sent to http: systems.
     #[arg(long, default_value = "mistralai/Voxtral-Mini-4B-Realtime-2602")]
     pub http_model: String,
+    /// Time limit per clip for cmd: and http: systems, seconds (default max(60, 10 x the clip's
+    /// duration_s)); a clip over it is a failed utterance and its command is killed.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub system_timeout: Option<Duration>,
+}
+
+/// `--system-timeout`: a finite number of seconds > 0 (at most a day).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
 }
 
 /// Run `voxtrace eval`. Exit code 0 when the run completed (failed or missing clips are
@@ -81,6 +94,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         device: args.device.clone(),
         http_model: args.http_model.clone(),
         allow_outside_root: args.allow_outside_root,
+        limits: ExternalLimits {
+            timeout: args.system_timeout,
+            ..ExternalLimits::default()
+        },
     };
     let (run, dir) = run_eval(&opts)?;
     for w in &run.warnings {

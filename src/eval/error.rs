@@ -95,8 +95,8 @@ pub enum EvalError {
         /// The transcripts file.
         file: String,
     },
-    /// A `cmd:` command could not be started.
-    #[error("cannot start sh -c {cmd:?}")]
+    /// A `cmd:` command could not be started or waited for.
+    #[error("cannot run sh -c {cmd:?}")]
     CmdStart {
         /// The command line.
         cmd: String,
@@ -111,7 +111,7 @@ pub enum EvalError {
         cmd: String,
         /// Its exit status.
         status: std::process::ExitStatus,
-        /// Its standard error, trimmed.
+        /// Its standard error, trimmed (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
         stderr: String,
     },
     /// A `cmd:` command printed something that is not UTF-8.
@@ -148,7 +148,7 @@ pub enum EvalError {
         url: String,
         /// The status it answered.
         status: ureq::http::StatusCode,
-        /// The answer's body, trimmed.
+        /// The answer's body, trimmed (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
         body: String,
     },
     /// An `http:` endpoint answered JSON without a string `text`.
@@ -156,8 +156,54 @@ pub enum EvalError {
     HttpNoText {
         /// The endpoint.
         url: String,
-        /// The answer's body.
+        /// The answer's body (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
         body: String,
+    },
+    /// An `http:` endpoint answered a body that is not one complete JSON object (truncated
+    /// JSON, an HTML error page, plain text).
+    #[error("POST {url}: answer is {problem}: {body}")]
+    HttpNotJson {
+        /// The endpoint.
+        url: String,
+        /// What is wrong, with the parser's message.
+        problem: String,
+        /// The answer's body (at most [`super::systems::ERROR_EXCERPT`] bytes of it).
+        body: String,
+    },
+    /// A `cmd:` command was still running at the clip's time limit; it was killed with its
+    /// process group.
+    #[error("command {cmd:?} timed out after {seconds} s and was killed (see --system-timeout)")]
+    CmdTimeout {
+        /// The command line.
+        cmd: String,
+        /// The limit, seconds.
+        seconds: f64,
+    },
+    /// A `cmd:` command printed more than the cap on stdout or stderr; it was killed.
+    #[error("command {cmd:?} printed more than {limit} bytes on {stream}; killed")]
+    CmdOutputTooLarge {
+        /// The command line.
+        cmd: String,
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The cap, bytes.
+        limit: usize,
+    },
+    /// An `http:` request got no complete answer within the clip's time limit.
+    #[error("POST {url}: no complete answer within {seconds} s (see --system-timeout)")]
+    HttpTimeout {
+        /// The endpoint.
+        url: String,
+        /// The limit, seconds.
+        seconds: f64,
+    },
+    /// An `http:` answer's body is larger than the cap.
+    #[error("POST {url}: answer body larger than {limit} bytes")]
+    HttpBodyTooLarge {
+        /// The endpoint.
+        url: String,
+        /// The cap, bytes.
+        limit: usize,
     },
 }
 

@@ -36,7 +36,7 @@ use super::results::{
     Agreement, Machine, MissingClip, Provenance, RESULTS_FORMAT, RunResults, SystemResult, Totals,
     UttResult, UttStatus,
 };
-use super::systems::{System, SystemInfo, SystemSpec, hex};
+use super::systems::{ExternalLimits, System, SystemInfo, SystemSpec, hex};
 use super::{EvalError, error_chain};
 
 /// One line of `partial.jsonl`: what a system returned for a clip.
@@ -86,6 +86,8 @@ pub struct RunOptions {
     /// without it such a manifest is refused ([`Manifest::check_under_root`]) before any
     /// system runs.
     pub allow_outside_root: bool,
+    /// Time, output and retry limits of `cmd:` and `http:` systems (`--system-timeout`).
+    pub limits: ExternalLimits,
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-22T05:20:00Z`).
@@ -604,13 +606,14 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
 
     let mut systems: Vec<Box<dyn System>> = Vec::new();
     for s in &opts.systems {
-        systems.push(s.open(&opts.device, &opts.http_model).map_err(|e| {
-            EvalError::OpenSystem {
-                name: s.name.clone(),
-                spec: s.spec.clone(),
-                source: Box::new(e),
-            }
-        })?);
+        systems.push(
+            s.open(&opts.device, &opts.http_model, opts.limits)
+                .map_err(|e| EvalError::OpenSystem {
+                    name: s.name.clone(),
+                    spec: s.spec.clone(),
+                    source: Box::new(e),
+                })?,
+        );
     }
 
     let missing: Vec<&ManifestEntry> = manifest

@@ -8,11 +8,47 @@
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
 //! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
-//! | `cmd:COMMAND`           | `sh -c COMMAND` with `{audio}` replaced by the shell-quoted audio path; stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
+//! | `cmd:COMMAND`           | `sh -c COMMAND sh PATH`, each `{audio}` in COMMAND rewritten to a quoted `$1` (rules below); stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
 //! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
 //!
 //! Adding a kind means one new [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one
 //! in [`SystemSpec::open`]. Errors are [`EvalError`]s naming the file, command or URL.
+//!
+//! ## `cmd:` and file names ([`cmd_script`])
+//!
+//! The audio path never becomes shell text. COMMAND runs as `sh -c SCRIPT sh PATH`: the path is
+//! the positional parameter `$1`, and SCRIPT is COMMAND with each `{audio}` rewritten to a
+//! reference to it that expands to exactly one word, whatever the path holds (quotes, `$( )`,
+//! backticks, spaces, newlines, globs):
+//!
+//! | where `{audio}` is written in COMMAND             | rewritten to    | e.g.                                    |
+//! |---------------------------------------------------|-----------------|-----------------------------------------|
+//! | unquoted (also in `$( )` or backticks)             | `"${1}"`        | `cat {audio}.txt` → `cat "${1}".txt`     |
+//! | inside `"..."`                                    | `${1}`          | `cat "{audio}.txt"` → `cat "${1}.txt"`   |
+//! | inside `'...'`                                    | `'"${1}"'` (closes and reopens the quote) | `cat '{audio}.txt'` → `cat ''"${1}"'.txt'` |
+//! | after a backslash (`\{audio}`)                    | left as written |                                         |
+//!
+//! A relative path starting with `-` is passed as `./-...`, so it is never read as an option.
+//! Since the path is only ever expanded from `$1`, a wrong guess about quoting (a construct the
+//! rewriter does not model, e.g. a here-document) can at worst split or glob the path, never run
+//! it; only a COMMAND that itself hands `$1` to `eval` or `sh -c` would.
+//!
+//! ## Limits of `cmd:` and `http:` systems ([`ExternalLimits`])
+//!
+//! * **Time:** each clip gets [`ExternalLimits::timeout_for`] its duration: `--system-timeout
+//!   SECONDS` when given, else max(60 s, 10 × the manifest `duration_s`). A command still running
+//!   then is killed with its whole process group (`sh -c` runs in a new group, so its children
+//!   go too); an HTTP request is abandoned. Either way the clip is a failed utterance and the run
+//!   goes on.
+//! * **Size:** stdout and stderr of a command and an HTTP answer's body are each capped at
+//!   [`ExternalLimits::DEFAULT_MAX_OUTPUT`] (1 MiB); a larger answer is a failed utterance (the
+//!   command is killed at the cap). Error messages quote at most [`ERROR_EXCERPT`] bytes of it.
+//! * **Retries:** an `http:` request that cannot connect (refused, reset) or gets a 5xx answer
+//!   is retried [`ExternalLimits::DEFAULT_RETRIES`] (3) times after 0.5, 1 and 2 s, within the
+//!   clip's time limit. Other errors (4xx, a timeout, a malformed answer) are not retried.
+//! * **Answers:** an `http:` answer counts only when its body is one complete JSON object with a
+//!   string `text`; anything else (truncated JSON, an HTML error page with status 200, `text`
+//!   missing or not a string) is a failed utterance naming what was wrong.
 
 use crate::io::FileError;
 use std::collections::HashMap;
@@ -162,8 +198,11 @@ impl SystemSpec {
             "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
-                if !arg.contains("{audio}") {
-                    return Err(bad_system(s, "a cmd: system needs the placeholder {audio}"));
+                if cmd_script(arg).1 == 0 {
+                    return Err(bad_system(
+                        s,
+                        "a cmd: system needs the placeholder {audio} (not after a backslash)",
+                    ));
                 }
                 SystemKind::Cmd(arg.to_string())
             }
@@ -195,19 +234,99 @@ impl SystemSpec {
     /// Open the system (load the model, read the transcripts file).
     ///
     /// `device` is the Burn device name for model systems (see [`crate::backend::device`]);
-    /// `http_model` is the `model` form field sent to `http:` systems.
+    /// `http_model` is the `model` form field sent to `http:` systems; `limits` bound the time
+    /// and output of `cmd:` and `http:` systems.
     ///
     /// # Errors
     /// Unreadable model folder, tokenizer or transcripts file; an unknown device.
-    pub fn open(&self, device: &str, http_model: &str) -> Result<Box<dyn System>, EvalError> {
+    pub fn open(
+        &self,
+        device: &str,
+        http_model: &str,
+        limits: ExternalLimits,
+    ) -> Result<Box<dyn System>, EvalError> {
         Ok(match &self.kind {
             SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
             SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device)?),
             SystemKind::Transcripts(f) => Box::new(TranscriptsSystem::open(f)?),
-            SystemKind::Cmd(c) => Box::new(CmdSystem::new(c)),
-            SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model)),
+            SystemKind::Cmd(c) => Box::new(CmdSystem::new(c, limits)),
+            SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model, limits)),
         })
     }
+}
+
+/// Time, size and retry limits of the external (`cmd:`, `http:`) systems, per clip (see the
+/// module documentation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExternalLimits {
+    /// Fixed per-clip time limit (`--system-timeout`); `None` scales it with the clip's
+    /// duration ([`ExternalLimits::timeout_for`]).
+    pub timeout: Option<Duration>,
+    /// Most bytes accepted from a command's stdout, from its stderr, or in an HTTP answer body.
+    pub max_output: usize,
+    /// Retries of an `http:` request after a connection error or a 5xx answer.
+    pub retries: u32,
+    /// Wait before the first retry; doubled before each further one.
+    pub backoff: Duration,
+}
+
+impl ExternalLimits {
+    /// Shortest default per-clip time limit.
+    pub const MIN_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default per-clip time limit per second of audio (10: a system ten times slower than real
+    /// time is considered stuck).
+    pub const TIMEOUT_PER_AUDIO_SECOND: f64 = 10.0;
+    /// Default cap on stdout, stderr and HTTP bodies: 1 MiB.
+    pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+    /// Default number of `http:` retries.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Default wait before the first retry (then 1 s, 2 s).
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+
+    /// The time limit for a clip of `duration_s` seconds (the manifest's): the fixed
+    /// [`ExternalLimits::timeout`] if set, else max([`ExternalLimits::MIN_TIMEOUT`],
+    /// [`ExternalLimits::TIMEOUT_PER_AUDIO_SECOND`] × `duration_s`), at most one day.
+    pub fn timeout_for(&self, duration_s: f64) -> Duration {
+        if let Some(t) = self.timeout {
+            return t;
+        }
+        let scaled = Self::TIMEOUT_PER_AUDIO_SECOND * duration_s;
+        let scaled = if scaled.is_finite() {
+            scaled.clamp(0.0, 86_400.0)
+        } else {
+            0.0
+        };
+        Self::MIN_TIMEOUT.max(Duration::from_secs_f64(scaled))
+    }
+}
+
+impl Default for ExternalLimits {
+    fn default() -> Self {
+        ExternalLimits {
+            timeout: None,
+            max_output: Self::DEFAULT_MAX_OUTPUT,
+            retries: Self::DEFAULT_RETRIES,
+            backoff: Self::DEFAULT_BACKOFF,
+        }
+    }
+}
+
+/// Most bytes of a command's stderr or an HTTP answer quoted in an error message.
+pub const ERROR_EXCERPT: usize = 4096;
+
+/// `bytes` as lossy UTF-8, trimmed, cut to [`ERROR_EXCERPT`] bytes (on a character boundary)
+/// with a note of the full length when longer.
+fn excerpt(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let s = s.trim();
+    if s.len() <= ERROR_EXCERPT {
+        return s.to_string();
+    }
+    let mut end = ERROR_EXCERPT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &s[..end], s.len())
 }
 
 /// sha256 (lower-case hex) of a file, streamed.
@@ -507,20 +626,268 @@ impl System for TranscriptsSystem {
 // ---------------------------------------------------------------------------------------------
 // cmd:COMMAND
 
-/// Quote `s` for POSIX `sh` (single quotes, `'` written as `'\''`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Shell quoting context while scanning a `cmd:` template ([`cmd_script`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ctx {
+    /// Unquoted text; `sub` when it is the inside of a `$( )`, `depth` its open `(`s.
+    Plain { sub: bool, depth: u32 },
+    /// Inside `"..."`.
+    Double,
+    /// Inside `'...'`.
+    Single,
+    /// Inside `` `...` ``.
+    Backtick,
 }
 
-/// An external command run through `sh -c` per clip.
+/// The `sh -c` script for a `cmd:` template: each `{audio}` rewritten to a quoted reference to
+/// the positional parameter `$1` (`"${1}"` unquoted, `${1}` inside double quotes, `'"${1}"'`
+/// inside single quotes), following POSIX quoting through `"..."`, `'...'`, backslashes, `$( )`
+/// and backticks. Returns the script and the number of placeholders rewritten (`{audio}` after
+/// a backslash is text, not a placeholder). The audio path itself never enters the script; it
+/// is passed as `$1` (see the module documentation).
+pub fn cmd_script(template: &str) -> (String, usize) {
+    const PLACEHOLDER: &str = "{audio}";
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut stack = vec![Ctx::Plain {
+        sub: false,
+        depth: 0,
+    }];
+    let mut n = 0usize;
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        let top = *stack.last().unwrap_or(&Ctx::Plain {
+            sub: false,
+            depth: 0,
+        });
+        if rest.starts_with(PLACEHOLDER) {
+            out.push_str(match top {
+                Ctx::Plain { .. } | Ctx::Backtick => "\"${1}\"",
+                Ctx::Double => "${1}",
+                Ctx::Single => "'\"${1}\"'",
+            });
+            n += 1;
+            rest = &rest[PLACEHOLDER.len()..];
+            continue;
+        }
+        let mut take = c.len_utf8();
+        match (top, c) {
+            (Ctx::Single, '\'') => {
+                stack.pop();
+            }
+            (Ctx::Single, _) => {}
+            // A backslash quotes the next character (outside single quotes).
+            (_, '\\') => {
+                take += rest[take..].chars().next().map_or(0, char::len_utf8);
+            }
+            (Ctx::Double, '"') | (Ctx::Backtick, '`') => {
+                stack.pop();
+            }
+            (Ctx::Plain { .. } | Ctx::Backtick, '\'') => stack.push(Ctx::Single),
+            (Ctx::Plain { .. } | Ctx::Backtick, '"') => stack.push(Ctx::Double),
+            (Ctx::Plain { .. } | Ctx::Double, '`') => stack.push(Ctx::Backtick),
+            (_, '$') if rest[1..].starts_with('(') => {
+                take += 1;
+                stack.push(Ctx::Plain {
+                    sub: true,
+                    depth: 0,
+                });
+            }
+            (Ctx::Plain { sub, depth }, '(') => {
+                stack.pop();
+                stack.push(Ctx::Plain {
+                    sub,
+                    depth: depth + 1,
+                });
+            }
+            (Ctx::Plain { sub, depth }, ')') => {
+                stack.pop();
+                if depth > 0 {
+                    stack.push(Ctx::Plain {
+                        sub,
+                        depth: depth - 1,
+                    });
+                } else if !sub {
+                    // An unbalanced `)` at top level (e.g. a `case` pattern): stay unquoted.
+                    stack.push(Ctx::Plain { sub, depth });
+                }
+            }
+            _ => {}
+        }
+        if stack.is_empty() {
+            stack.push(Ctx::Plain {
+                sub: false,
+                depth: 0,
+            });
+        }
+        out.push_str(&rest[..take]);
+        rest = &rest[take..];
+    }
+    (out, n)
+}
+
+/// The path handed to a command as `$1`: `path` itself, with `./` in front of a relative path
+/// starting with `-` (so no program reads it as an option).
+fn cmd_arg(path: &Path) -> std::ffi::OsString {
+    let s = path.as_os_str();
+    if path.is_relative() && s.as_encoded_bytes().first() == Some(&b'-') {
+        let mut o = std::ffi::OsString::from("./");
+        o.push(s);
+        o
+    } else {
+        s.to_os_string()
+    }
+}
+
+/// What a command printed and how it ended ([`run_limited`]).
+struct Captured {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Why [`run_limited`] gave up on a command.
+enum LimitFail {
+    /// It could not be started or waited for.
+    Io(std::io::Error),
+    /// Still running (or its pipes still open) at the deadline; killed.
+    Timeout,
+    /// Printed more than the cap on this stream (`stdout` or `stderr`); killed.
+    TooLarge(&'static str),
+}
+
+/// Read `r` to its end, at most `cap` bytes; past that, set `over` and stop reading.
+fn read_capped<R: Read + Send + 'static>(
+    r: R,
+    cap: usize,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+        r.take(limit).read_to_end(&mut buf)?;
+        if buf.len() > cap {
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            buf.clear();
+        }
+        Ok(buf)
+    })
+}
+
+/// SIGKILL `child`'s process group (it leads one: [`run_limited`] starts it with
+/// `process_group(0)`), then `child` itself.
+fn kill_tree(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of this process. `-pid`
+        // names the process group `child` leads, which cannot have been recycled: `child` has
+        // not been reaped by the time this is called (or, after it was, group members still
+        // hold its pipes, so the group still exists).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+}
+
+/// Run `cmd` with stdin closed, capturing stdout and stderr (each at most `cap` bytes) for at
+/// most `timeout`. On a timeout or an oversized stream the command and its process group are
+/// killed; the reader threads are then left to end when the pipes close.
+fn run_limited(
+    cmd: &mut std::process::Command,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Captured, LimitFail> {
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const POLL: Duration = Duration::from_millis(5);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    let deadline = std::time::Instant::now() + timeout;
+    let mut child = cmd.spawn().map_err(LimitFail::Io)?;
+    let (out_over, err_over) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (Some(so), Some(se)) = (child.stdout.take(), child.stderr.take()) else {
+        kill_tree(&mut child);
+        let _ = child.wait();
+        return Err(LimitFail::Io(std::io::Error::other(
+            "no stdout/stderr pipe",
+        )));
+    };
+    let out_h = read_capped(so, cap, out_over.clone());
+    let err_h = read_capped(se, cap, err_over.clone());
+    let mut status = None;
+    loop {
+        let fail = if out_over.load(Ordering::SeqCst) {
+            Some(LimitFail::TooLarge("stdout"))
+        } else if err_over.load(Ordering::SeqCst) {
+            Some(LimitFail::TooLarge("stderr"))
+        } else if std::time::Instant::now() >= deadline {
+            Some(LimitFail::Timeout)
+        } else {
+            None
+        };
+        if let Some(f) = fail {
+            kill_tree(&mut child);
+            let _ = child.wait();
+            return Err(f);
+        }
+        if status.is_none() {
+            match child.try_wait() {
+                Ok(s) => status = s,
+                Err(e) => {
+                    kill_tree(&mut child);
+                    let _ = child.wait();
+                    return Err(LimitFail::Io(e));
+                }
+            }
+        }
+        // Done when the shell has exited and every holder of its pipes (background children
+        // included) has closed them.
+        if let Some(st) = status
+            && out_h.is_finished()
+            && err_h.is_finished()
+        {
+            let join = |h: std::thread::JoinHandle<std::io::Result<Vec<u8>>>| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("output reader panicked")))
+            };
+            let stdout = join(out_h).map_err(LimitFail::Io)?;
+            let stderr = join(err_h).map_err(LimitFail::Io)?;
+            if out_over.load(Ordering::SeqCst) {
+                return Err(LimitFail::TooLarge("stdout"));
+            }
+            if err_over.load(Ordering::SeqCst) {
+                return Err(LimitFail::TooLarge("stderr"));
+            }
+            return Ok(Captured {
+                status: st,
+                stdout,
+                stderr,
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// An external command run through `sh -c` per clip (see the module documentation for how the
+/// audio path reaches it and the limits that apply).
 pub struct CmdSystem {
     info: SystemInfo,
     template: String,
+    script: String,
+    limits: ExternalLimits,
 }
 
 impl CmdSystem {
-    /// `template` must contain `{audio}`.
-    pub fn new(template: &str) -> Self {
+    /// `template` must contain `{audio}` ([`SystemSpec::parse`] checks); `limits` bound each
+    /// clip's run.
+    pub fn new(template: &str, limits: ExternalLimits) -> Self {
         CmdSystem {
             info: SystemInfo {
                 kind: "cmd".into(),
@@ -528,6 +895,8 @@ impl CmdSystem {
                 ..Default::default()
             },
             template: template.to_string(),
+            script: cmd_script(template).0,
+            limits,
         }
     }
 }
@@ -537,22 +906,36 @@ impl System for CmdSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        let audio = entry.path.to_string_lossy();
-        let cmd = self.template.replace("{audio}", &shell_quote(&audio));
-        let out = std::process::Command::new("sh")
+        let cmd = self.template.clone();
+        let timeout = self.limits.timeout_for(entry.duration_s);
+        let mut command = std::process::Command::new("sh");
+        command
             .arg("-c")
-            .arg(&cmd)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| EvalError::CmdStart {
-                cmd: cmd.clone(),
-                source,
-            })?;
+            .arg(&self.script)
+            .arg("sh")
+            .arg(cmd_arg(&entry.path));
+        let out = match run_limited(&mut command, timeout, self.limits.max_output) {
+            Ok(o) => o,
+            Err(LimitFail::Io(source)) => return Err(EvalError::CmdStart { cmd, source }),
+            Err(LimitFail::Timeout) => {
+                return Err(EvalError::CmdTimeout {
+                    cmd,
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            Err(LimitFail::TooLarge(stream)) => {
+                return Err(EvalError::CmdOutputTooLarge {
+                    cmd,
+                    stream,
+                    limit: self.limits.max_output,
+                });
+            }
+        };
         if !out.status.success() {
             return Err(EvalError::CmdFailed {
                 cmd,
                 status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr: excerpt(&out.stderr),
             });
         }
         let text =
@@ -568,23 +951,22 @@ impl System for CmdSystem {
 // http:URL
 
 /// An OpenAI-compatible `/v1/audio/transcriptions` endpoint (vLLM serves Voxtral this way).
-/// Sends `multipart/form-data` with the audio as `file` and the `model` name; expects a JSON
-/// object with a string `text` (or, failing JSON, the plain-text body).
+/// Sends `multipart/form-data` with the audio as `file`, the `model` name and
+/// `response_format=json`; expects one JSON object with a string `text`. Time, size and retry
+/// limits: see the module documentation.
 pub struct HttpSystem {
     info: SystemInfo,
     url: String,
     model: String,
     agent: ureq::Agent,
+    limits: ExternalLimits,
 }
 
 impl HttpSystem {
-    /// Per-request timeout.
-    pub const TIMEOUT: Duration = Duration::from_secs(600);
-
-    /// `url` is the full endpoint URL; `model` the form field value.
-    pub fn new(url: &str, model: &str) -> Self {
+    /// `url` is the full endpoint URL; `model` the form field value; `limits` bound each clip's
+    /// requests.
+    pub fn new(url: &str, model: &str, limits: ExternalLimits) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Self::TIMEOUT))
             .http_status_as_error(false)
             .build()
             .into();
@@ -598,7 +980,93 @@ impl HttpSystem {
             url: url.to_string(),
             model: model.to_string(),
             agent,
+            limits,
         }
+    }
+
+    /// One POST of `body` with at most `budget` for the whole exchange; returns the status and
+    /// the body (at most [`ExternalLimits::max_output`] bytes).
+    fn post_once(
+        &self,
+        ct: &str,
+        body: &[u8],
+        budget: Duration,
+    ) -> Result<(ureq::http::StatusCode, Vec<u8>), ureq::Error> {
+        let mut resp = self
+            .agent
+            .post(&self.url)
+            .config()
+            .timeout_global(Some(budget))
+            .build()
+            .header("Content-Type", ct)
+            .send(body)?;
+        let status = resp.status();
+        let limit = u64::try_from(self.limits.max_output).unwrap_or(u64::MAX);
+        let bytes = resp.body_mut().with_config().limit(limit).read_to_vec()?;
+        Ok((status, bytes))
+    }
+
+    /// Map a client error to an [`EvalError`] (`timeout` is the clip's time limit).
+    fn send_error(&self, e: ureq::Error, timeout: Duration) -> EvalError {
+        match e {
+            ureq::Error::Timeout(_) => EvalError::HttpTimeout {
+                url: self.url.clone(),
+                seconds: timeout.as_secs_f64(),
+            },
+            ureq::Error::BodyExceedsLimit(_) => EvalError::HttpBodyTooLarge {
+                url: self.url.clone(),
+                limit: self.limits.max_output,
+            },
+            e => EvalError::HttpSend {
+                url: self.url.clone(),
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// Whether a failed request is worth retrying: the connection could not be made or was dropped
+/// before an answer.
+fn retryable(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::NotConnected
+        ),
+        _ => false,
+    }
+}
+
+/// The transcript in an `http:` answer `body`: one complete JSON object with a string `text`.
+///
+/// # Errors
+/// [`EvalError::HttpNotJson`] (not UTF-8, not JSON, truncated JSON, trailing text, not an
+/// object) or [`EvalError::HttpNoText`] (no `text`, or `text` not a string), quoting at most
+/// [`ERROR_EXCERPT`] bytes of the body.
+pub fn parse_http_answer(url: &str, body: &[u8]) -> Result<String, EvalError> {
+    let not_json = |problem: String| EvalError::HttpNotJson {
+        url: url.to_string(),
+        problem,
+        body: excerpt(body),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| not_json(format!("not JSON ({e})")))?;
+    let Some(obj) = v.as_object() else {
+        return Err(not_json("JSON but not an object".into()));
+    };
+    match obj.get("text") {
+        Some(serde_json::Value::String(t)) => Ok(t.clone()),
+        _ => Err(EvalError::HttpNoText {
+            url: url.to_string(),
+            body: excerpt(body),
+        }),
     }
 }
 
@@ -630,6 +1098,8 @@ impl System for HttpSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
+        let timeout = self.limits.timeout_for(entry.duration_s);
+        let deadline = std::time::Instant::now() + timeout;
         let bytes =
             std::fs::read(&entry.path).map_err(FileError::io(&entry.path, "cannot read audio"))?;
         let fname = entry
@@ -642,45 +1112,45 @@ impl System for HttpSystem {
             &fname,
             &bytes,
         );
-        let mut resp = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", &ct)
-            .send(&body[..])
-            .map_err(|e| EvalError::HttpSend {
-                url: self.url.clone(),
-                source: Box::new(e),
-            })?;
-        let status = resp.status();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| EvalError::HttpBody {
-                url: self.url.clone(),
-                source: Box::new(e),
-            })?;
-        if !status.is_success() {
-            return Err(EvalError::HttpStatus {
-                url: self.url.clone(),
-                status,
-                body: text.trim().to_string(),
-            });
-        }
-        let t = match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => match v.get("text").and_then(|t| t.as_str()) {
-                Some(t) => t.to_string(),
-                None => {
-                    return Err(EvalError::HttpNoText {
-                        url: self.url.clone(),
-                        body: text,
+        let mut wait = self.limits.backoff;
+        let mut attempt = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(EvalError::HttpTimeout {
+                    url: self.url.clone(),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            let retry_err = match self.post_once(&ct, &body, left) {
+                Ok((status, text)) if status.is_success() => {
+                    let t = parse_http_answer(&self.url, &text)?;
+                    return Ok(Transcription {
+                        text: t.trim().to_string(),
+                        audio_s: None,
                     });
                 }
-            },
-            Err(_) => text,
-        };
-        Ok(Transcription {
-            text: t.trim().to_string(),
-            audio_s: None,
-        })
+                Ok((status, text)) => {
+                    let e = EvalError::HttpStatus {
+                        url: self.url.clone(),
+                        status,
+                        body: excerpt(&text),
+                    };
+                    if !status.is_server_error() {
+                        return Err(e);
+                    }
+                    e
+                }
+                Err(e) if retryable(&e) => self.send_error(e, timeout),
+                Err(e) => return Err(self.send_error(e, timeout)),
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if attempt >= self.limits.retries || wait >= left {
+                return Err(retry_err);
+            }
+            std::thread::sleep(wait);
+            wait = wait.saturating_mul(2);
+            attempt += 1;
+        }
     }
 }
