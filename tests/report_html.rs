@@ -43,7 +43,13 @@ fn report_escapes_markup_from_manifest_and_outputs() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // `bad` fails on every clip: the run is written, but scored nothing for it (exit 1).
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nothing was scored for system \"bad\""),
+        "{err}"
+    );
     let html = std::fs::read_to_string(d.join("reports/esc/report.html")).unwrap();
     assert_eq!(
         html.matches("<script").count(),

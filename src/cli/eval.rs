@@ -21,6 +21,11 @@ pub struct EvalArgs {
     /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
+    /// Also read audio outside the audio root: absolute `file`s, `..` climbing above it,
+    /// symlinks leading out of it (refused by default, so no system, `http:` ones included,
+    /// ever gets a file from elsewhere).
+    #[arg(long)]
+    pub allow_outside_root: bool,
     /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR, transcripts:FILE.json,
     /// cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
     /// several systems.
@@ -34,7 +39,8 @@ pub struct EvalArgs {
     /// Reports folder (holds <run-id>/ and history.jsonl).
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
-    /// Run id (folder name); default the UTC time, e.g. 20261122T052000Z.
+    /// Run id (folder name); default the UTC time to the microsecond and a random suffix,
+    /// e.g. 20261122T052000.123456Z-3f9a1c.
     #[arg(long)]
     pub run_id: Option<String>,
     /// Continue an interrupted run: skip (system, clip) pairs already in partial.jsonl.
@@ -67,10 +73,14 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// Run `voxtrace eval`. Exit code 0 when the run completed (failed or missing clips are
-/// reported, not fatal); errors (exit 2 from `main`) when it could not run.
+/// reported, not fatal); 1 when it completed but nothing could be scored for some system
+/// (every clip missing or failed, or no clip at all: [`crate::eval::results::nothing_scored`]),
+/// said on stderr and in `results.json` / `report.html`, which are still written; errors
+/// (exit 2 from `main`) when it could not run.
 ///
 /// # Errors
-/// Bad manifest, system that cannot be opened, unwritable reports folder.
+/// Bad manifest, a manifest entry outside the audio root (without `--allow-outside-root`),
+/// system that cannot be opened, unwritable reports folder.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         manifest: args.manifest.clone(),
@@ -83,12 +93,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         device: args.device.clone(),
         http_model: args.http_model.clone(),
+        allow_outside_root: args.allow_outside_root,
         limits: ExternalLimits {
             timeout: args.system_timeout,
             ..ExternalLimits::default()
         },
     };
     let (run, dir) = run_eval(&opts)?;
+    for w in &run.warnings {
+        eprintln!("warning: {w}");
+    }
     crate::report::publish(&args.out, &dir, &run)?;
     if args.json {
         let obj = serde_json::json!({
@@ -99,6 +113,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             "n_clips": run.n_clips,
             "missing": run.missing_clips.iter().map(|m| &m.id).collect::<Vec<_>>(),
             "systems": headline(&run),
+            "nothing_scored": run.nothing_scored,
         });
         println!("{obj}");
     } else {
@@ -122,6 +137,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                 t.n_failed,
                 t.n_missing
             );
+            if run.nothing_scored.iter().any(|n| n.system == s.name) {
+                line.push_str("  NOTHING SCORED");
+            }
             if let (Some(rtf), Some(rtfx)) = (t.rtf, t.rtfx) {
                 line.push_str(&format!("  RTF {rtf:.3}  RTFx {rtfx:.2}"));
             }
@@ -140,5 +158,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         }
         println!("report: {}", dir.join("report.html").display());
     }
-    Ok(ExitCode::SUCCESS)
+    if run.nothing_scored.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for n in &run.nothing_scored {
+        eprintln!(
+            "error: nothing was scored for system {:?}: {}; this run says nothing about its accuracy",
+            n.system, n.reason
+        );
+    }
+    Ok(ExitCode::from(1))
 }

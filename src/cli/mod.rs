@@ -33,7 +33,7 @@ enum Command {
     Features(features::FeaturesArgs),
     /// Transcribe a corpus with several systems, score WER, write reports/<run-id>/report.html.
     Eval(eval::EvalArgs),
-    /// Compare an eval run with a baseline; exit 1 on a WER rise or a pinned-utterance change.
+    /// Compare an eval run with a baseline; exit 1 on a WER rise, a pinned-utterance change or fewer clips scored.
     EvalCheck(eval_check::EvalCheckArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
@@ -50,8 +50,9 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
     Ok(crate::backend::device(name)?)
 }
 
-/// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare, eval),
-/// 2 could not run (bad input, missing file).
+/// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare,
+/// eval-check) or an eval run scored nothing for some system, 2 could not run (bad input,
+/// missing file).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {

@@ -1,25 +1,30 @@
 //! Corpus manifest: a tab-separated file listing the utterances of an evaluation set.
 //!
 //! Format (the one of `../shared/audio/manifest.tsv` and the project's
-//! `audio_samples/manifest.tsv`): UTF-8, one header line, then one line per utterance, fields
+//! `audio_samples/manifest.tsv`): UTF-8 (a leading byte-order mark, as spreadsheet programs
+//! write, is skipped), one header line, then one line per utterance, fields
 //! separated by a single TAB, no quoting (a field cannot contain a TAB or a newline). The header
 //! must contain at least these columns, in any order:
 //!
 //! | column       | meaning                                                                  |
 //! |--------------|--------------------------------------------------------------------------|
 //! | `id`         | utterance id, non-empty, unique in the file                              |
-//! | `file`       | audio path, relative to the audio root (default: the manifest's folder) unless absolute |
+//! | `file`       | audio path, relative to the audio root (default: the manifest's folder)  |
 //! | `duration_s` | audio duration in seconds, a finite number > 0                           |
 //! | `reference`  | reference transcript (may be empty: a silence clip)                      |
 //! | `source`     | provenance, free text                                                    |
 //! | `license`    | licence, free text                                                       |
+//!
+//! An absolute `file` is parsed as it is, and a `..` may appear; but a run only reads audio under
+//! its audio root: [`Manifest::check_under_root`] refuses absolute paths, `..` climbing above
+//! the root and symlinks leading out of it (unless the user opts in, `--allow-outside-root`).
 //!
 //! Further columns (e.g. `debian_package`, `debian_path`) are kept in [`ManifestEntry::extra`].
 //! Blank lines are skipped; a trailing `\r` (CRLF files) is removed. Every malformed line gives
 //! a [`ManifestError`] naming the file and the 1-based line number.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +113,31 @@ pub enum ManifestError {
         /// The field as written.
         value: String,
     },
+    /// An entry's audio is not under the audio root (absolute path, `..` climbing above the
+    /// root, or a symlink leading out of it). Boxed: it is the largest variant.
+    #[error(transparent)]
+    OutsideRoot(Box<OutsideRoot>),
+}
+
+/// Where and how a manifest entry leaves the audio root ([`ManifestError::OutsideRoot`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path}:{line}: file {file:?} of id {id:?} {reason}; audio must lie under the audio root \
+     {root} (pass --allow-outside-root to allow it)"
+)]
+pub struct OutsideRoot {
+    /// Manifest path.
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// The id.
+    pub id: String,
+    /// `file` as written.
+    pub file: String,
+    /// The audio root.
+    pub root: PathBuf,
+    /// How it escapes, e.g. `is an absolute path`.
+    pub reason: String,
 }
 
 /// One utterance of a manifest.
@@ -174,6 +204,7 @@ impl Manifest {
     /// relative `file`s resolve against `audio_root`.
     pub fn parse_str(text: &str, path: &Path, audio_root: &Path) -> Result<Self, ManifestError> {
         let p = || path.to_path_buf();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut lines = text
             .split('\n')
             .enumerate()
@@ -292,6 +323,58 @@ impl Manifest {
         })
     }
 
+    /// Check that every entry's audio lies under [`Manifest::audio_root`], so that a run reads
+    /// (and an `http:` system uploads) nothing else: `file` must be relative, its `..`
+    /// components must never climb above the root, and a file that exists must still be under
+    /// the root once symlinks are resolved (both sides canonicalised). Missing files pass (they
+    /// are reported as missing clips and never read).
+    ///
+    /// # Errors
+    /// [`ManifestError::OutsideRoot`] for the first entry that escapes, naming the manifest line.
+    pub fn check_under_root(&self) -> Result<(), ManifestError> {
+        let canonical_root = std::fs::canonicalize(&self.audio_root).ok();
+        for e in &self.entries {
+            let outside = |reason: String| {
+                ManifestError::OutsideRoot(Box::new(OutsideRoot {
+                    path: self.path.clone(),
+                    line: e.line,
+                    id: e.id.clone(),
+                    file: e.file.clone(),
+                    root: self.audio_root.clone(),
+                    reason,
+                }))
+            };
+            let fp = Path::new(&e.file);
+            if fp.is_absolute() || fp.has_root() {
+                return Err(outside("is an absolute path".into()));
+            }
+            let mut depth = 0usize;
+            for c in fp.components() {
+                match c {
+                    Component::Normal(_) => depth += 1,
+                    Component::CurDir => {}
+                    Component::ParentDir => {
+                        depth = depth
+                            .checked_sub(1)
+                            .ok_or_else(|| outside("climbs out of it with \"..\"".into()))?;
+                    }
+                    Component::RootDir | Component::Prefix(_) => {
+                        return Err(outside("is an absolute path".into()));
+                    }
+                }
+            }
+            if let (Some(root), Ok(real)) = (&canonical_root, std::fs::canonicalize(&e.path))
+                && !real.starts_with(root)
+            {
+                return Err(outside(format!(
+                    "resolves (through a symlink) to {}",
+                    real.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Entry by id.
     pub fn get(&self, id: &str) -> Option<&ManifestEntry> {
         self.entries.iter().find(|e| e.id == id)
@@ -402,6 +485,20 @@ mod tests {
     }
 
     #[test]
+    fn byte_order_mark_is_skipped() {
+        for eol in ["\n", "\r\n"] {
+            let text = format!(
+                "\u{feff}{}a\tx.wav\t1\tr\ts\tl{eol}",
+                HEADER.replace('\n', eol)
+            );
+            let m = Manifest::parse_str(&text, Path::new("m.tsv"), Path::new("/a")).unwrap();
+            assert_eq!(m.columns[0], "id");
+            assert_eq!(m.entries[0].id, "a");
+            assert_eq!(m.entries[0].line, 2);
+        }
+    }
+
+    #[test]
     fn extra_columns_kept() {
         let m = Manifest::parse_str(
             "id\tfile\tduration_s\treference\tsource\tlicense\tdebian_package\na\tx\t1\tr\ts\tl\talsa-utils\n",
@@ -410,6 +507,64 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.entries[0].extra["debian_package"], "alsa-utils");
+    }
+
+    #[test]
+    fn check_under_root_refuses_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(tmp.path().join("secret.wav"), "x").unwrap();
+        std::fs::write(root.join("ok.wav"), "x").unwrap();
+        let check = |file: &str| {
+            Manifest::parse_str(
+                &format!("{HEADER}a\tok.wav\t1\tr\ts\tl\nb\t{file}\t1\tr\ts\tl\n"),
+                Path::new("m.tsv"),
+                &root,
+            )
+            .unwrap()
+            .check_under_root()
+        };
+        for good in [
+            "ok.wav",
+            "./ok.wav",
+            "sub/../ok.wav",
+            "sub/x/../../ok.wav",
+            "missing.wav",
+        ] {
+            assert!(check(good).is_ok(), "{good}: {:?}", check(good));
+        }
+        let abs = tmp.path().join("secret.wav");
+        for (bad, why) in [
+            ("../secret.wav", "climbs out of it"),
+            ("sub/../../secret.wav", "climbs out of it"),
+            ("..", "climbs out of it"),
+            (abs.to_str().unwrap(), "is an absolute path"),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert!(
+                matches!(&e, ManifestError::OutsideRoot(o) if o.line == 3),
+                "{e}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("m.tsv:3: file") && msg.contains(why),
+                "{bad}: {msg}"
+            );
+            assert!(msg.contains("--allow-outside-root"), "{msg}");
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&abs, root.join("link.wav")).unwrap();
+            std::os::unix::fs::symlink(tmp.path(), root.join("up")).unwrap();
+            for bad in ["link.wav", "up/secret.wav"] {
+                let e = check(bad).unwrap_err().to_string();
+                assert!(e.contains("resolves (through a symlink) to"), "{bad}: {e}");
+            }
+            // A symlink that stays inside the root is fine.
+            std::os::unix::fs::symlink(root.join("ok.wav"), root.join("alias.wav")).unwrap();
+            assert!(check("alias.wav").is_ok());
+        }
     }
 
     #[test]

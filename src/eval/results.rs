@@ -210,6 +210,60 @@ pub struct RunResults {
     pub reference_pairs: Vec<(String, String)>,
     /// One entry per system, in command-line order.
     pub systems: Vec<SystemResult>,
+    /// Systems for which nothing could be scored (see [`nothing_scored`]): the run says nothing
+    /// about their accuracy and `voxtrace eval` exits 1. Empty for a usable run (and in
+    /// `results.json` files written before this field existed).
+    #[serde(default)]
+    pub nothing_scored: Vec<NothingScored>,
+    /// Things the run repaired or worked around, e.g. a torn last line of `partial.jsonl`
+    /// dropped on `--resume` (`voxtrace eval` prints them on stderr).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// A system of a run that transcribed no clip: every clip's audio was missing, the manifest
+/// had no clip, or the system failed on every clip. Its corpus WER (0 over no words, or all
+/// deletions) measures nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NothingScored {
+    /// The system's name.
+    pub system: String,
+    /// Why, e.g. `all 3 clips have no audio`.
+    pub reason: String,
+}
+
+/// Why nothing was scored for a system with these totals, or `None` when at least one clip
+/// was transcribed (`n_ok > 0`).
+pub fn nothing_scored_reason(t: &Totals) -> Option<String> {
+    if t.n_ok > 0 {
+        return None;
+    }
+    Some(if t.n_clips == 0 {
+        "the manifest lists no clip".to_string()
+    } else if t.n_missing == t.n_clips {
+        format!("all {} clips have no audio", t.n_clips)
+    } else if t.n_missing == 0 {
+        format!("the system failed on all {} clips", t.n_failed)
+    } else {
+        format!(
+            "the system failed on all {} clips that have audio ({} more have no audio)",
+            t.n_failed, t.n_missing
+        )
+    })
+}
+
+/// The systems of `systems` for which nothing could be scored ([`nothing_scored_reason`]), in
+/// order.
+pub fn nothing_scored(systems: &[SystemResult]) -> Vec<NothingScored> {
+    systems
+        .iter()
+        .filter_map(|s| {
+            nothing_scored_reason(&s.totals).map(|reason| NothingScored {
+                system: s.name.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// Per-system headline figures as a JSON-friendly map (what `voxtrace eval --json` prints).
@@ -227,6 +281,7 @@ pub fn headline(run: &RunResults) -> BTreeMap<String, serde_json::Value> {
                     "rtf": s.totals.rtf,
                     "rtfx": s.totals.rtfx,
                     "n_scored": s.totals.n_scored,
+                    "n_ok": s.totals.n_ok,
                     "n_failed": s.totals.n_failed,
                     "n_missing": s.totals.n_missing,
                     "word_agreement": s.agreement.as_ref().map(|a| a.word_agreement),

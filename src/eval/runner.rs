@@ -16,7 +16,8 @@
 //!   normalised output against the reference system's normalised output (it can be negative
 //!   when the system inserts many words), over clips both transcribed; plus the exact-match rate.
 //! * Crash safety: each finished (system, clip) is appended to `partial.jsonl` and flushed
-//!   before the next one starts; `--resume` skips the pairs already there. `results.json` is
+//!   before the next one starts; `--resume` skips the pairs already there, after dropping a
+//!   torn last line ([`repair_partial`]), so it works any number of times. `results.json` is
 //!   written to a temporary file and renamed.
 
 use crate::io::FileError;
@@ -71,7 +72,7 @@ pub struct RunOptions {
     pub references: Vec<ReferenceArg>,
     /// Reports folder (`reports`).
     pub out: PathBuf,
-    /// Run id (folder name); default a UTC timestamp.
+    /// Run id (folder name); default [`default_run_id`].
     pub run_id: Option<String>,
     /// Skip (system, clip) pairs already in `partial.jsonl`.
     pub resume: bool,
@@ -81,6 +82,10 @@ pub struct RunOptions {
     pub device: String,
     /// `model` field for http systems.
     pub http_model: String,
+    /// Read audio outside the audio root too (absolute `file`s, `..`, symlinks out of it);
+    /// without it such a manifest is refused ([`Manifest::check_under_root`]) before any
+    /// system runs.
+    pub allow_outside_root: bool,
     /// Time, output and retry limits of `cmd:` and `http:` systems (`--system-timeout`).
     pub limits: ExternalLimits,
 }
@@ -95,9 +100,20 @@ pub fn utc_now_rfc3339() -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
-/// Default run id: UTC time `YYYYMMDDTHHMMSSZ`.
+/// Default run id: UTC time to the microsecond plus 6 random hex digits,
+/// `YYYYMMDDTHHMMSS.ffffffZ-xxxxxx` (e.g. `20261122T052000.123456Z-3f9a1c`), so runs started
+/// in the same second (or microsecond, on different machines sharing a reports folder) get
+/// different folders; ids still sort by time.
 pub fn default_run_id() -> String {
-    utc_now_rfc3339().replace(['-', ':'], "")
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, m, d, hh, mm, ss) = civil(now.as_secs());
+    format!(
+        "{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}.{:06}Z-{:06x}",
+        now.subsec_micros(),
+        fastrand::u32(..1 << 24)
+    )
 }
 
 /// Unix seconds to (year, month, day, hour, minute, second), UTC (H. Hinnant's civil_from_days).
@@ -211,6 +227,57 @@ pub fn read_partial(path: &Path) -> Result<Vec<UttRecord>, EvalError> {
         }
     }
     Ok(out)
+}
+
+/// Make `partial.jsonl` end with a complete line before a resumed run appends to it. A last
+/// line without its newline is a write cut by a crash: dropped (the file truncated after the
+/// last complete line; its clip runs again) when it does not parse, completed with its newline
+/// when it does. Without this the next record would be glued onto it, and the line that makes
+/// would stop every later `--resume`.
+///
+/// Returns a warning saying what was done, `None` when the file is absent, empty or ends with
+/// a newline.
+///
+/// # Errors
+/// The file cannot be read or rewritten.
+pub fn repair_partial(path: &Path) -> Result<Option<String>, EvalError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FileError::io(path, "cannot read")(e).into()),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let start = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line = bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1;
+    let tail = &bytes[start..];
+    let parses = std::str::from_utf8(tail)
+        .ok()
+        .is_some_and(|t| serde_json::from_str::<UttRecord>(t).is_ok());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(FileError::io(path, "cannot open for repair"))?;
+    let warning = if parses {
+        f.write_all(b"\n")
+            .map_err(FileError::io(path, "cannot append"))?;
+        format!(
+            "{}:{line}: the last record had no newline (a run cut off while writing?); completed it",
+            path.display()
+        )
+    } else {
+        f.set_len(start as u64)
+            .map_err(FileError::io(path, "cannot truncate"))?;
+        format!(
+            "{}:{line}: dropped a torn last line ({} bytes; a run cut off while writing it); \
+             its clip runs again",
+            path.display(),
+            tail.len()
+        )
+    };
+    f.sync_data().map_err(FileError::io(path, "cannot sync"))?;
+    Ok(Some(warning))
 }
 
 /// Build one system's results from its records (`records` keyed by clip id).
@@ -484,11 +551,15 @@ fn progress_style() -> indicatif::ProgressStyle {
 /// caller's to write (the report layer's `publish`).
 ///
 /// # Errors
-/// Bad manifest (file and line), a system that cannot be opened, duplicate system names, an
+/// Bad manifest (file and line), a manifest entry outside the audio root (unless
+/// [`RunOptions::allow_outside_root`]), a system that cannot be opened, duplicate system names, an
 /// unknown reference system, a run folder that already holds results without `--resume`, I/O
 /// errors writing the outputs. Per-clip failures are not errors (they are recorded).
 pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     let manifest = Manifest::load_with_root(&opts.manifest, opts.audio_root.as_deref())?;
+    if !opts.allow_outside_root {
+        manifest.check_under_root()?;
+    }
     if opts.systems.is_empty() {
         return Err(EvalError::BadRun("no --system given".into()));
     }
@@ -523,6 +594,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
         });
     }
     std::fs::create_dir_all(&run_dir).map_err(FileError::io(&run_dir, "cannot create"))?;
+    let warnings: Vec<String> = repair_partial(&partial_path)?.into_iter().collect();
     let done = read_partial(&partial_path)?;
     let mut records: HashMap<String, HashMap<String, UttRecord>> = HashMap::new();
     for r in done {
@@ -687,6 +759,8 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             })
             .collect(),
         reference_pairs,
+        nothing_scored: super::results::nothing_scored(&results),
+        warnings,
         systems: results,
     };
     metrics::write_json_atomic(&run_dir.join("results.json"), &run)?;

@@ -304,6 +304,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     out.commit()
 }
 
+/// An exclusive lock on the folder holding a file, held until dropped: what serialises the
+/// read-modify-write cycles of a shared file (e.g. `reports/history.jsonl`, rewritten with
+/// [`write_atomic`] by concurrent runs) between threads and processes. The rename of
+/// [`write_atomic`] replaces the file itself, so the lock is taken on what does not change: on
+/// Unix the folder itself (`flock(2)` on it, through [`std::fs::File::lock`]), elsewhere a
+/// `.voxtrace.lock` file in it. The lock is advisory: it only excludes others taking it.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// Take the [`FolderLock`] of the folder that holds `path`'s target (symlinks followed, as
+/// [`write_atomic`] follows them), waiting for whoever holds it.
+///
+/// # Errors
+/// [`WriteError`] naming `path`: the errors of [`output_target`] (e.g. the folder does not
+/// exist); the folder cannot be opened or locked.
+pub fn lock_folder_of(path: &Path) -> Result<FolderLock, WriteError> {
+    let target = match output_target(path)? {
+        OutputTarget::Replace(p) | OutputTarget::InPlace(p) => p,
+    };
+    let dir = parent_of(&target);
+    #[cfg(unix)]
+    let file = std::fs::File::open(&dir);
+    #[cfg(not(unix))]
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".voxtrace.lock"));
+    let file = file.map_err(|e| {
+        WriteError::new(
+            path,
+            format!("cannot open {} to lock it: {e}", dir.display()),
+        )
+    })?;
+    file.lock()
+        .map_err(|e| WriteError::new(path, format!("cannot lock {}: {e}", dir.display())))?;
+    Ok(FolderLock { _file: file })
+}
+
 /// One tensor for [`write_safetensors`]: its name, element type, shape and little-endian bytes
 /// (`shape.iter().product() * dtype.size()` of them).
 #[derive(Debug, Clone)]

@@ -3,7 +3,12 @@
 //! Contract: the check **fails** (exit code 1) when, for a compared system,
 //! * its corpus WER (normalised) rose by more than `max_wer_increase` (absolute, as a fraction:
 //!   0.005 = half a WER point), or
-//! * a pinned utterance's hypothesis changed (raw text after trimming, or its status changed).
+//! * a pinned utterance's hypothesis changed (raw text after trimming, or its status changed), or
+//! * nothing was scored: the run transcribed no clip of the system (every clip missing or failed,
+//!   or an empty manifest), the baseline transcribed none (it is no baseline), or the run scored
+//!   fewer clips than the baseline (clips went missing, so its WER is over less), or a system of
+//!   the baseline is absent from the run (none of its clips scored; pass `--system` to check
+//!   only the others).
 //!
 //! Otherwise it passes (exit 0). It always lists **newly broken** utterances (word-error-free in
 //! the baseline, not any more: errors, failed or missing) and **newly fixed** ones (the reverse).
@@ -15,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ReportError;
-use crate::eval::results::{RunResults, SystemResult, UttResult, UttStatus};
+use crate::eval::results::{RunResults, SystemResult, UttResult, UttStatus, nothing_scored_reason};
 
 /// File name of the check outcome inside a run folder.
 pub const CHECK_FILE: &str = "check.json";
@@ -69,6 +74,16 @@ pub struct SystemCheck {
     pub newly_fixed: Vec<UttChange>,
     /// Pinned utterances whose hypothesis or status changed.
     pub pinned_changed: Vec<UttChange>,
+    /// Clips scored (transcribed or failed) in the run.
+    #[serde(default)]
+    pub n_scored: usize,
+    /// Clips scored in the baseline.
+    #[serde(default)]
+    pub baseline_n_scored: usize,
+    /// Why the comparison proves nothing (nothing scored in the run or the baseline, fewer
+    /// clips scored than the baseline); any makes the check fail.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// Outcome of a check.
@@ -86,8 +101,11 @@ pub struct CheckOutcome {
     pub passed: bool,
     /// Per compared system.
     pub systems: Vec<SystemCheck>,
-    /// Notes (systems absent from one side, corpus hash changed).
+    /// Notes (a system new in the run, corpus hash changed).
     pub notes: Vec<String>,
+    /// Failures not tied to a compared system: a baseline system absent from the run.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 fn correct(u: Option<&UttResult>) -> bool {
@@ -140,6 +158,28 @@ fn compare_system(cur: &SystemResult, base: &SystemResult, opts: &CheckOptions) 
         }
     }
     let delta = cur.totals.wer - base.totals.wer;
+    let mut problems = Vec::new();
+    if let Some(why) = nothing_scored_reason(&cur.totals) {
+        problems.push(format!("nothing scored in this run: {why}"));
+    }
+    if let Some(why) = nothing_scored_reason(&base.totals) {
+        problems.push(format!(
+            "nothing scored in the baseline ({why}): it is no baseline (pass --baseline-run \
+             or --baseline to compare with another)"
+        ));
+    }
+    if cur.totals.n_scored < base.totals.n_scored {
+        problems.push(format!(
+            "{} clips scored, fewer than the baseline's {} (missing: {})",
+            cur.totals.n_scored,
+            base.totals.n_scored,
+            if cur.totals.missing_ids.is_empty() {
+                "none; the corpus has fewer clips".to_string()
+            } else {
+                cur.totals.missing_ids.join(", ")
+            }
+        ));
+    }
     SystemCheck {
         system: cur.name.clone(),
         baseline_wer: base.totals.wer,
@@ -149,6 +189,9 @@ fn compare_system(cur: &SystemResult, base: &SystemResult, opts: &CheckOptions) 
         newly_broken,
         newly_fixed,
         pinned_changed,
+        n_scored: cur.totals.n_scored,
+        baseline_n_scored: base.totals.n_scored,
+        problems,
     }
 }
 
@@ -170,6 +213,7 @@ pub fn check(
         )));
     }
     let mut notes = Vec::new();
+    let mut problems = Vec::new();
     if current.provenance.corpus_sha256 != baseline.provenance.corpus_sha256 {
         notes.push(format!(
             "corpus changed: baseline corpus sha256 {} != current {}; WERs are over different clips",
@@ -203,7 +247,11 @@ pub fn check(
             continue;
         }
         if !current.systems.iter().any(|c| c.name == b.name) {
-            notes.push(format!("baseline system {:?} is not in this run", b.name));
+            problems.push(format!(
+                "baseline system {:?} is not in this run: none of its {} baseline clips scored \
+                 (pass --system to check only the other systems)",
+                b.name, b.totals.n_scored
+            ));
         }
     }
     if let Some(s) = &opts.system
@@ -218,9 +266,10 @@ pub fn check(
             "the run and the baseline have no system in common".into(),
         ));
     }
-    let passed = systems
-        .iter()
-        .all(|s| !s.wer_regressed && s.pinned_changed.is_empty());
+    let passed = problems.is_empty()
+        && systems
+            .iter()
+            .all(|s| !s.wer_regressed && s.pinned_changed.is_empty() && s.problems.is_empty());
     Ok(CheckOutcome {
         run_id: current.run_id.clone(),
         baseline: baseline_label.to_string(),
@@ -229,6 +278,7 @@ pub fn check(
         passed,
         systems,
         notes,
+        problems,
     })
 }
 
@@ -285,6 +335,9 @@ pub fn summary(o: &CheckOutcome) -> String {
             sc.delta * 100.0,
             if sc.wer_regressed { "  REGRESSION" } else { "" }
         ));
+        for p in &sc.problems {
+            s.push_str(&format!("    FAIL: {p}\n"));
+        }
         for (label, list) in [
             ("newly broken", &sc.newly_broken),
             ("newly fixed", &sc.newly_fixed),
@@ -299,6 +352,9 @@ pub fn summary(o: &CheckOutcome) -> String {
                 ));
             }
         }
+    }
+    for p in &o.problems {
+        s.push_str(&format!("  FAIL: {p}\n"));
     }
     for n in &o.notes {
         s.push_str(&format!("  note: {n}\n"));

@@ -4,7 +4,9 @@
 //! The file is never appended in place: [`append`] reads it, replaces any row with the same run
 //! id (a resumed run), adds the new row and writes the whole text with
 //! [`crate::io::write_atomic`] (temporary file in the same folder, renamed over the old one), so
-//! a reader or a crash never sees a half-written line.
+//! a reader or a crash never sees a half-written line. The whole cycle holds the folder's
+//! [`crate::io::FolderLock`], so runs finishing at the same time each add their row (none is
+//! lost to another's rewrite).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,12 +133,14 @@ pub fn read(path: &Path) -> Result<Vec<HistoryRow>, ReportError> {
 }
 
 /// Add `row` to the history at `path` (creating it), replacing an earlier row with the same run
-/// id, by writing the whole new file with [`crate::io::write_atomic`].
+/// id, by writing the whole new file with [`crate::io::write_atomic`], under the folder's lock
+/// ([`crate::io::lock_folder_of`]; waits while another run appends).
 ///
 /// # Errors
-/// The existing file is malformed or unreadable (see [`read`]); the folder is not writable
-/// ([`ReportError::Write`]).
+/// The existing file is malformed or unreadable (see [`read`]); the folder is missing, cannot
+/// be locked or is not writable ([`ReportError::Write`]).
 pub fn append(path: &Path, row: &HistoryRow) -> Result<(), ReportError> {
+    let _lock = crate::io::lock_folder_of(path)?;
     let old = read(path)?;
     let mut text = String::new();
     for r in old.iter().filter(|r| r.run_id != row.run_id).chain([row]) {

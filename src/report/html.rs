@@ -215,22 +215,27 @@ fn chart(history: &[HistoryRow], systems: &[String], max_runs: usize) -> Chart {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, r)| {
-                    r.systems.get(name).filter(|s| s.wer.is_finite()).map(|s| {
-                        (
-                            x_of(i),
-                            y_of(s.wer),
-                            format!(
-                                "{} · {} · WER {}{}",
-                                name,
-                                r.run_id,
-                                pct(s.wer),
-                                r.commit
-                                    .as_deref()
-                                    .map(|c| format!(" · {}", &c[..c.len().min(10)]))
-                                    .unwrap_or_default()
-                            ),
-                        )
-                    })
+                    // A run that scored nothing for a system has no WER to plot (its 0 is 0 over
+                    // no words).
+                    r.systems
+                        .get(name)
+                        .filter(|s| s.wer.is_finite() && s.n_scored > s.n_failed)
+                        .map(|s| {
+                            (
+                                x_of(i),
+                                y_of(s.wer),
+                                format!(
+                                    "{} · {} · WER {}{}",
+                                    name,
+                                    r.run_id,
+                                    pct(s.wer),
+                                    r.commit
+                                        .as_deref()
+                                        .map(|c| format!(" · {}", &c[..c.len().min(10)]))
+                                        .unwrap_or_default()
+                                ),
+                            )
+                        })
                 })
                 .collect();
             Series {
@@ -457,6 +462,7 @@ pub fn render(
             command => p.command.join(" "),
             n_clips => run.n_clips,
             missing => run.missing_clips,
+            nothing_scored => run.nothing_scored,
             any_agreement => !run.reference_pairs.is_empty(),
             reference_pairs => run.reference_pairs.iter().map(|(a, b)| format!("{a} → {b}")).collect::<Vec<_>>(),
             systems => systems,

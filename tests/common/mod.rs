@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests, each written once: crate paths, the compute
 //! device, running the `voxtrace` binary, reading safetensors fixtures and upstream dumps,
-//! and comparing tensors. Helpers of one topic live in the submodules [`audio`],
+//! and comparing tensors. Helpers of one topic live in the submodules [`audio`], [`eval_corpus`],
 //! [`compare`], [`export`] and [`whisper`].
 //!
 //! Every test binary declares `mod common;` and uses its own subset, so `dead_code` is
@@ -9,6 +9,7 @@
 
 pub mod audio;
 pub mod compare;
+pub mod eval_corpus;
 pub mod export;
 pub mod whisper;
 
