@@ -204,7 +204,15 @@ fn chart(history: &[HistoryRow], systems: &[String], max_runs: usize) -> Chart {
         .filter(|(i, _)| i % step == 0 || *i + 1 == n)
         .map(|(i, r)| Tick {
             pos: x_of(i),
-            label: r.run_id.chars().take(16).collect(),
+            // Default ids are `YYYYMMDDTHHMMSS.ffffffZ-xxxxxx`: label to the second.
+            label: r
+                .run_id
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(16)
+                .collect(),
         })
         .collect();
     let series = systems
