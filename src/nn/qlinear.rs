@@ -215,6 +215,19 @@ impl LinearWeight {
         }
     }
 
+    /// `x · Wᵀ + b`: Burn's own `Linear::forward` for f32 (no hand-written kernel, unlike
+    /// [`LinearLayer::apply`]), [`PackedLinear::forward`] when packed.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., n_in]`
+    /// - returns `[..., n_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            LinearWeight::F32(l) => l.forward(x),
+            LinearWeight::Packed(p) => p.forward(x),
+        }
+    }
+
     /// Pack an f32 layer as `kind` ([`PackedLinear::from_linear`]). Returns whether the layer
     /// is now packed as `kind`: `false` (and the layer left f32) when `n_in` is not a multiple
     /// of 32. A layer already packed is left as it is (`true` only if already `kind`).
