@@ -69,10 +69,12 @@ reference: models
     {{ref_py}} reference/audio_features.py
     {{ref_py}} reference/make_compare_fixtures.py fixtures/compare
     {{ref_py}} reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
+    {{py}} reference/gguf_cases.py
 
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py
+    {{py}} reference/gguf_check.py
 
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:

@@ -5,8 +5,8 @@
 //! 1. Files and devices: [`io`] (atomic writes, the safetensors writer), [`backend`] (device
 //!    selection by name).
 //! 2. Numerics and inputs: [`audio`] (decoding, resampling, log-mel, padding), [`tokenizer`]
-//!    (Tekken, Whisper's BPE), [`nn`] (layers shared by the models), [`trace`] (recording
-//!    intermediate tensors under upstream names).
+//!    (Tekken, Whisper's BPE), [`nn`] (layers shared by the models), [`quant`] (GGUF files and
+//!    block quantizers), [`trace`] (recording intermediate tensors under upstream names).
 //! 3. [`models`]: Voxtral Realtime and Whisper, each mirroring its upstream module tree.
 //! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
 //!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
@@ -23,6 +23,7 @@ pub mod export;
 pub mod io;
 pub mod models;
 pub mod nn;
+pub mod quant;
 pub mod report;
 pub mod tokenizer;
 pub mod trace;

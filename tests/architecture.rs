@@ -4,7 +4,8 @@
 //!
 //! Layers, lowest first (README, "Layers"):
 //! 0. `io`, `backend`: files out, device selection;
-//! 1. `trace`, `audio`, `tokenizer`, `nn`: capture, audio front end, tokenizers, numerics;
+//! 1. `trace`, `audio`, `tokenizer`, `nn`, `quant`: capture, audio front end, tokenizers,
+//!    numerics, GGUF files and quantizers;
 //! 2. `models`: Voxtral Realtime, Whisper, their shared checkpoint code;
 //! 3. `compare`, `export`, `eval`, `report`, `bench`: the tools;
 //! 4. `cli`: the `voxtrace` command, imported by nothing but `main.rs`.
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("audio", 1),
     ("tokenizer", 1),
     ("nn", 1),
+    ("quant", 1),
     ("models", 2),
     ("compare", 3),
     ("export", 3),
