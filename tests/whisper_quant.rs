@@ -3,7 +3,7 @@
 //!
 //! * Per layer, with the real weights: the packed forward equals the f32 product of the
 //!   dequantized weight within a bound derived from the activation rounding and f32 sums.
-//! * The quantizer's round trip through `PackedMatrix::dequantize` is within half a step
+//! * The quantizer's (`voxtrace::quant::blocks`) round trip through `PackedMatrix::dequantize` is within half a step
 //!   (Q8_0; Q4_0 except the clipped end of the range) plus the f16 rounding of the scale.
 //! * A layer whose `n_in` is not a multiple of 32 stays f32.
 //! * Parameter paths are unchanged by the wrapper (loading and export rely on them).
@@ -22,10 +22,10 @@ use voxtrace::eval::manifest::Manifest;
 use voxtrace::eval::metrics::{ScoreInput, score_corpus};
 use voxtrace::eval::systems::{SystemKind, SystemSpec};
 use voxtrace::models::whisper::Whisper;
-use voxtrace::nn::qlinear::{
-    LinearLayer, LinearWeight, PackedLinear, QLinearError, quantize_blocks,
-};
+use voxtrace::nn::qlinear::{LinearLayer, LinearWeight, PackedLinear, QLinearError};
 use voxtrace::nn::qmatmul::{BLOCK, PackedMatrix, QMatmulError, QuantKind};
+use voxtrace::quant::GgmlType;
+use voxtrace::quant::blocks::quantize;
 use voxtrace::tokenizer::WhisperTokenizer;
 
 const KINDS: [QuantKind; 2] = [QuantKind::Q8_0, QuantKind::Q4_0];
@@ -159,7 +159,7 @@ fn packed_layers_equal_dequantized_f32_product_within_derived_bound() {
     }
 }
 
-/// `quantize_blocks` then `PackedMatrix::dequantize` returns each weight within half a step
+/// `quant::blocks::quantize` then `PackedMatrix::dequantize` returns each weight within half a step
 /// (`|d| / 2`; Q4_0's one value above `7.5 |d|` on the positive side is clipped to `7 |d|`, a
 /// full step) plus the f16 rounding of `d` (relative 2^-11, times the largest `|q|`: 127 or 8),
 /// checked on every weight of two real layers.
@@ -183,7 +183,11 @@ fn quantizer_round_trip_is_within_half_a_step() {
             }
         }
         for kind in KINDS {
-            let bytes = quantize_blocks(kind, &rows).unwrap();
+            let ty = match kind {
+                QuantKind::Q8_0 => GgmlType::Q8_0,
+                QuantKind::Q4_0 => GgmlType::Q4_0,
+            };
+            let bytes = quantize(&rows, n_in, ty).unwrap();
             let pm = PackedMatrix::new(kind, n_out, n_in, bytes).unwrap();
             // The packed layer holds the same bytes as quantizing its PyTorch rows.
             let packed = PackedLinear::from_linear(lin, kind).unwrap();

@@ -23,9 +23,10 @@
 //!
 //! ## Quantizing
 //!
-//! [`quantize_blocks`] mirrors PyPI `gguf` 0.19.0 `gguf.quants` (`Q8_0.quantize_blocks`,
-//! `Q4_0.quantize_blocks`), which is bit-exact with ggml's `quantize_row_q8_0_ref` /
-//! `quantize_row_q4_0_ref`; per block of 32 f32 values `x`:
+//! Weights are quantized by [`crate::quant::blocks::quantize`], byte-identical with PyPI `gguf`
+//! 0.19.0 `gguf.quants` (`Q8_0.quantize_blocks`, `Q4_0.quantize_blocks`, which mirror ggml's
+//! `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref`; `tests/quant_gguf.rs` checks the bytes);
+//! per block of 32 f32 values `x`:
 //! * Q8_0: `d = max|x| / 127`, `id = 1 / d` (0 when `d = 0`), `q = roundf(x * id)` (halves away
 //!   from zero: gguf's `np_roundf`), all in f32; `d` stored as f16 (round to nearest even).
 //! * Q4_0: `m` = the first element of largest magnitude, sign kept; `d = m / -8`, `id = 1 / d`
@@ -43,6 +44,8 @@
 //! device (`voxtrace export` works on f32 models only).
 
 use super::qmatmul::{BLOCK, PackedMatrix, QMatmulError, QuantKind, qlinear};
+use crate::quant::GgmlType;
+use crate::quant::blocks::{QuantizeError, quantize};
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
     Param,
@@ -52,7 +55,7 @@ use burn::tensor::{Device, Tensor};
 use std::sync::Arc;
 
 /// Why a `Linear` could not be packed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QLinearError {
     /// The weight's values could not be read back as f32 (e.g. a graph-capture tensor).
     #[error("cannot read the linear weight [{n_in}, {n_out}] as f32: {reason}")]
@@ -67,47 +70,9 @@ pub enum QLinearError {
     /// The packed matrix was refused (its input width is not a multiple of 32).
     #[error(transparent)]
     Packed(#[from] QMatmulError),
-}
-
-/// Quantize `values` (a whole number of blocks of 32 f32, row-major) to `kind` blocks, as PyPI
-/// `gguf` 0.19.0 `gguf.quants.quantize` does (module doc: the formulas).
-///
-/// # Errors
-/// [`QMatmulError::Cols`] when `values.len()` is not a multiple of 32.
-pub fn quantize_blocks(kind: QuantKind, values: &[f32]) -> Result<Vec<u8>, QMatmulError> {
-    if !values.len().is_multiple_of(BLOCK) {
-        return Err(QMatmulError::Cols { cols: values.len() });
-    }
-    let mut out = Vec::with_capacity(values.len() / BLOCK * kind.block_bytes());
-    for x in values.chunks_exact(BLOCK) {
-        match kind {
-            QuantKind::Q8_0 => {
-                let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-                out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
-                // `round` rounds halves away from zero, as gguf's `np_roundf`; |x * id| <= 127
-                // up to rounding, so the cast does not saturate for finite weights.
-                out.extend(x.iter().map(|&v| ((v * id).round() as i8) as u8));
-            }
-            QuantKind::Q4_0 => {
-                // numpy's argmax of |x|: the first index of the largest magnitude.
-                let mut m = 0f32;
-                for &v in x {
-                    if v.abs() > m.abs() {
-                        m = v;
-                    }
-                }
-                let d = m / -8.0;
-                let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-                out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
-                let q = |v: f32| ((v * id + 8.5).trunc() as u8).min(15);
-                let (lo, hi) = x.split_at(BLOCK / 2);
-                out.extend(lo.iter().zip(hi).map(|(&l, &h)| q(l) | (q(h) << 4)));
-            }
-        }
-    }
-    Ok(out)
+    /// The quantizer refused the weight (a NaN or infinity, where the reference is undefined).
+    #[error("linear weight: {0}")]
+    Quantize(#[from] QuantizeError),
 }
 
 /// A `Linear` with its weight packed: `y = x · Wᵀ + b` with `W` `[n_out, n_in]` in GGUF blocks
@@ -121,12 +86,13 @@ pub struct PackedLinear {
 }
 
 impl PackedLinear {
-    /// Pack `layer`'s weight as `kind` ([`quantize_blocks`] on its `[n_out, n_in]` rows); the
-    /// bias is kept as it is.
+    /// Pack `layer`'s weight as `kind` ([`crate::quant::blocks::quantize`] on its
+    /// `[n_out, n_in]` rows); the bias is kept as it is.
     ///
     /// # Errors
     /// [`QLinearError::Packed`] when `n_in` is not a multiple of 32; [`QLinearError::Values`]
-    /// when the weight cannot be read as f32.
+    /// when the weight cannot be read as f32; [`QLinearError::Quantize`] for a non-finite
+    /// weight.
     pub fn from_linear(layer: &Linear, kind: QuantKind) -> Result<Self, QLinearError> {
         let w = layer.weight.val();
         let [n_in, n_out] = w.dims();
@@ -156,7 +122,11 @@ impl PackedLinear {
                 rows[o * n_in + i] = v;
             }
         }
-        let bytes = quantize_blocks(kind, &rows)?;
+        let ty = match kind {
+            QuantKind::Q8_0 => GgmlType::Q8_0,
+            QuantKind::Q4_0 => GgmlType::Q4_0,
+        };
+        let bytes = quantize(&rows, n_in, ty)?;
         Ok(Self {
             weight: Arc::new(PackedMatrix::new(kind, n_out, n_in, bytes)?),
             bias: layer.bias.clone(),
@@ -233,7 +203,8 @@ impl LinearWeight {
     /// of 32. A layer already packed is left as it is (`true` only if already `kind`).
     ///
     /// # Errors
-    /// [`QLinearError::Values`] when the weight cannot be read as f32.
+    /// [`QLinearError::Values`] when the weight cannot be read as f32,
+    /// [`QLinearError::Quantize`] for a non-finite weight.
     pub fn quantize(&mut self, kind: QuantKind) -> Result<bool, QLinearError> {
         match self {
             LinearWeight::Packed(p) => Ok(p.weight.kind() == kind),
