@@ -21,8 +21,9 @@ pub struct EvalArgs {
     /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
-    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR, transcripts:FILE.json,
-    /// cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
+    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (whisper-q8_0:DIR /
+    /// whisper-q4_0:DIR: linear layers packed), transcripts:FILE.json, cmd:'COMMAND {audio}' or
+    /// http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
     /// several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
     pub systems: Vec<SystemSpec>,
