@@ -3,7 +3,8 @@
 //! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
 //! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
-//! audio time (80 ms per step) and the real-time factor.
+//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0` (Whisper only):
+//! linear layers packed in GGUF blocks and multiplied by `nn::qmatmul`'s kernels.
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
@@ -40,6 +41,10 @@ pub struct TranscribeArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Whisper only: pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
+    /// `nn::qlinear` for what stays f32). Default: f32 as stored.
+    #[arg(long)]
+    pub quant: Option<crate::nn::qmatmul::QuantKind>,
 }
 
 struct Outcome {
@@ -120,6 +125,13 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     let device = super::device(&args.device)?;
     if crate::models::whisper::is_whisper_dir(&args.model) {
         return run_whisper(args, &device);
+    }
+    if let Some(q) = args.quant {
+        anyhow::bail!(
+            "{}: --quant {} is implemented for Whisper only (this is not a Whisper folder)",
+            args.model.display(),
+            q.name()
+        );
     }
     let model = Voxtral::load(&args.model, &device)?;
     let tok_path = args
@@ -309,7 +321,12 @@ fn report_error(path: &Path, e: &anyhow::Error) {
 fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::Result<ExitCode> {
     use crate::models::whisper::Whisper;
     use crate::tokenizer::WhisperTokenizer;
-    let model = Whisper::load(&args.model, device)?;
+    let mut model = Whisper::load(&args.model, device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let tok_path = args
         .tokenizer
         .clone()
@@ -338,6 +355,7 @@ fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::
                     let obj = serde_json::json!({
                         "file": path.display().to_string(),
                         "model": "whisper",
+                        "quant": args.quant.map_or("f32", |q| q.name()),
                         "text": t.text,
                         "windows": windows,
                         "audio_seconds": audio_s,

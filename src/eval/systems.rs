@@ -7,6 +7,8 @@
 //! |-------------------------|---------------------------------------------------------------------------|
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
 //! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
+//! | `whisper-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, embeddings, LM head f32) |
+//! | `whisper-q4_0:DIR`      | the same, packed as Q4_0                                                   |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
 //! | `cmd:COMMAND`           | `sh -c COMMAND sh PATH`, each `{audio}` in COMMAND rewritten to a quoted `$1` (rules below); stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
 //! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
@@ -61,6 +63,7 @@ use sha2::{Digest, Sha256};
 
 use super::EvalError;
 use super::manifest::ManifestEntry;
+use crate::nn::qmatmul::QuantKind;
 
 /// [`EvalError::BadSystem`] for the argument `arg`.
 fn bad_system(arg: &str, problem: impl Into<String>) -> EvalError {
@@ -97,6 +100,12 @@ pub enum SystemKind {
     /// Burn Whisper tiny.en folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`,
     /// or transformers layout).
     Whisper(PathBuf),
+    /// Burn Whisper tiny.en folder as [`SystemKind::Whisper`], linear layers packed as Q8_0.
+    #[serde(rename = "whisper_q8_0")]
+    WhisperQ8(PathBuf),
+    /// Burn Whisper tiny.en folder as [`SystemKind::Whisper`], linear layers packed as Q4_0.
+    #[serde(rename = "whisper_q4_0")]
+    WhisperQ4(PathBuf),
     /// Precomputed transcripts JSON file (see [`load_transcripts`]).
     Transcripts(PathBuf),
     /// Shell command template containing `{audio}`.
@@ -119,7 +128,7 @@ pub struct SystemSpec {
 /// Provenance of a system, recorded in `results.json` and the report header.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemInfo {
-    /// `voxtral`, `whisper`, `transcripts`, `cmd` or `http`.
+    /// `voxtral`, `whisper`, `whisper-q8_0`, `whisper-q4_0`, `transcripts`, `cmd` or `http`.
     pub kind: String,
     /// Model folder or transcripts file, if any.
     pub model_path: Option<String>,
@@ -187,7 +196,7 @@ impl SystemSpec {
         let Some((kind, arg)) = spec.split_once(':') else {
             return Err(bad_system(
                 s,
-                "SPEC must be voxtral:DIR, whisper:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
+                "SPEC must be voxtral:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
             ));
         };
         if arg.trim().is_empty() {
@@ -196,6 +205,8 @@ impl SystemSpec {
         let kind = match kind {
             "voxtral" => SystemKind::Voxtral(PathBuf::from(arg)),
             "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
+            "whisper-q8_0" => SystemKind::WhisperQ8(PathBuf::from(arg)),
+            "whisper-q4_0" => SystemKind::WhisperQ4(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
                 if cmd_script(arg).1 == 0 {
@@ -219,7 +230,7 @@ impl SystemSpec {
                 return Err(bad_system(
                     s,
                     format!(
-                        "unknown system kind {other:?} (known: voxtral, whisper, transcripts, cmd, http)"
+                        "unknown system kind {other:?} (known: voxtral, whisper, whisper-q8_0, whisper-q4_0, transcripts, cmd, http)"
                     ),
                 ));
             }
@@ -247,7 +258,13 @@ impl SystemSpec {
     ) -> Result<Box<dyn System>, EvalError> {
         Ok(match &self.kind {
             SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
-            SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device)?),
+            SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device, None)?),
+            SystemKind::WhisperQ8(dir) => {
+                Box::new(WhisperSystem::open(dir, device, Some(QuantKind::Q8_0))?)
+            }
+            SystemKind::WhisperQ4(dir) => {
+                Box::new(WhisperSystem::open(dir, device, Some(QuantKind::Q4_0))?)
+            }
             SystemKind::Transcripts(f) => Box::new(TranscriptsSystem::open(f)?),
             SystemKind::Cmd(c) => Box::new(CmdSystem::new(c, limits)),
             SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model, limits)),
@@ -453,14 +470,20 @@ pub struct WhisperSystem {
 }
 
 impl WhisperSystem {
-    /// Load `dir` (with `tokenizer.json`) on `device`.
+    /// Load `dir` (with `tokenizer.json`) on `device`; with `quant`, pack its linear layers
+    /// ([`crate::models::whisper::Whisper::quantize`]).
     ///
     /// # Errors
-    /// Unknown device, unreadable checkpoint or tokenizer.
-    pub fn open(dir: &Path, device: &str) -> Result<Self, EvalError> {
+    /// Unknown device, unreadable checkpoint or tokenizer, weights that cannot be packed.
+    pub fn open(dir: &Path, device: &str, quant: Option<QuantKind>) -> Result<Self, EvalError> {
         let dev = crate::backend::device(device)?;
-        let model = crate::models::whisper::Whisper::load(dir, &dev)
+        let mut model = crate::models::whisper::Whisper::load(dir, &dev)
             .map_err(load_err(dir, "cannot load the Whisper checkpoint"))?;
+        if let Some(q) = quant {
+            model
+                .quantize(q)
+                .map_err(load_err(dir, "cannot pack the Whisper linear layers"))?;
+        }
         let tok = crate::tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
             .map_err(load_err(dir, "cannot load tokenizer.json"))?;
         let wf = ["model.bin", "model.safetensors"]
@@ -473,11 +496,20 @@ impl WhisperSystem {
         };
         Ok(WhisperSystem {
             info: SystemInfo {
-                kind: "whisper".into(),
+                kind: match quant {
+                    None => "whisper".into(),
+                    Some(q) => format!("whisper-{}", q.name()),
+                },
                 model_path: Some(dir.display().to_string()),
                 weights_file: wf.map(|p| p.display().to_string()),
                 weights_sha256: sha,
-                backend: format!("burn 0.22.1 {device}, greedy, f32"),
+                backend: match quant {
+                    None => format!("burn 0.22.1 {device}, greedy, f32"),
+                    Some(q) => format!(
+                        "burn 0.22.1 {device}, greedy, linear layers {} (voxtrace qmatmul)",
+                        q.name()
+                    ),
+                },
             },
             device: dev,
             model,

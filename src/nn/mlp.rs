@@ -5,6 +5,7 @@
 //! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>;
 //! Mistral names `feed_forward.w1` (gate), `w3` (up), `w2` (down).
 
+use super::qlinear::LinearLayer;
 use crate::trace::Scope;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -57,13 +58,15 @@ impl SwiGluMlp {
     }
 }
 
-/// Apply a `Linear` and record its `in.0` and `out` under `scope` (the product runs through
-/// [`super::linear::linear`]: threaded for a single row).
+/// Apply a linear layer and record its `in.0` and `out` under `scope`: a Burn `Linear` runs
+/// through [`super::linear::linear`] (threaded for a single row), a
+/// [`super::qlinear::LinearWeight`] through its f32 or packed product
+/// ([`LinearLayer::apply`]).
 ///
 /// # Shapes
 /// - `x`: `[..., d_in]`
 /// - returns `[..., d_out]` (Burn's `layer.weight` is `[d_in, d_out]`)
-pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>, scope: &Scope) -> Tensor<D> {
+pub fn linear<L: LinearLayer, const D: usize>(layer: &L, x: Tensor<D>, scope: &Scope) -> Tensor<D> {
     scope.input(&x);
-    scope.output(super::linear::linear(layer, x))
+    scope.output(layer.apply(x))
 }

@@ -21,6 +21,8 @@ use crate::models::checkpoint::{
     no_problems, read_safetensors_header, tensor_problems,
 };
 use crate::nn::conv::Conv1d;
+use crate::nn::qlinear::{LinearWeight, QLinearError};
+use crate::nn::qmatmul::QuantKind;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -179,7 +181,7 @@ impl Builder<'_> {
         )
     }
 
-    fn linear(&mut self, p: &str, bias: bool) -> Linear {
+    fn linear(&mut self, p: &str, bias: bool) -> LinearWeight {
         // PyTorch [out, in] -> Burn [in, out], transposed on the host so the tensor is contiguous.
         let t = self.take(&format!("{p}.weight"));
         let (o, i) = (t.shape[0], t.shape[1]);
@@ -193,6 +195,7 @@ impl Builder<'_> {
             weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [i, o]), self.device)),
             bias: bias.then(|| self.t1(&format!("{p}.bias"))),
         }
+        .into()
     }
 
     fn layer_norm(&mut self, p: &str, template: LayerNorm) -> LayerNorm {
@@ -298,6 +301,18 @@ impl Builder<'_> {
 }
 
 impl Whisper {
+    /// Pack the network's linear layers as `kind` (Q8_0 / Q4_0, multiplied by
+    /// [`crate::nn::qmatmul`]'s kernels): see
+    /// [`WhisperForConditionalGeneration::quantize`] for which layers, and
+    /// [`crate::nn::qlinear`] for the precision of everything else. Returns how many layers
+    /// are packed.
+    ///
+    /// # Errors
+    /// [`QLinearError::Values`] when a weight cannot be read back as f32.
+    pub fn quantize(&mut self, kind: QuantKind) -> Result<usize, QLinearError> {
+        self.net.quantize(kind)
+    }
+
     /// Load a checkpoint folder (layout from [`detect_layout`]) onto `device`.
     ///
     /// # Errors

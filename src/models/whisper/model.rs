@@ -15,9 +15,11 @@ use crate::nn::conv::Conv1d;
 use crate::nn::gelu;
 use crate::nn::linear::{is_capture, is_flex};
 use crate::nn::mlp::linear;
+use crate::nn::qlinear::{LinearWeight, QLinearError};
+use crate::nn::qmatmul::QuantKind;
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Errors of a forward pass on inputs of the wrong shape.
@@ -84,13 +86,13 @@ fn activation(x: Tensor<3>, scope: &Scope) -> Tensor<3> {
 #[derive(Module, Debug)]
 pub struct WhisperAttention {
     /// `[d_model] -> [d_model]`, bias.
-    pub q_proj: Linear,
+    pub q_proj: LinearWeight,
     /// `[d_model] -> [d_model]`, no bias.
-    pub k_proj: Linear,
+    pub k_proj: LinearWeight,
     /// `[d_model] -> [d_model]`, bias.
-    pub v_proj: Linear,
+    pub v_proj: LinearWeight,
     /// `[d_model] -> [d_model]`, bias.
-    pub out_proj: Linear,
+    pub out_proj: LinearWeight,
     /// Heads.
     pub n_heads: usize,
     /// Channels per head.
@@ -101,15 +103,26 @@ impl WhisperAttention {
     /// Randomly initialised attention of width `d_model` with `n_heads` heads.
     pub fn new(d_model: usize, n_heads: usize, device: &Device) -> Self {
         Self {
-            q_proj: LinearConfig::new(d_model, d_model).init(device),
+            q_proj: LinearConfig::new(d_model, d_model).init(device).into(),
             k_proj: LinearConfig::new(d_model, d_model)
                 .with_bias(false)
-                .init(device),
-            v_proj: LinearConfig::new(d_model, d_model).init(device),
-            out_proj: LinearConfig::new(d_model, d_model).init(device),
+                .init(device)
+                .into(),
+            v_proj: LinearConfig::new(d_model, d_model).init(device).into(),
+            out_proj: LinearConfig::new(d_model, d_model).init(device).into(),
             n_heads,
             head_dim: d_model / n_heads,
         }
+    }
+
+    /// The four projections (`q_proj`, `k_proj`, `v_proj`, `out_proj`), for packing.
+    pub fn projections_mut(&mut self) -> [&mut LinearWeight; 4] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.out_proj,
+        ]
     }
 
     /// `[b, t, d_model]` -> `[b, n_heads, t, head_dim]`.
@@ -177,9 +190,9 @@ pub struct WhisperEncoderLayer {
     /// Norm before self-attention.
     pub self_attn_layer_norm: LayerNorm,
     /// `[d_model] -> [ffn]`.
-    pub fc1: Linear,
+    pub fc1: LinearWeight,
     /// `[ffn] -> [d_model]`.
-    pub fc2: Linear,
+    pub fc2: LinearWeight,
     /// Norm before the FFN.
     pub final_layer_norm: LayerNorm,
 }
@@ -190,8 +203,8 @@ impl WhisperEncoderLayer {
         Self {
             self_attn: WhisperAttention::new(d_model, heads, device),
             self_attn_layer_norm: layer_norm(d_model, device),
-            fc1: LinearConfig::new(d_model, ffn).init(device),
-            fc2: LinearConfig::new(ffn, d_model).init(device),
+            fc1: LinearConfig::new(d_model, ffn).init(device).into(),
+            fc2: LinearConfig::new(ffn, d_model).init(device).into(),
             final_layer_norm: layer_norm(d_model, device),
         }
     }
@@ -225,7 +238,13 @@ impl WhisperEncoderLayer {
     }
 }
 
-fn ffn(ln: &LayerNorm, fc1: &Linear, fc2: &Linear, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
+fn ffn(
+    ln: &LayerNorm,
+    fc1: &LinearWeight,
+    fc2: &LinearWeight,
+    x: Tensor<3>,
+    scope: &Scope,
+) -> Tensor<3> {
     let h = norm(ln, x, &scope.child("final_layer_norm"));
     let h = linear(fc1, h, &scope.child("fc1"));
     let h = activation(h, &scope.child("activation_fn"));
@@ -348,9 +367,9 @@ pub struct WhisperDecoderLayer {
     /// Norm before cross-attention.
     pub encoder_attn_layer_norm: LayerNorm,
     /// `[d_model] -> [ffn]`.
-    pub fc1: Linear,
+    pub fc1: LinearWeight,
     /// `[ffn] -> [d_model]`.
-    pub fc2: Linear,
+    pub fc2: LinearWeight,
     /// Norm before the FFN.
     pub final_layer_norm: LayerNorm,
 }
@@ -375,8 +394,8 @@ impl WhisperDecoderLayer {
             self_attn_layer_norm: layer_norm(d_model, device),
             encoder_attn: WhisperAttention::new(d_model, heads, device),
             encoder_attn_layer_norm: layer_norm(d_model, device),
-            fc1: LinearConfig::new(d_model, ffn).init(device),
-            fc2: LinearConfig::new(ffn, d_model).init(device),
+            fc1: LinearConfig::new(d_model, ffn).init(device).into(),
+            fc2: LinearConfig::new(ffn, d_model).init(device).into(),
             final_layer_norm: layer_norm(d_model, device),
         }
     }
@@ -625,6 +644,42 @@ impl WhisperForConditionalGeneration {
                 decoder: WhisperDecoder::new(cfg, device),
             },
         }
+    }
+
+    /// Every `LinearWeight` of the network: per encoder layer `self_attn.{q,k,v,out}_proj`,
+    /// `fc1`, `fc2`; per decoder layer the same plus `encoder_attn.{q,k,v,out}_proj`. The conv
+    /// stem, norms, embeddings and the tied `proj_out` are not among them (they stay f32).
+    pub fn linears_mut(&mut self) -> Vec<&mut LinearWeight> {
+        let mut v = Vec::new();
+        for l in &mut self.model.encoder.layers {
+            v.extend(l.self_attn.projections_mut());
+            v.push(&mut l.fc1);
+            v.push(&mut l.fc2);
+        }
+        for l in &mut self.model.decoder.layers {
+            v.extend(l.self_attn.projections_mut());
+            v.extend(l.encoder_attn.projections_mut());
+            v.push(&mut l.fc1);
+            v.push(&mut l.fc2);
+        }
+        v
+    }
+
+    /// Pack every eligible linear layer ([`Self::linears_mut`] whose `n_in` is a multiple of
+    /// 32) as `kind` ([`LinearWeight::quantize`]); the others stay f32. Returns how many layers
+    /// are packed as `kind`.
+    ///
+    /// # Errors
+    /// [`QLinearError::Values`] when a weight cannot be read back as f32 (not on Flex or
+    /// ndarray); layers packed before it stay packed.
+    pub fn quantize(&mut self, kind: QuantKind) -> Result<usize, QLinearError> {
+        let mut packed = 0;
+        for l in self.linears_mut() {
+            if l.quantize(kind)? {
+                packed += 1;
+            }
+        }
+        Ok(packed)
     }
 
     /// `proj_out` with the token embedding matrix (tied). Records `proj_out.in.0` under `scope`
