@@ -531,3 +531,22 @@ fn manifest_with_a_byte_order_mark_is_accepted() {
         assert!((s.totals.wer - 1.0 / 3.0).abs() < 1e-12, "{}", s.totals.wer);
     }
 }
+
+/// Per-clip failures and missing audio reach stderr when it is not a terminal (a log file, CI)
+/// and with `--quiet`, where the progress bars are hidden: a run's failures are never silent.
+#[test]
+fn per_clip_failures_are_printed_without_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let none = transcripts(d, "none.json", &[("zzz", "x")]);
+    let bad = format!("bad=transcripts:{}", none.display());
+    let rows = [("a", "a.wav", "one two"), ("b", "b.wav", "three")];
+    let m = manifest(d, &rows);
+    write(&d.join("a.wav"), "audio");
+    let systems = [bad];
+    // eval_args passes --quiet; stderr is a pipe here.
+    let o = voxtrace(d, &eval_args(m.to_str().unwrap(), &systems, "piped"));
+    let err = stderr(&o);
+    assert!(err.contains("missing audio: b ("), "{err}");
+    assert!(err.contains("bad failed on a:"), "{err}");
+}

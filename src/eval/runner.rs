@@ -640,8 +640,19 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             b
         })
         .collect();
+    // Per-clip notes go above the bars, or straight to stderr when the bars are hidden (a log
+    // file, CI, --quiet): a failure must be visible either way. Escaped: they quote file names
+    // and the stderr of external systems.
+    let note = |line: String| {
+        let line = crate::io::terminal_safe(&line);
+        if hidden {
+            eprintln!("{line}");
+        } else {
+            let _ = mp.println(line);
+        }
+    };
     for e in &missing {
-        let _ = mp.println(format!("missing audio: {} ({})", e.id, e.path.display()));
+        note(format!("missing audio: {} ({})", e.id, e.path.display()));
     }
 
     let mut partial = std::fs::OpenOptions::new()
@@ -677,7 +688,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                 },
                 Err(err) => {
                     let msg = error_chain(&err);
-                    let _ = mp.println(format!("{} failed on {}: {msg}", spec.name, e.id));
+                    note(format!("{} failed on {}: {msg}", spec.name, e.id));
                     UttRecord {
                         system: spec.name.clone(),
                         id: e.id.clone(),
