@@ -7,38 +7,23 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::eval_corpus::{command, manifest, ok, results, write};
 use voxtrace::eval::results::{RunResults, SystemResult, UttResult, UttStatus};
 
 /// Safety net: an eval that runs longer than this is hung (the faults under test hang forever
 /// or for many minutes; a correct run takes seconds).
 const HANG: Duration = Duration::from_secs(90);
 
-fn write(p: &Path, s: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, s).unwrap();
-}
-
-/// Write `dir/manifest.tsv` with `(id, file, reference)` rows, 2 s each.
-fn manifest(dir: &Path, rows: &[(&str, &str, &str)]) -> PathBuf {
-    let mut s = String::from("id\tfile\tduration_s\treference\tsource\tlicense\n");
-    for (id, file, r) in rows {
-        s.push_str(&format!("{id}\t{file}\t2.0\t{r}\ttest\tCC0\n"));
-    }
-    let p = dir.join("manifest.tsv");
-    write(&p, &s);
-    p
-}
-
 /// Run `voxtrace` in `dir`; panics (killing it) if it runs longer than [`HANG`].
 fn voxtrace(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .current_dir(dir)
-        .args(args)
+    let mut child = command(dir, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,21 +55,6 @@ fn voxtrace(dir: &Path, args: &[&str]) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn results(dir: &Path, run: &str) -> RunResults {
-    let p = dir.join("reports").join(run).join("results.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
 fn utt<'a>(s: &'a SystemResult, id: &str) -> &'a UttResult {

@@ -5,62 +5,12 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use voxtrace::eval::results::{RunResults, UttStatus};
+mod common;
+
+use common::eval_corpus::{manifest, ok, results, transcripts, voxtrace, write};
+use voxtrace::eval::results::UttStatus;
 use voxtrace::report::history;
-
-fn write(p: &Path, s: &str) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, s).unwrap();
-}
-
-/// Write a manifest with `(id, file, reference)` rows (duration 2 s each) into `dir`.
-fn manifest(dir: &Path, rows: &[(&str, &str, &str)]) -> PathBuf {
-    let mut s = String::from("id\tfile\tduration_s\treference\tsource\tlicense\n");
-    for (id, file, r) in rows {
-        s.push_str(&format!("{id}\t{file}\t2.0\t{r}\ttest\tCC0\n"));
-    }
-    let p = dir.join("manifest.tsv");
-    write(&p, &s);
-    p
-}
-
-fn transcripts(dir: &Path, name: &str, rows: &[(&str, &str)]) -> PathBuf {
-    let clips: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|(id, t)| serde_json::json!({"id": id, "text": t}))
-        .collect();
-    let p = dir.join(name);
-    write(
-        &p,
-        &serde_json::to_string(&serde_json::json!({"source": "test", "clips": clips})).unwrap(),
-    );
-    p
-}
-
-fn voxtrace(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_voxtrace"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn results(dir: &Path, run: &str) -> RunResults {
-    let p = dir.join("reports").join(run).join("results.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
-}
 
 /// Corpus where the normalised WER is 3/13 by construction (each alignment is the unique
 /// minimum-cost one):
