@@ -147,6 +147,11 @@ eval *args:
     fi
     if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
         systems+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+        # The same weights packed (nn::qlinear), scored side by side and against f32.
+        for q in q8_0 q4_0; do
+            systems+=(--system "whisper-tiny.en-$q=whisper-$q:{{models}}/whisper-tiny.en")
+            ref+=(--reference-system "whisper-tiny.en-$q=whisper-tiny.en-burn")
+        done
         if [ -f fixtures/whisper_tiny_en/transformers_transcripts.json ]; then
             ref+=(--reference-system whisper-tiny.en-burn=whisper-tiny.en-torch)
         fi
