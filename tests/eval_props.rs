@@ -1,5 +1,7 @@
 //! Property tests of the alignment and metrics (proptest).
 
+mod common;
+
 use proptest::prelude::*;
 use voxtrace::eval::align::{ErrorCounts, OpKind, TieBreak, align};
 use voxtrace::eval::metrics::wer;
@@ -33,9 +35,7 @@ fn levenshtein(a: &[String], b: &[String]) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(512)))]
 
     #[test]
     fn text_against_itself_scores_zero(r in words(), tb in both()) {

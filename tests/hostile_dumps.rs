@@ -13,14 +13,6 @@ use proptest::prelude::*;
 use std::path::Path;
 use voxtrace::compare::Dump;
 
-/// Cases per property: `PROPTEST_CASES` when set (`just fuzz`), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A small valid `.npz` (deflated when `compressed`) with two members.
 fn npz_bytes(dir: &Path, compressed: bool) -> Vec<u8> {
     use npyz::WriterBuilder;
@@ -154,7 +146,7 @@ fn open_and_read_all(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), TestCas
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(256)))]
 
     #[test]
     fn damaged_npz_never_panics(d in damage(), compressed in any::<bool>()) {

@@ -4,17 +4,11 @@
 //! numbers, missing and extra fields, CRLF). `PROPTEST_CASES` raises the case count
 //! (`just fuzz`).
 
+mod common;
+
 use proptest::prelude::*;
 use std::path::Path;
 use voxtrace::eval::manifest::Manifest;
-
-/// Cases per property: `PROPTEST_CASES` when set (`just fuzz`), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn piece() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -69,7 +63,7 @@ fn manifest_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(512)))]
 
     #[test]
     fn manifest_never_panics(text in manifest_text()) {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use proptest::prelude::*;
 use voxtrace::models::whisper::ct2::{
     Ct2DType, Ct2Error, Ct2Model, HfTensor, save_hf_safetensors, to_hf_state_dict, whisper_dims,
@@ -682,9 +684,7 @@ fn save_hf_safetensors_round_trips() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(256)))]
     /// Arbitrary bytes, and arbitrary single-byte corruptions of a valid file, never panic.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
