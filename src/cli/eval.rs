@@ -26,8 +26,8 @@ pub struct EvalArgs {
     /// ever gets a file from elsewhere).
     #[arg(long)]
     pub allow_outside_root: bool,
-    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (whisper-q8_0:DIR /
-    /// whisper-q4_0:DIR: linear layers packed), transcripts:FILE.json, cmd:'COMMAND {audio}' or
+    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (voxtral-q8_0:DIR,
+    /// voxtral-q4_0:DIR, whisper-q8_0:DIR, whisper-q4_0:DIR: linear layers packed), transcripts:FILE.json, cmd:'COMMAND {audio}' or
     /// http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
     /// several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]

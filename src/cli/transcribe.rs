@@ -3,7 +3,7 @@
 //! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
 //! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
-//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0` (Whisper only):
+//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0`:
 //! linear layers packed in GGUF blocks and multiplied by `nn::qmatmul`'s kernels.
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
@@ -41,7 +41,7 @@ pub struct TranscribeArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
-    /// Whisper only: pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
+    /// Pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
     /// `nn::qlinear` for what stays f32). Default: f32 as stored.
     #[arg(long)]
     pub quant: Option<crate::nn::qmatmul::QuantKind>,
@@ -126,14 +126,12 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     if crate::models::whisper::is_whisper_dir(&args.model) {
         return run_whisper(args, &device);
     }
+    let mut model = Voxtral::load(&args.model, &device)?;
     if let Some(q) = args.quant {
-        anyhow::bail!(
-            "{}: --quant {} is implemented for Whisper only (this is not a Whisper folder)",
-            args.model.display(),
-            q.name()
-        );
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
-    let model = Voxtral::load(&args.model, &device)?;
     let tok_path = args
         .tokenizer
         .clone()

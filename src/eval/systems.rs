@@ -6,6 +6,8 @@
 //! | SPEC                    | what runs                                                                 |
 //! |-------------------------|---------------------------------------------------------------------------|
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
+//! | `voxtral-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, ADA-norm conditioning, embeddings, tied LM head f32) |
+//! | `voxtral-q4_0:DIR`      | the same, packed as Q4_0                                                   |
 //! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
 //! | `whisper-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, embeddings, LM head f32) |
 //! | `whisper-q4_0:DIR`      | the same, packed as Q4_0                                                   |
@@ -106,6 +108,12 @@ pub enum SystemKind {
     /// Burn Whisper tiny.en folder as [`SystemKind::Whisper`], linear layers packed as Q4_0.
     #[serde(rename = "whisper_q4_0")]
     WhisperQ4(PathBuf),
+    /// Burn Voxtral Realtime folder as [`SystemKind::Voxtral`], linear layers packed as Q8_0.
+    #[serde(rename = "voxtral_q8_0")]
+    VoxtralQ8(PathBuf),
+    /// Burn Voxtral Realtime folder as [`SystemKind::Voxtral`], linear layers packed as Q4_0.
+    #[serde(rename = "voxtral_q4_0")]
+    VoxtralQ4(PathBuf),
     /// Precomputed transcripts JSON file (see [`load_transcripts`]).
     Transcripts(PathBuf),
     /// Shell command template containing `{audio}`.
@@ -128,7 +136,8 @@ pub struct SystemSpec {
 /// Provenance of a system, recorded in `results.json` and the report header.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemInfo {
-    /// `voxtral`, `whisper`, `whisper-q8_0`, `whisper-q4_0`, `transcripts`, `cmd` or `http`.
+    /// `voxtral`, `voxtral-q8_0`, `voxtral-q4_0`, `whisper`, `whisper-q8_0`, `whisper-q4_0`,
+    /// `transcripts`, `cmd` or `http`.
     pub kind: String,
     /// Model folder or transcripts file, if any.
     pub model_path: Option<String>,
@@ -196,7 +205,7 @@ impl SystemSpec {
         let Some((kind, arg)) = spec.split_once(':') else {
             return Err(bad_system(
                 s,
-                "SPEC must be voxtral:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
+                "SPEC must be voxtral[-q8_0|-q4_0]:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
             ));
         };
         if arg.trim().is_empty() {
@@ -207,6 +216,8 @@ impl SystemSpec {
             "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
             "whisper-q8_0" => SystemKind::WhisperQ8(PathBuf::from(arg)),
             "whisper-q4_0" => SystemKind::WhisperQ4(PathBuf::from(arg)),
+            "voxtral-q8_0" => SystemKind::VoxtralQ8(PathBuf::from(arg)),
+            "voxtral-q4_0" => SystemKind::VoxtralQ4(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
                 if cmd_script(arg).1 == 0 {
@@ -230,7 +241,7 @@ impl SystemSpec {
                 return Err(bad_system(
                     s,
                     format!(
-                        "unknown system kind {other:?} (known: voxtral, whisper, whisper-q8_0, whisper-q4_0, transcripts, cmd, http)"
+                        "unknown system kind {other:?} (known: voxtral, voxtral-q8_0, voxtral-q4_0, whisper, whisper-q8_0, whisper-q4_0, transcripts, cmd, http)"
                     ),
                 ));
             }
@@ -257,7 +268,13 @@ impl SystemSpec {
         limits: ExternalLimits,
     ) -> Result<Box<dyn System>, EvalError> {
         Ok(match &self.kind {
-            SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
+            SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device, None)?),
+            SystemKind::VoxtralQ8(dir) => {
+                Box::new(VoxtralSystem::open(dir, device, Some(QuantKind::Q8_0))?)
+            }
+            SystemKind::VoxtralQ4(dir) => {
+                Box::new(VoxtralSystem::open(dir, device, Some(QuantKind::Q4_0))?)
+            }
             SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device, None)?),
             SystemKind::WhisperQ8(dir) => {
                 Box::new(WhisperSystem::open(dir, device, Some(QuantKind::Q8_0))?)
@@ -405,14 +422,20 @@ impl VoxtralSystem {
     /// Transcription delay used, ms.
     pub const DELAY_MS: f64 = 480.0;
 
-    /// Load `dir` (with `tekken.json`) on `device`.
+    /// Load `dir` (with `tekken.json`) on `device`; with `quant`, pack its linear layers
+    /// ([`crate::models::voxtral::Voxtral::quantize`]).
     ///
     /// # Errors
-    /// Unknown device, unreadable checkpoint or tokenizer.
-    pub fn open(dir: &Path, device: &str) -> Result<Self, EvalError> {
+    /// Unknown device, unreadable checkpoint or tokenizer, weights that cannot be packed.
+    pub fn open(dir: &Path, device: &str, quant: Option<QuantKind>) -> Result<Self, EvalError> {
         let dev = crate::backend::device(device)?;
-        let model = crate::models::voxtral::Voxtral::load(dir, &dev)
+        let mut model = crate::models::voxtral::Voxtral::load(dir, &dev)
             .map_err(load_err(dir, "cannot load the Voxtral checkpoint"))?;
+        if let Some(q) = quant {
+            model
+                .quantize(q)
+                .map_err(load_err(dir, "cannot pack the Voxtral linear layers"))?;
+        }
         let tok = crate::tokenizer::Tekken::from_file(dir.join("tekken.json"))
             .map_err(load_err(dir, "cannot load tekken.json"))?;
         let wf = weights_file(dir);
@@ -422,13 +445,17 @@ impl VoxtralSystem {
         };
         Ok(VoxtralSystem {
             info: SystemInfo {
-                kind: "voxtral".into(),
+                kind: match quant {
+                    None => "voxtral".into(),
+                    Some(q) => format!("voxtral-{}", q.name()),
+                },
                 model_path: Some(dir.display().to_string()),
                 weights_file: wf.map(|p| p.display().to_string()),
                 weights_sha256: sha,
                 backend: format!(
-                    "burn 0.22.1 {device}, offline greedy, delay {} ms",
-                    Self::DELAY_MS
+                    "burn 0.22.1 {device}, offline greedy, delay {} ms, linear layers {}",
+                    Self::DELAY_MS,
+                    quant.map_or("f32", |q| q.name())
                 ),
             },
             device: dev,

@@ -8,29 +8,34 @@
 //! decoder's `d_model`.
 
 use crate::nn::gelu;
+use crate::nn::LinearWeight;
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::{Device, Tensor};
 
 /// Two-layer GELU projector from grouped encoder frames to decoder width.
 #[derive(Module, Debug)]
 pub struct MultiModalProjector {
     /// `[downsample * d_enc] -> [d_dec]`, no bias (Mistral `audio_language_projection.0`).
-    pub linear_1: Linear,
+    pub linear_1: LinearWeight,
     /// `[d_dec] -> [d_dec]`, no bias (Mistral `audio_language_projection.2`).
-    pub linear_2: Linear,
+    pub linear_2: LinearWeight,
 }
 
 impl MultiModalProjector {
     /// Randomly initialised (replaced by a checkpoint when loading).
     pub fn new(d_in: usize, d_dec: usize, device: &Device) -> Self {
         Self {
-            linear_1: LinearConfig::new(d_in, d_dec).with_bias(false).init(device),
+            linear_1: LinearConfig::new(d_in, d_dec)
+                .with_bias(false)
+                .init(device)
+                .into(),
             linear_2: LinearConfig::new(d_dec, d_dec)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
         }
     }
 
