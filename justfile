@@ -158,6 +158,28 @@ eval *args:
     fi
     cargo run -q -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
 
+# Quantization drift over the corpus: per clip, `voxtrace trace` of MODEL in f32 and packed as TYPE (q8_0, q4_0), compared layer by layer (SQNR, cosine; logits KL and top-1) into reports/quant/<model>-<type>/ (CLIP.html, CLIP.compare.json, summary.md). E.g. just quant-report models-cache/whisper-tiny.en q8_0
+quant-report model type *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
+    model={{quote(model)}}
+    type={{quote(type)}}
+    out="reports/quant/$(basename -- "$model")-$type"
+    mkdir -p -- "$out"
+    cargo build -q --bin voxtrace
+    bin=target/debug/voxtrace
+    tail -n +2 audio_samples/manifest.tsv | while IFS=$'\t' read -r id file _rest; do
+        [ -f "$root/$file" ] || { echo "missing audio: $file" >&2; continue; }
+        "$bin" trace --model "$model" --out "$out/$id.f32.safetensors" {{args}} -- "$root/$file" </dev/null
+        "$bin" trace --model "$model" --quant "$type" --out "$out/$id.$type.safetensors" {{args}} -- "$root/$file" </dev/null
+        # Exit 1 only means some tensor is outside the f32 tolerances, as drift always is.
+        "$bin" compare "$out/$id.f32.safetensors" "$out/$id.$type.safetensors" --logits logits --quiet \
+            --json "$out/$id.compare.json" --html "$out/$id.html" </dev/null || [ $? -eq 1 ]
+        rm -f -- "$out/$id.f32.safetensors" "$out/$id.$type.safetensors"
+    done
+    {{py}} reference/quant_report_summary.py "$out"
+
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:
     cargo run -q -- eval-check --history reports/history.jsonl {{args}}

@@ -106,7 +106,10 @@ struct Drift {
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
         .0
 }
 
@@ -137,8 +140,15 @@ fn drift(f: &Voxtral, q: &Voxtral, tok: &Tekken, wav: &str) -> (Vec<i64>, Drift)
     let (mut sig, mut noise, mut agree, mut positions) = (0f64, 0f64, 0, 0);
     // Position p predicts reference[p + 1]; the generated ones follow the prompt.
     for p in inp.prompt.len() - 1..(reference.len() - 1).min(n) {
-        let (a, b) = (&lf[p * vocab..(p + 1) * vocab], &lq[p * vocab..(p + 1) * vocab]);
-        assert_eq!(argmax(a) as i64, reference[p + 1], "{wav}: f32 teacher-forced at {p}");
+        let (a, b) = (
+            &lf[p * vocab..(p + 1) * vocab],
+            &lq[p * vocab..(p + 1) * vocab],
+        );
+        assert_eq!(
+            argmax(a) as i64,
+            reference[p + 1],
+            "{wav}: f32 teacher-forced at {p}"
+        );
         for (x, y) in a.iter().zip(b) {
             sig += f64::from(*x) * f64::from(*x);
             noise += f64::from(x - y) * f64::from(x - y);
@@ -152,10 +162,17 @@ fn drift(f: &Voxtral, q: &Voxtral, tok: &Tekken, wav: &str) -> (Vec<i64>, Drift)
         .position(|(a, b)| a != b)
         .map(|k| {
             let p = k - 1;
-            let (a, b) = (&lf[p * vocab..(p + 1) * vocab], &lq[p * vocab..(p + 1) * vocab]);
+            let (a, b) = (
+                &lf[p * vocab..(p + 1) * vocab],
+                &lq[p * vocab..(p + 1) * vocab],
+            );
             let mut sorted = a.to_vec();
             sorted.sort_by(|x, y| y.total_cmp(x));
-            let change = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let change = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
             (k - inp.prompt.len(), sorted[0] - sorted[1], change)
         });
     (

@@ -6,6 +6,7 @@ mod eval;
 mod eval_check;
 mod export;
 pub mod features;
+mod quantize;
 mod trace;
 mod transcribe;
 
@@ -39,6 +40,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
     Bench(bench::BenchArgs),
+    /// Write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0) in voxtral.cpp's naming.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Compute device by name (see [`crate::backend::device`]), as an `anyhow` error for the
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::EvalCheck(a) => eval_check::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(code) => code,

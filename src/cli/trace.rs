@@ -13,10 +13,7 @@
 
 use crate::models::voxtral::generate::generate_offline;
 use crate::models::voxtral::pipeline::prepare_offline;
-use crate::models::voxtral::{
-    PromptTokens, StreamingPrompt, Voxtral, loader::detect_layout, streaming_prompt,
-};
-use crate::tokenizer::Tekken;
+use crate::models::voxtral::{PromptTokens, StreamingPrompt, Voxtral, streaming_prompt};
 use crate::trace::{NameFilter, Tracer};
 use anyhow::Context;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -28,7 +25,7 @@ use std::process::ExitCode;
 pub struct TraceArgs {
     /// Checkpoint folder: Voxtral Realtime in Mistral (consolidated.safetensors + params.json +
     /// tekken.json) or HF layout (model.safetensors + config.json, tekken.json for audio input),
-    /// or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
+    /// a voxtral.cpp GGUF file, or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).
@@ -54,6 +51,10 @@ pub struct TraceArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Pack the linear layers as q8_0 or q4_0 before tracing (`nn::qlinear`); a trace of the f32
+    /// model compared with this one is the per-layer quantization drift (`just quant-report`).
+    #[arg(long)]
+    pub quant: Option<crate::nn::qmatmul::QuantKind>,
 }
 
 /// Run `voxtrace trace`.
@@ -72,13 +73,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     if crate::models::whisper::is_whisper_dir(&args.model) {
         return run_whisper(args, filter, &device);
     }
-    let layout = detect_layout(&args.model)?;
-    let model = Voxtral::load_layout(&args.model, layout, &device)?;
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tekken.json"));
-    let tok = Tekken::from_file(&tok_path)?;
+    let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let audio_cfg = tok
         .audio()
         .cloned()
@@ -175,7 +175,12 @@ fn run_whisper(
 ) -> anyhow::Result<ExitCode> {
     use crate::models::whisper::{Whisper, decode::features, decode::greedy_decode};
     use crate::trace::Scope;
-    let model = Whisper::load(&args.model, device)?;
+    let mut model = Whisper::load(&args.model, device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let (feats, dump_ids) = match (&args.audio, &args.inputs) {
         (Some(audio), _) => {
             let samples = crate::audio::load_mono_16k(audio)?;

@@ -19,8 +19,9 @@ use std::time::Instant;
 /// Arguments of `voxtrace transcribe`.
 #[derive(clap::Args, Debug)]
 pub struct TranscribeArgs {
-    /// Checkpoint folder: Voxtral Realtime (Mistral or HF layout) or Whisper (CTranslate2
-    /// `model.bin` + `tokenizer.json` + `config.json`, or transformers).
+    /// Checkpoint: a Voxtral Realtime folder (Mistral or HF layout) or voxtral.cpp GGUF file,
+    /// or a Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`, or
+    /// transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio files.
@@ -126,17 +127,12 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     if crate::models::whisper::is_whisper_dir(&args.model) {
         return run_whisper(args, &device);
     }
-    let mut model = Voxtral::load(&args.model, &device)?;
+    let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
     if let Some(q) = args.quant {
         model
             .quantize(q)
             .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tekken.json"));
-    let tok = Tekken::from_file(&tok_path)?;
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();

@@ -389,8 +389,13 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The weights file of a checkpoint folder: `consolidated.safetensors` (Mistral layout), else
-/// `model.safetensors` (HF), else the first `*.safetensors` by name.
+/// `model.safetensors` (HF), else the first `*.safetensors` by name; a single-file model
+/// (GGUF) is its own weights file.
 pub fn weights_file(dir: &Path) -> Option<PathBuf> {
+    if dir.is_file() {
+        // A single-file model (GGUF): the file itself.
+        return Some(dir.to_path_buf());
+    }
     for n in ["consolidated.safetensors", "model.safetensors"] {
         let p = dir.join(n);
         if p.is_file() {
@@ -429,15 +434,13 @@ impl VoxtralSystem {
     /// Unknown device, unreadable checkpoint or tokenizer, weights that cannot be packed.
     pub fn open(dir: &Path, device: &str, quant: Option<QuantKind>) -> Result<Self, EvalError> {
         let dev = crate::backend::device(device)?;
-        let mut model = crate::models::voxtral::Voxtral::load(dir, &dev)
+        let (mut model, tok) = crate::models::voxtral::Voxtral::open(dir, None, &dev)
             .map_err(load_err(dir, "cannot load the Voxtral checkpoint"))?;
         if let Some(q) = quant {
             model
                 .quantize(q)
                 .map_err(load_err(dir, "cannot pack the Voxtral linear layers"))?;
         }
-        let tok = crate::tokenizer::Tekken::from_file(dir.join("tekken.json"))
-            .map_err(load_err(dir, "cannot load tekken.json"))?;
         let wf = weights_file(dir);
         let sha = match &wf {
             Some(p) => Some(sha256_file(p)?),

@@ -11,11 +11,11 @@
 use super::dense_attention::{DENSE_MIN_KEYS, DENSE_MIN_QUERIES, dense_attention};
 use super::linear::{is_capture, is_flex};
 use super::mlp::linear;
+use super::qlinear::{LinearLayer, LinearWeight};
 use super::rope::{RopeStyle, apply_rope};
 use super::softmax::softmax_last;
 use crate::trace::Scope;
 use burn::module::Module;
-use super::qlinear::{LinearLayer, LinearWeight};
 use burn::nn::LinearConfig;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;

@@ -7,8 +7,8 @@
 //! `linear_2(gelu(linear_1(x)))`, no biases. `d_enc` and `d_dec` are the encoder's and the
 //! decoder's `d_model`.
 
-use crate::nn::gelu;
 use crate::nn::LinearWeight;
+use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::Module;

@@ -12,12 +12,12 @@ use super::config::VoxtralConfig;
 use super::decoder::TextModel;
 use super::encoder::AudioEncoder;
 use super::time_embedding::time_embedding;
-use crate::nn::attention::KvCache;
-use crate::trace::Scope;
-use burn::module::Module;
 use crate::nn::LinearWeight;
+use crate::nn::attention::KvCache;
 use crate::nn::qlinear::QLinearError;
 use crate::nn::qmatmul::QuantKind;
+use crate::trace::Scope;
+use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::tensor::{Device, Int, Tensor};
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Summarise a `just quant-report` folder: one `voxtrace compare --json` report per clip (a trace
+of the f32 model against a trace of the packed one), into `summary.json` and a Markdown table
+`summary.md` in the same folder, also printed.
+
+Per clip: the logits' SQNR (dB), KL divergence of the token distributions (mean, p99.9) and
+top-1 agreement; per layer (tensor name), the median SQNR over clips, worst first.
+
+    .venv/bin/python reference/quant_report_summary.py reports/quant/whisper-tiny.en-q8_0
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    folder = Path(sys.argv[1])
+    clips = {}
+    layers: dict[str, list[float]] = {}
+    for f in sorted(folder.glob("*.compare.json")):
+        rep = json.loads(f.read_text())
+        clip = f.name[: -len(".compare.json")]
+        row = None
+        for t in rep.get("tensors", []):
+            m = t.get("metrics") or {}
+            s = m.get("sqnr_db")
+            if isinstance(s, (int, float)):
+                layers.setdefault(t["name"], []).append(float(s))
+            if "kl_mean" in m and row is None:
+                row = {
+                    "tensor": t["name"],
+                    "sqnr_db": s,
+                    "cosine": m.get("cosine"),
+                    "kl_mean": m["kl_mean"],
+                    "kl_p999": m.get("kl_p999"),
+                    "top1_agreement": m.get("top1_agreement"),
+                    "positions": m.get("positions"),
+                }
+        clips[clip] = row
+    if not clips:
+        raise SystemExit(f"{folder}: no *.compare.json reports")
+    worst = sorted(((statistics.median(v), k, len(v)) for k, v in layers.items()))
+    rows = [r for r in clips.values() if r]
+    total = {
+        "clips": len(clips),
+        "logits_sqnr_db_median": statistics.median(r["sqnr_db"] for r in rows) if rows else None,
+        "kl_mean_mean": statistics.fmean(r["kl_mean"] for r in rows) if rows else None,
+        "kl_p999_max": max(r["kl_p999"] for r in rows) if rows else None,
+        "top1_agreement_mean": statistics.fmean(r["top1_agreement"] for r in rows) if rows else None,
+    }
+    out = {"folder": str(folder), "total": total, "clips": clips,
+           "layers_worst_first": [{"tensor": k, "median_sqnr_db": m, "clips": n} for m, k, n in worst]}
+    (folder / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = [f"# Quantization drift: {folder.name}", "",
+          "| clip | logits SQNR dB | KL mean | KL p99.9 | top-1 agreement |", "|---|---|---|---|---|"]
+    for c, r in clips.items():
+        if r:
+            md.append(f"| {c} | {r['sqnr_db']:.1f} | {r['kl_mean']:.2e} | {r['kl_p999']:.2e} | {100 * r['top1_agreement']:.1f}% |")
+        else:
+            md.append(f"| {c} | (no logits) | | | |")
+    md += ["", f"Median logits SQNR {total['logits_sqnr_db_median']:.1f} dB, mean KL {total['kl_mean_mean']:.2e}, "
+           f"max KL p99.9 {total['kl_p999_max']:.2e}, mean top-1 agreement {100 * total['top1_agreement_mean']:.1f}% "
+           f"over {len(rows)} clips.", "", "Layers by median SQNR over clips, worst 15:", "",
+           "| tensor | median SQNR dB |", "|---|---|"]
+    md += [f"| {k} | {m:.1f} |" for m, k, _ in worst[:15]]
+    (folder / "summary.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
