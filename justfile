@@ -158,7 +158,7 @@ eval *args:
     fi
     cargo run -q -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
 
-# Quantization drift over the corpus: per clip, `voxtrace trace` of MODEL in f32 and packed as TYPE (q8_0, q4_0), compared layer by layer (SQNR, cosine; logits KL and top-1) into reports/quant/<model>-<type>/ (CLIP.html, CLIP.compare.json, summary.md). E.g. just quant-report models-cache/whisper-tiny.en q8_0
+# Quantization drift over the corpus: per clip, `voxtrace trace` of MODEL in f32, then packed as TYPE (q8_0, q4_0) on the same inputs, once as it runs (accumulated drift) and once with `--feed` (each block on the f32 block inputs: its own drift), compared layer by layer (SQNR, cosine; logits KL and top-1) into reports/quant/<model>-<type>/ (CLIP.acc.html/.local.html, CLIP.*.compare.json, summary.md). E.g. just quant-report models-cache/whisper-tiny.en q8_0
 quant-report model type *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -171,12 +171,16 @@ quant-report model type *args:
     bin=target/debug/voxtrace
     tail -n +2 audio_samples/manifest.tsv | while IFS=$'\t' read -r id file _rest; do
         [ -f "$root/$file" ] || { echo "missing audio: $file" >&2; continue; }
-        "$bin" trace --model "$model" --out "$out/$id.f32.safetensors" {{args}} -- "$root/$file" </dev/null
-        "$bin" trace --model "$model" --quant "$type" --out "$out/$id.$type.safetensors" {{args}} -- "$root/$file" </dev/null
-        # Exit 1 only means some tensor is outside the f32 tolerances, as drift always is.
-        "$bin" compare "$out/$id.f32.safetensors" "$out/$id.$type.safetensors" --logits logits --quiet \
-            --json "$out/$id.compare.json" --html "$out/$id.html" </dev/null || [ $? -eq 1 ]
-        rm -f -- "$out/$id.f32.safetensors" "$out/$id.$type.safetensors"
+        ref="$out/$id.f32.safetensors"
+        "$bin" trace --model "$model" --out "$ref" {{args}} -- "$root/$file" </dev/null
+        "$bin" trace --model "$model" --quant "$type" --inputs "$ref" --out "$out/$id.acc.safetensors" {{args}} </dev/null
+        "$bin" trace --model "$model" --quant "$type" --inputs "$ref" --feed "$ref" --out "$out/$id.local.safetensors" {{args}} </dev/null
+        for kind in acc local; do
+            # Exit 1 only means some tensor is outside the f32 tolerances, as drift always is.
+            "$bin" compare "$ref" "$out/$id.$kind.safetensors" --logits logits --quiet \
+                --json "$out/$id.$kind.compare.json" --html "$out/$id.$kind.html" </dev/null || [ $? -eq 1 ]
+        done
+        rm -f -- "$ref" "$out/$id.acc.safetensors" "$out/$id.local.safetensors"
     done
     {{py}} reference/quant_report_summary.py "$out"
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Summarise a `just quant-report` folder: one `voxtrace compare --json` report per clip (a trace
-of the f32 model against a trace of the packed one), into `summary.json` and a Markdown table
-`summary.md` in the same folder, also printed.
+"""Summarise a `just quant-report` folder: per clip two `voxtrace compare --json` reports of the
+f32 trace against the packed model's, `CLIP.acc.compare.json` (the packed model as it runs:
+accumulated drift) and `CLIP.local.compare.json` (`trace --feed`: each block on the f32 block
+inputs, its own drift), into `summary.json` and a Markdown table `summary.md` in the same
+folder, also printed.
 
 Per clip: the logits' SQNR (dB), KL divergence of the token distributions (mean, p99.9) and
-top-1 agreement; per layer (tensor name), the median SQNR over clips, worst first.
+top-1 agreement (accumulated run); per tensor, the median SQNR over clips, local beside
+accumulated, worst accumulated first.
 
     .venv/bin/python reference/quant_report_summary.py reports/quant/whisper-tiny.en-q8_0
 """
@@ -22,30 +25,35 @@ def main() -> None:
         raise SystemExit(__doc__)
     folder = Path(sys.argv[1])
     clips = {}
-    layers: dict[str, list[float]] = {}
-    for f in sorted(folder.glob("*.compare.json")):
-        rep = json.loads(f.read_text())
-        clip = f.name[: -len(".compare.json")]
+    layers: dict[str, dict[str, list[float]]] = {}
+    for f in sorted(folder.glob("*.acc.compare.json")):
+        clip = f.name[: -len(".acc.compare.json")]
         row = None
-        for t in rep.get("tensors", []):
-            m = t.get("metrics") or {}
-            s = m.get("sqnr_db")
-            if isinstance(s, (int, float)):
-                layers.setdefault(t["name"], []).append(float(s))
-            if "kl_mean" in m and row is None:
-                row = {
-                    "tensor": t["name"],
-                    "sqnr_db": s,
-                    "cosine": m.get("cosine"),
-                    "kl_mean": m["kl_mean"],
-                    "kl_p999": m.get("kl_p999"),
-                    "top1_agreement": m.get("top1_agreement"),
-                    "positions": m.get("positions"),
-                }
+        for kind in ("acc", "local"):
+            path = folder / f"{clip}.{kind}.compare.json"
+            if not path.exists():
+                continue
+            rep = json.loads(path.read_text())
+            for t in rep.get("tensors", []):
+                m = t.get("metrics") or {}
+                s = m.get("sqnr_db")
+                if isinstance(s, (int, float)) and s == s:
+                    layers.setdefault(t["name"], {"acc": [], "local": []})[kind].append(float(s))
+                if kind == "acc" and "kl_mean" in m and row is None:
+                    row = {
+                        "tensor": t["name"],
+                        "sqnr_db": s,
+                        "cosine": m.get("cosine"),
+                        "kl_mean": m["kl_mean"],
+                        "kl_p999": m.get("kl_p999"),
+                        "top1_agreement": m.get("top1_agreement"),
+                        "positions": m.get("positions"),
+                    }
         clips[clip] = row
     if not clips:
-        raise SystemExit(f"{folder}: no *.compare.json reports")
-    worst = sorted(((statistics.median(v), k, len(v)) for k, v in layers.items()))
+        raise SystemExit(f"{folder}: no *.acc.compare.json reports")
+    med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
+    worst = sorted((med(v["acc"]), med(v["local"]), k) for k, v in layers.items())
     rows = [r for r in clips.values() if r]
     total = {
         "clips": len(clips),
@@ -54,8 +62,6 @@ def main() -> None:
         "kl_p999_max": max(r["kl_p999"] for r in rows) if rows else None,
         "top1_agreement_mean": statistics.fmean(r["top1_agreement"] for r in rows) if rows else None,
     }
-    out = {"folder": str(folder), "total": total, "clips": clips,
-           "layers_worst_first": [{"tensor": k, "median_sqnr_db": m, "clips": n} for m, k, n in worst]}
     (folder / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
     md = [f"# Quantization drift: {folder.name}", "",
           "| clip | logits SQNR dB | KL mean | KL p99.9 | top-1 agreement |", "|---|---|---|---|---|"]
@@ -66,9 +72,10 @@ def main() -> None:
             md.append(f"| {c} | (no logits) | | | |")
     md += ["", f"Median logits SQNR {total['logits_sqnr_db_median']:.1f} dB, mean KL {total['kl_mean_mean']:.2e}, "
            f"max KL p99.9 {total['kl_p999_max']:.2e}, mean top-1 agreement {100 * total['top1_agreement_mean']:.1f}% "
-           f"over {len(rows)} clips.", "", "Layers by median SQNR over clips, worst 15:", "",
-           "| tensor | median SQNR dB |", "|---|---|"]
-    md += [f"| {k} | {m:.1f} |" for m, k, _ in worst[:15]]
+           f"over {len(rows)} clips.", "", "Tensors by median accumulated SQNR over clips, worst 20, with the "
+           "block's own (local, `--feed`) SQNR beside it:", "",
+           "| tensor | accumulated SQNR dB | local SQNR dB |", "|---|---|---|"]
+    md += [f"| {k} | {a:.1f} | {l:.1f} |" for a, l, k in worst[:20]]
     (folder / "summary.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

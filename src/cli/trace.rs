@@ -51,6 +51,13 @@ pub struct TraceArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Run each block (transformer layer, adapter, final norm, LM head) on the input this
+    /// reference dump recorded for it (`<block>.in.0`, same shape) instead of its own, so that
+    /// comparing with the reference shows each block's own error, not what earlier blocks
+    /// accumulated (onnxruntime's `qdq_err` vs `xmodel_err`). Use with `--inputs` of the same
+    /// dump so the shapes agree.
+    #[arg(long, value_name = "REF_DUMP")]
+    pub feed: Option<PathBuf>,
     /// Pack the linear layers as q8_0 or q4_0 before tracing (`nn::qlinear`); a trace of the f32
     /// model compared with this one is the per-layer quantization drift (`just quant-report`).
     #[arg(long)]
@@ -148,7 +155,10 @@ fn start_trace(
         env!("CARGO_PKG_VERSION"),
         args.device
     );
-    let tracer = Tracer::to_file(filter, &args.out, &source)?;
+    let mut tracer = Tracer::to_file(filter, &args.out, &source)?;
+    if let Some(dump) = &args.feed {
+        tracer = tracer.with_feed(read_feed(dump)?);
+    }
     let n = generated.len();
     tracer.root().record_int(
         "generated_ids",
@@ -157,8 +167,46 @@ fn start_trace(
     Ok(tracer)
 }
 
+/// The block inputs (`*.in.0`, float) of a dump, for [`Tracer::with_feed`].
+fn read_feed(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    use crate::compare::dump::{DType, Dump};
+    let dump = Dump::open(path)?;
+    let mut feed = std::collections::HashMap::new();
+    for name in dump.names_in_storage_order() {
+        let Some(info) = dump.info(name) else {
+            continue;
+        };
+        if !name.ends_with(".in.0")
+            || !matches!(
+                info.dtype,
+                DType::F32 | DType::F16 | DType::BF16 | DType::F64
+            )
+        {
+            continue;
+        }
+        let values = dump.read_f32(name)?;
+        feed.insert(name.to_string(), (info.shape.clone(), values));
+    }
+    anyhow::ensure!(
+        !feed.is_empty(),
+        "{}: --feed: no block inputs (float `….in.0` tensors) in this dump",
+        path.display()
+    );
+    Ok(feed)
+}
+
 /// Writes the dump (atomic rename) and reports the count.
 fn finish_trace(tracer: Tracer, args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    if args.feed.is_some() {
+        let fed = tracer.fed();
+        anyhow::ensure!(
+            !fed.is_empty(),
+            "--feed: no block input of the dump matched this run's shapes (trace with --inputs of the same dump)"
+        );
+        eprintln!("fed {} block inputs from the reference dump", fed.len());
+    }
     let count = tracer.len();
     tracer
         .finish()

@@ -46,7 +46,7 @@ impl MultiModalProjector {
     /// - `x`: `[batch, tokens, downsample_factor * d_enc]`, from [`group_frames`]
     /// - returns `[batch, tokens, d_dec]`
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
-        scope.input(&x);
+        let x = scope.fed_input(x);
         let h = linear(&self.linear_1, x, &scope.child("linear_1"));
         let act = scope.child("act");
         act.input(&h);

@@ -186,7 +186,7 @@ impl Voxtral {
     /// - returns `[batch, seq, vocab]`
     pub fn lm_head(&self, h: Tensor<3>, scope: &Scope) -> Tensor<3> {
         let s = scope.child("lm_head");
-        s.input(&h);
+        let h = s.fed_input(h);
         let logits = match &self.net.lm_head {
             Some(head) => crate::nn::LinearLayer::apply(head, h),
             None if crate::nn::linear::is_capture(&h.device()) => {
