@@ -168,12 +168,10 @@ fn start_trace(
 }
 
 /// The block inputs (`*.in.0`, float) of a dump, for [`Tracer::with_feed`].
-fn read_feed(
-    path: &std::path::Path,
-) -> anyhow::Result<std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>> {
+fn read_feed(path: &std::path::Path) -> anyhow::Result<crate::trace::FeedMap> {
     use crate::compare::dump::{DType, Dump};
     let dump = Dump::open(path)?;
-    let mut feed = std::collections::HashMap::new();
+    let mut feed = crate::trace::FeedMap::new();
     for name in dump.names_in_storage_order() {
         let Some(info) = dump.info(name) else {
             continue;

@@ -79,6 +79,10 @@ pub struct GraphTap {
     pub int: bool,
 }
 
+/// Block inputs to substitute during a forward pass ([`Tracer::with_feed`]): full name
+/// (`<block path>.in.0`) -> (shape, row-major f32 values).
+pub type FeedMap = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Receives tensors from enabled [`Scope`]s; owns the name filter and the sink.
 ///
 /// Errors while streaming to disk (disk full, ...) are kept and returned by
@@ -86,8 +90,8 @@ pub struct GraphTap {
 pub struct Tracer {
     filter: NameFilter,
     state: Mutex<TracerState>,
-    /// Inputs to substitute ([`Scope::fed_input`]): full name (`….in.0`) -> shape and values.
-    feed: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Inputs to substitute ([`Scope::fed_input`]).
+    feed: FeedMap,
     /// Names actually substituted, in order.
     fed: Mutex<Vec<String>>,
 }

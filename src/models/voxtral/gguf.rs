@@ -133,7 +133,7 @@ impl OutType {
             )
             .expect("static pattern")
         });
-        if shape.len() == 2 && QUANTIZABLE.is_match(compact) && shape[1] % 32 == 0 {
+        if shape.len() == 2 && QUANTIZABLE.is_match(compact) && shape[1].is_multiple_of(32) {
             q
         } else {
             matrix
@@ -319,17 +319,35 @@ fn flatten(prefix: &str, v: &Json, out: &mut Vec<(String, Value)>) {
 /// Metadata keys of voxtral.cpp's converter (`metadata_from_model_info`) for `params` and
 /// `tekken` (the JSON files), plus `voxtrace.tekken.audio` (the tekken `audio` section as JSON,
 /// so the transcription delay survives exactly).
-fn metadata(
-    params: &Json,
-    tekken: &Json,
-    cfg: &VoxtralConfig,
-    audio: &AudioConfig,
+/// What [`metadata`] describes: the checkpoint's JSON files and parsed settings, and what the
+/// writer computed (name map, hashes).
+struct MetaInputs<'a> {
+    params: &'a Json,
+    tekken: &'a Json,
+    cfg: &'a VoxtralConfig,
+    audio: &'a AudioConfig,
     out_type: OutType,
-    names: &[(String, String)],
-    mel_sha256: &str,
-    checksums: &[(String, String)],
-    path: &Path,
-) -> Result<Vec<(String, Value)>, CheckpointError> {
+    /// (Mistral name, voxtral.cpp name), in file order.
+    names: &'a [(String, String)],
+    mel_sha256: &'a str,
+    /// (Mistral name, sha256 of its f32 bytes).
+    checksums: &'a [(String, String)],
+    /// Named in errors.
+    path: &'a Path,
+}
+
+fn metadata(m: &MetaInputs<'_>) -> Result<Vec<(String, Value)>, CheckpointError> {
+    let MetaInputs {
+        params,
+        tekken,
+        cfg,
+        audio,
+        out_type,
+        names,
+        mel_sha256,
+        checksums,
+        path,
+    } = *m;
     let enc = &cfg.encoder;
     let dec = &cfg.decoder;
     let i32v = |x: usize| Value::I32(x as i32);
@@ -683,9 +701,17 @@ pub fn write_gguf(
         GgmlType::F32,
         &[n_freq, sc.num_mel_bins],
     ));
-    let kv = metadata(
-        &params, &tekken, &cfg, &audio, out_type, &names, &mel_sha, &checksums, &weights,
-    )?;
+    let kv = metadata(&MetaInputs {
+        params: &params,
+        tekken: &tekken,
+        cfg: &cfg,
+        audio: &audio,
+        out_type,
+        names: &names,
+        mel_sha256: &mel_sha,
+        checksums: &checksums,
+        path: &weights,
+    })?;
     let werr = |e: crate::quant::gguf::GgufWriteError| CheckpointError::file(out, e.to_string());
     let mut w = GgufWriter::create(out, &kv, &specs).map_err(werr)?;
     let mut summary = WriteSummary {
@@ -709,7 +735,10 @@ pub fn write_gguf(
         w.write_tensor(&bytes).map_err(werr)?;
     }
     summary.data_bytes += mel_bytes.len() as u64;
-    *summary.by_type.entry("f32".to_string()).or_default() += 1;
+    *summary
+        .by_type
+        .entry(GgmlType::F32.name().to_string())
+        .or_default() += 1;
     w.write_tensor(&mel_bytes).map_err(werr)?;
     w.finish().map_err(werr)?;
     Ok(summary)
