@@ -345,7 +345,7 @@ fn run_corpus(label: &str, quant: Option<QuantKind>, clips: &Manifest) -> Run {
             id: e.id.clone(),
             reference: e.reference.clone(),
             hypothesis: t.text.trim().to_string(),
-            duration_s: Some(e.duration_s),
+            duration_s: e.duration_s,
             processing_s: None,
         });
     }

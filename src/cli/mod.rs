@@ -4,6 +4,7 @@ mod bench;
 pub mod compare;
 mod eval;
 mod eval_check;
+mod eval_merge;
 mod export;
 pub mod features;
 mod quantize;
@@ -36,6 +37,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare an eval run with a baseline; exit 1 on a WER rise, a pinned-utterance change or fewer clips scored.
     EvalCheck(eval_check::EvalCheckArgs),
+    /// Merge the shard runs of `eval --shard K/N` into the run a single pass over the corpus gives.
+    EvalMerge(eval_merge::EvalMergeArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Features(a) => features::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
+        Command::EvalMerge(a) => eval_merge::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a),

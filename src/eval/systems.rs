@@ -317,7 +317,8 @@ impl ExternalLimits {
     /// Default wait before the first retry (then 1 s, 2 s).
     pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 
-    /// The time limit for a clip of `duration_s` seconds (the manifest's): the fixed
+    /// The time limit for a clip of `duration_s` seconds (the manifest's, or the audio's; 0 when
+    /// unknown, which gives the minimum): the fixed
     /// [`ExternalLimits::timeout`] if set, else max([`ExternalLimits::MIN_TIMEOUT`],
     /// [`ExternalLimits::TIMEOUT_PER_AUDIO_SECOND`] × `duration_s`), at most one day.
     pub fn timeout_for(&self, duration_s: f64) -> Duration {
@@ -969,7 +970,7 @@ impl System for CmdSystem {
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let cmd = self.template.clone();
-        let timeout = self.limits.timeout_for(entry.duration_s);
+        let timeout = self.limits.timeout_for(entry.duration_s.unwrap_or(0.0));
         let mut command = std::process::Command::new("sh");
         command
             .arg("-c")
@@ -1160,7 +1161,7 @@ impl System for HttpSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        let timeout = self.limits.timeout_for(entry.duration_s);
+        let timeout = self.limits.timeout_for(entry.duration_s.unwrap_or(0.0));
         let deadline = std::time::Instant::now() + timeout;
         let bytes =
             std::fs::read(&entry.path).map_err(FileError::io(&entry.path, "cannot read audio"))?;
