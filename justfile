@@ -183,6 +183,24 @@ quant-report model type *args:
         rm -f -- "$ref" "$out/$id.acc.safetensors" "$out/$id.local.safetensors"
     done
     {{py}} reference/quant_report_summary.py "$out"
+# Long recordings for long-form WER: the corpus clips of $VOXTRACE_AUDIO_DIR/manifest.tsv concatenated (0.5 s gaps) to 5 and 20 minutes, into corpus-cache/long/<N>min/ (wav, one-row manifest.tsv, parts.tsv).
+long-recordings:
+    for m in 5 20; do python3 reference/long_recording.py --manifest {{audio_dir}}/manifest.tsv --minutes $m --id long-${m}min --out-dir corpus-cache/long/${m}min; done
+
+# Long-form WER of Whisper tiny.en on the long recordings (voxtrace eval, one run per length, into reports/long/ with its own history so `eval-check` is not mixed up; extra args go to `voxtrace eval`). Add faster-whisper with `just eval-long-faster-whisper` first.
+eval-long *args: long-recordings
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for m in 5 20; do
+        d=corpus-cache/long/${m}min
+        systems=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+        if [ -f $d/faster_whisper.json ]; then systems+=(--system "faster-whisper=transcripts:$d/faster_whisper.json"); fi
+        cargo run -q -- eval --manifest $d/manifest.tsv "${systems[@]}" --out reports/long {{args}}
+    done
+
+# faster-whisper 1.2.1 long-form on the long recordings (needs `just setup-bench`): transcripts for `just eval-long`, wall time per file on stdout.
+eval-long-faster-whisper: long-recordings
+    for m in 5 20; do {{ref_py}} reference/whisper_faster_whisper_long.py --manifest corpus-cache/long/${m}min/manifest.tsv --out corpus-cache/long/${m}min/faster_whisper.json; done
 
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:

@@ -8,7 +8,7 @@
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
 //! | `voxtral-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, ADA-norm conditioning, embeddings, tied LM head f32) |
 //! | `voxtral-q4_0:DIR`      | the same, packed as Q4_0                                                   |
-//! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
+//! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy; up to 30 s without timestamps (transformers short-form), longer long-form with timestamps (`models::whisper::longform`) |
 //! | `whisper-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, embeddings, LM head f32) |
 //! | `whisper-q4_0:DIR`      | the same, packed as Q4_0                                                   |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
@@ -491,8 +491,9 @@ impl System for VoxtralSystem {
 // ---------------------------------------------------------------------------------------------
 // whisper:DIR
 
-/// The Burn Whisper tiny.en port ([`crate::models::whisper`]): greedy, English-only prompt, no
-/// timestamps, 30 s windows.
+/// The Burn Whisper tiny.en port ([`crate::models::whisper`]): greedy, English-only prompt;
+/// clips up to 30 s without timestamps (transformers' short-form `generate`), longer audio
+/// long-form with timestamps ([`crate::models::whisper::transcribe_long`], upstream defaults).
 pub struct WhisperSystem {
     info: SystemInfo,
     device: burn::tensor::Device,
@@ -556,12 +557,26 @@ impl System for WhisperSystem {
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let s = crate::audio::load_mono_16k(&entry.path)
             .map_err(load_err(&entry.path, "cannot decode audio"))?;
-        let t = self
-            .model
-            .transcribe(&s, &self.tok, &self.device)
+        // Up to 30 s: transformers' short-form generate (no timestamps, token-exact with
+        // upstream). Longer: long-form with timestamps, as upstream's `transcribe`.
+        let text = if s.len() <= crate::audio::mel::WHISPER_N_SAMPLES {
+            self.model
+                .transcribe(&s, &self.tok, &self.device)
+                .map_err(|e| EvalError::Model(e.into()))?
+                .text
+        } else {
+            let segments = crate::models::whisper::transcribe_long(
+                &self.model,
+                &self.tok,
+                &s,
+                &crate::models::whisper::LongFormOptions::default(),
+                &self.device,
+            )
             .map_err(|e| EvalError::Model(e.into()))?;
+            crate::models::whisper::segments_text(&segments)
+        };
         Ok(Transcription {
-            text: t.text.trim().to_string(),
+            text: text.trim().to_string(),
             audio_s: Some(s.len() as f64 / 16_000.0),
         })
     }
