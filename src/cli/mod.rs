@@ -8,6 +8,7 @@ mod export;
 pub mod features;
 mod trace;
 mod transcribe;
+mod verify_real;
 
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Command {
     EvalCheck(eval_check::EvalCheckArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
+    /// Check a Voxtral checkpoint against golden records of its outputs (ids, first logits, WER); exit 1 on a mismatch.
+    VerifyReal(verify_real::VerifyRealArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
     Bench(bench::BenchArgs),
 }
@@ -51,7 +54,7 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
 }
 
 /// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare,
-/// eval-check) or an eval run scored nothing for some system, 2 could not run (bad input,
+/// eval-check, verify-real) or an eval run scored nothing for some system, 2 could not run (bad input,
 /// missing file).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
         Command::Export(a) => export::run(a),
+        Command::VerifyReal(a) => verify_real::run(a),
         Command::Bench(a) => bench::run(a),
     };
     match result {
