@@ -74,6 +74,10 @@ reference: models
     {{ref_py}} reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
     {{py}} reference/gguf_cases.py
 
+# A random Voxtral Mini 4B Realtime checkpoint of the full size in the release's format (Mistral layout, BF16, real names, params.json, full-size tekken.json) into DIR, outside the checkout (~8.9 GB, peak RSS ~1.6 GB).
+full-size-checkpoint dir:
+    {{ref_py}} reference/full_size_checkpoint.py {{dir}}
+
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py
