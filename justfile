@@ -10,6 +10,8 @@ ref_py := ref_venv / "bin/python"
 models := justfile_directory() / "models-cache"
 # The shared speech clips (tests read the same variable).
 audio_dir := env_var_or_default("VOXTRACE_AUDIO_DIR", justfile_directory() / ".." / "shared" / "audio")
+# Golden records of the real Voxtral Mini 4B Realtime checkpoint (`just verify-real`).
+golden_dir := env_var_or_default("VOXTRACE_GOLDEN_DIR", justfile_directory() / ".." / "shared" / "golden" / "voxtral-mini-4b-realtime")
 
 default:
     @just --list
@@ -61,6 +63,7 @@ lint:
 reference: models
     {{ref_py}} reference/voxtral_tiny.py --out fixtures/voxtral_tiny
     {{ref_py}} reference/voxtral_tiny_transcripts.py --audio-root {{audio_dir}}
+    {{ref_py}} reference/voxtral_tiny_goldens.py --audio-root {{audio_dir}} --out fixtures/voxtral_tiny_golden
     {{ref_py}} reference/whisper_reference.py
     {{ref_py}} reference/whisper_f32_error.py
     {{ref_py}} reference/make_tiny_tekken.py
@@ -71,10 +74,18 @@ reference: models
     {{ref_py}} reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
     {{py}} reference/gguf_cases.py
 
+# A random Voxtral Mini 4B Realtime checkpoint of the full size in the release's format (Mistral layout, BF16, real names, params.json, full-size tekken.json) into DIR, outside the checkout (~8.9 GB, peak RSS ~1.6 GB).
+full-size-checkpoint dir:
+    {{ref_py}} reference/full_size_checkpoint.py {{dir}}
+
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py
     {{py}} reference/gguf_check.py
+
+# Does a Voxtral checkpoint (Mistral or HF folder) reproduce the golden records? Streaming decode of every clip: ids, first logits, WER; exit 1 on a mismatch. Extra args go to `voxtrace verify-real` (e.g. --tokenizer F, --audio-dir D, --json F).
+verify-real model golden=golden_dir *args:
+    cargo run -q -- verify-real --model {{model}} --golden {{golden}} {{args}}
 
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:

@@ -10,7 +10,8 @@
 //! 3. [`models`]: Voxtral Realtime and Whisper, each mirroring its upstream module tree.
 //! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
 //!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
-//!    regression check, HTML), [`mod@bench`] (benchmark workers).
+//!    regression check, HTML), [`mod@bench`] (benchmark workers), [`verify`] (a checkpoint
+//!    against golden records of its published outputs).
 //! 5. [`cli`]: the `voxtrace` command, all argument parsing; `anyhow` lives only here.
 
 pub mod audio;
@@ -27,3 +28,4 @@ pub mod quant;
 pub mod report;
 pub mod tokenizer;
 pub mod trace;
+pub mod verify;

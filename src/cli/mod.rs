@@ -10,6 +10,7 @@ pub mod features;
 mod quantize;
 mod trace;
 mod transcribe;
+mod verify_real;
 
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     EvalMerge(eval_merge::EvalMergeArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
+    /// Check a Voxtral checkpoint against golden records of its outputs (ids, first logits, WER); exit 1 on a mismatch.
+    VerifyReal(verify_real::VerifyRealArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
     Bench(bench::BenchArgs),
     /// Write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0) in voxtral.cpp's naming.
@@ -57,7 +60,7 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
 }
 
 /// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare,
-/// eval-check) or an eval run scored nothing for some system, 2 could not run (bad input,
+/// eval-check, verify-real) or an eval run scored nothing for some system, 2 could not run (bad input,
 /// missing file).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::EvalCheck(a) => eval_check::run(a),
         Command::EvalMerge(a) => eval_merge::run(a),
         Command::Export(a) => export::run(a),
+        Command::VerifyReal(a) => verify_real::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a),
     };
