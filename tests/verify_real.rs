@@ -87,6 +87,33 @@ fn tiny_goldens_pass_in_the_hf_layout() {
     assert_all_pass(code, &out, &err, &report);
 }
 
+/// The same goldens pass on the fixture written as a voxtral.cpp GGUF (f32: the exact weights;
+/// tokenizer from the file's metadata), and a Q4_0 GGUF of it fails with exit 1 (random tiny
+/// weights are not token-exact at 4 bits: `tests/voxtral_quant.rs`).
+#[test]
+fn tiny_goldens_pass_on_the_f32_gguf_and_q4_0_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (ty, want) in [("f32", 0), ("q4_0", 1)] {
+        let file = tmp.path().join(format!("tiny-{ty}.gguf"));
+        voxtrace_ok(&[
+            "quantize",
+            "--model",
+            s(&voxtral_fixture("mistral")),
+            "--type",
+            ty,
+            "--out",
+            s(&file),
+        ]);
+        let (code, out, err, report) = verify(&file, &[]);
+        if want == 0 {
+            let report = report.unwrap_or_else(|| panic!("no report: {out}\n{err}"));
+            assert_all_pass(code, &out, &err, &report);
+        } else {
+            assert_eq!(code, 1, "{ty}: {out}\n{err}");
+        }
+    }
+}
+
 /// A copy of the Mistral fixture with one weight changed: decoder layer 1's FFN down
 /// projection, element [0, 0], set to 4.0 (from 0.039; exactly representable in BF16).
 fn perturbed_copy(dir: &Path) -> PathBuf {

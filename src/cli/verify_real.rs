@@ -5,7 +5,6 @@
 
 use crate::io::terminal_safe;
 use crate::models::voxtral::streaming::TokenBudget;
-use crate::tokenizer::Tekken;
 use crate::verify::{self, ClipReport, RunOptions, Tolerance, golden::Divergence};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,12 +134,7 @@ pub fn run(args: &VerifyRealArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var_os("VOXTRACE_GOLDEN_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_GOLDEN_DIR));
     let clips = verify::read_golden_dir(&golden, args.audio_dir.as_deref())?;
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tekken.json"));
-    let model = verify::load_model(&args.model, &device)?;
-    let tok = Tekken::from_file(&tok_path)?;
+    let (model, tok) = verify::load_model(&args.model, args.tokenizer.as_deref(), &device)?;
     let opts = RunOptions {
         delay_ms: args.delay_ms,
         budget: match args.budget {

@@ -17,9 +17,8 @@
 //! 39-token prompt), one more than transformers' `generate` returns; that is the default
 //! budget here.
 //!
-//! Models: a Voxtral checkpoint folder in Mistral or HF layout ([`load_model`]); a GGUF file is
-//! recognised and refused until the GGUF loader lands (the one hook to fill is
-//! [`ModelSource::Gguf`] in [`load_model`]).
+//! Models: a Voxtral checkpoint folder in Mistral or HF layout, or a voxtral.cpp GGUF file
+//! ([`load_model`]).
 
 pub mod golden;
 
@@ -121,21 +120,20 @@ impl ModelSource {
     }
 }
 
-/// Load the model at `path` (see [`ModelSource`]).
+/// Load the model at `path` (see [`ModelSource`]) with its tokenizer: a folder's
+/// `tekken.json`, or the tokenizer a voxtral.cpp GGUF carries ([`Voxtral::open`]); `tokenizer`
+/// overrides either.
 ///
 /// # Errors
-/// [`VerifyError::Model`] for a bad folder (naming the file and cause);
-/// [`VerifyError::Unsupported`] for a GGUF file until its loader exists.
-pub fn load_model(path: &Path, device: &Device) -> Result<Voxtral, VerifyError> {
+/// [`VerifyError::Model`] for a bad folder or GGUF file (naming the file and cause).
+pub fn load_model(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    device: &Device,
+) -> Result<(Voxtral, Tekken), VerifyError> {
     match ModelSource::of(path)? {
-        ModelSource::Folder(dir) => Ok(Voxtral::load(&dir, device)?),
-        // Hook: a GGUF Voxtral loader goes here (returning the same `Voxtral`); everything
-        // downstream (streaming decode, comparison) is format-independent.
-        ModelSource::Gguf(file) => Err(VerifyError::Unsupported {
-            path: file,
-            cause: "GGUF Voxtral checkpoints are not loadable yet; use the Mistral or HF folder"
-                .into(),
-        }),
+        ModelSource::Folder(dir) => Ok(Voxtral::open(&dir, tokenizer, device)?),
+        ModelSource::Gguf(file) => Ok(Voxtral::open(&file, tokenizer, device)?),
     }
 }
 
