@@ -226,12 +226,12 @@ fn missing_or_malformed_inputs_exit_2_naming_the_file() {
     let (code, _, err, _) = verify(dir.path(), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no Voxtral checkpoint found"), "{err}");
-    // A GGUF file is recognised and refused for now.
+    // A damaged GGUF file (the magic alone) is refused, naming the file and the cause.
     let gguf = dir.path().join("model.gguf");
     std::fs::write(&gguf, b"GGUF").unwrap();
     let (code, _, err, _) = verify(&gguf, &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("GGUF") && err.contains("model.gguf"), "{err}");
+    assert!(err.contains("model.gguf") && err.contains("truncated"), "{err}");
     // A malformed record.
     let bad = dir.path().join("golden");
     std::fs::create_dir(&bad).unwrap();
