@@ -107,7 +107,7 @@ fn long_recording_loses_and_doubles_no_words_at_window_edges() {
                 segments_text(&transcribe_long(&model, &tok, &s, &opts, &device()).unwrap())
             })
             .clone();
-        per_clip = per_clip + counts(&r, &hyp);
+        per_clip += counts(&r, &hyp);
     }
     let long = counts(&reference, &long_text);
     eprintln!(
