@@ -10,6 +10,10 @@ reaches MINUTES (the clip that crosses it is kept whole, so no word is cut). Eve
     manifest.tsv        one row, the eval manifest format: id, file, duration_s, reference
                         (the clips' references joined by one space), source, license
     <id>.parts.tsv      per clip: index, clip id, start_s, end_s (where each clip sits)
+    <id>.clips.tsv      the same clips as an eval manifest, one row per occurrence (ids
+                        NNN-<clip id>, files relative to the source manifest's folder: pass that
+                        folder as --audio-root): their corpus WER is the per-clip WER of the
+                        recording's words
 
     python3 reference/long_recording.py --minutes 5 --out-dir corpus-cache/long
     voxtrace eval --manifest corpus-cache/long/manifest.tsv --system whisper=whisper:models-cache/whisper-tiny.en
@@ -126,6 +130,16 @@ def main():
                 fh.write(f"{i}\t{cid}\t{a:.4f}\t{b:.4f}\n")
 
     atomic_write(args.out_dir / f"{rid}.parts.tsv", write_parts)
+    by_id = {r["id"]: r for r in rows}
+
+    def write_clips(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("id\tfile\tduration_s\treference\tsource\tlicense\n")
+            for i, cid, a, b in parts:
+                r = by_id[cid]
+                fh.write(f"{i:03d}-{cid}\t{r['file']}\t{b - a:.3f}\t{r['reference'].strip()}\t{r.get('source', '')}\t{r.get('license', '')}\n")
+
+    atomic_write(args.out_dir / f"{rid}.clips.tsv", write_clips)
     print(f"{wav_path}\t{n / RATE:.3f} s\t{len(parts)} clips\t{len(reference.split())} reference words")
 
 
