@@ -194,6 +194,7 @@ quant-report model type *args:
         rm -f -- "$ref" "$out/$id.acc.safetensors" "$out/$id.local.safetensors"
     done
     {{py}} reference/quant_report_summary.py "$out"
+
 # Long recordings for long-form WER: the corpus clips of $VOXTRACE_AUDIO_DIR/manifest.tsv concatenated (0.5 s gaps) to 5 and 20 minutes, into corpus-cache/long/<N>min/ (wav, one-row manifest.tsv, parts.tsv).
 long-recordings:
     for m in 5 20; do python3 reference/long_recording.py --manifest {{audio_dir}}/manifest.tsv --minutes $m --id long-${m}min --out-dir corpus-cache/long/${m}min; done
@@ -212,6 +213,37 @@ eval-long *args: long-recordings
 # faster-whisper 1.2.1 long-form on the long recordings (needs `just setup-bench`): transcripts for `just eval-long`, wall time per file on stdout.
 eval-long-faster-whisper: long-recordings
     for m in 5 20; do {{ref_py}} reference/whisper_faster_whisper_long.py --manifest corpus-cache/long/${m}min/manifest.tsv --out corpus-cache/long/${m}min/faster_whisper.json; done
+# Venv of `just eval-ray` (PyPI ray, ~1 GB RSS for a local cluster).
+ray_venv := justfile_directory() / ".venv-ray"
+
+# The corpus through a local Ray cluster (head with no CPUs + two 1-CPU workers): one Ray task per
+# shard (`voxtrace eval --shard K/N`), merged with `voxtrace eval-merge`, checked equal to a single
+# run over the whole corpus, cluster stopped. Runs land in reports/ray/ (no row in reports/history.jsonl).
+eval-ray shards="4" port="6379":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    test -x {{ray_venv}}/bin/python || python3 -m venv {{ray_venv}}
+    {{ray_venv}}/bin/python -m pip install -q -r reference/requirements-ray.txt
+    cargo build -q --bin voxtrace
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
+    args=(--manifest audio_samples/manifest.tsv --audio-root "$root" --system "voxtral-tiny-burn=voxtral:fixtures/voxtral_tiny/mistral")
+    if [ -f fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json ]; then
+        args+=(--system "voxtral-tiny-torch=transcripts:fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json" --reference-system voxtral-tiny-burn=voxtral-tiny-torch)
+    fi
+    if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
+        args+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+    fi
+    id=ray-$(date -u +%Y%m%dT%H%M%SZ)
+    ray={{ray_venv}}/bin/ray
+    export RAY_USAGE_STATS_ENABLED=0
+    trap '$ray stop --force >/dev/null 2>&1 || true' EXIT
+    $ray start --head --num-cpus=0 --port={{port}} --include-dashboard=false >/dev/null
+    for w in 1 2; do $ray start --address=127.0.0.1:{{port}} --num-cpus=1 >/dev/null; done
+    target/debug/voxtrace eval "${args[@]}" --out reports/ray --run-id "$id-single" --quiet
+    {{ray_venv}}/bin/python reference/ray_eval.py --address 127.0.0.1:{{port}} \
+        --voxtrace target/debug/voxtrace --shards {{shards}} --out reports/ray --run-id "$id-merged" \
+        --compare-with "reports/ray/$id-single" -- "${args[@]}"
+
 
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:

@@ -8,7 +8,7 @@ mod common;
 
 use proptest::prelude::*;
 use std::path::Path;
-use voxtrace::eval::manifest::Manifest;
+use voxtrace::eval::manifest::{Manifest, ManifestError};
 
 fn piece() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -139,7 +139,19 @@ proptest! {
                     prop_assert!(!e.id.trim().is_empty() && !e.file.trim().is_empty());
                 }
             }
-            Err(e) => prop_assert!(e.to_string().contains("m.jsonl"), "{e}"),
+            Err(e) => {
+                prop_assert!(e.to_string().contains("m.jsonl"), "{e}");
+                // Read as NeMo JSON lines, never as a TSV.
+                prop_assert!(
+                    !matches!(
+                        e,
+                        ManifestError::BadHeader { .. }
+                            | ManifestError::ColumnCount { .. }
+                            | ManifestError::Empty { .. }
+                    ),
+                    "{e}"
+                );
+            }
         }
     }
 
@@ -162,8 +174,11 @@ proptest! {
                 }
             }
             Err(e) => {
+                // Read as a Kaldi folder: the error names one of its files, never the folder
+                // read as a file.
                 let s = e.to_string();
-                prop_assert!(s.contains("wav.scp") || s.contains("text") || s.contains("data"), "{s}");
+                prop_assert!(!matches!(e, ManifestError::Io { .. }), "{s}");
+                prop_assert!(s.contains("wav.scp") || s.contains("text"), "{s}");
             }
         }
     }

@@ -16,10 +16,14 @@ use crate::eval::systems::{ExternalLimits, SystemSpec};
 /// Arguments of `voxtrace eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Corpus manifest (TSV: id, file, duration_s, reference, source, license, ...).
+    /// Corpus manifest, layout detected from the path: a TSV file (id, file, reference; optional
+    /// duration_s, source, license, ...), a NeMo JSON-lines file (audio_filepath, text,
+    /// duration), a Kaldi data folder (wav.scp + text; piped entries refused) or a
+    /// LibriSpeech-style folder (*.trans.txt beside the audio).
     #[arg(long)]
     pub manifest: PathBuf,
-    /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
+    /// Folder the manifest's relative `file`s resolve against (default: the manifest file's
+    /// folder; the Kaldi / LibriSpeech folder itself).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
     /// Also read audio outside the audio root: absolute `file`s, `..` climbing above it,
