@@ -37,7 +37,8 @@ def main() -> None:
             for t in rep.get("tensors", []):
                 m = t.get("metrics") or {}
                 s = m.get("sqnr_db")
-                if isinstance(s, (int, float)) and s == s:
+                # Token ids (`generated_ids`, `*.input_ids`) are not signals.
+                if isinstance(s, (int, float)) and s == s and not t["name"].endswith("ids"):
                     layers.setdefault(t["name"], {"acc": [], "local": []})[kind].append(float(s))
                 if kind == "acc" and "kl_mean" in m and row is None:
                     row = {
@@ -62,6 +63,9 @@ def main() -> None:
         "kl_p999_max": max(r["kl_p999"] for r in rows) if rows else None,
         "top1_agreement_mean": statistics.fmean(r["top1_agreement"] for r in rows) if rows else None,
     }
+    out = {"folder": str(folder), "total": total, "clips": clips,
+           "layers_worst_first": [{"tensor": k, "median_sqnr_db_accumulated": a, "median_sqnr_db_local": l}
+                                  for a, l, k in worst]}
     (folder / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
     md = [f"# Quantization drift: {folder.name}", "",
           "| clip | logits SQNR dB | KL mean | KL p99.9 | top-1 agreement |", "|---|---|---|---|---|"]
