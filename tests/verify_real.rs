@@ -231,7 +231,10 @@ fn missing_or_malformed_inputs_exit_2_naming_the_file() {
     std::fs::write(&gguf, b"GGUF").unwrap();
     let (code, _, err, _) = verify(&gguf, &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("model.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("model.gguf") && err.contains("truncated"),
+        "{err}"
+    );
     // A malformed record.
     let bad = dir.path().join("golden");
     std::fs::create_dir(&bad).unwrap();
