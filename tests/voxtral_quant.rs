@@ -5,9 +5,8 @@
 
 mod common;
 
+use common::voxtral::{clip, stream};
 use common::*;
-use voxtrace::audio::AudioConfig;
-use voxtrace::models::voxtral::streaming::StreamingSession;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::nn::qmatmul::QuantKind;
 use voxtrace::tokenizer::Tekken;
@@ -25,44 +24,6 @@ fn load(layout: WeightLayout) -> Voxtral {
         WeightLayout::Hf => "hf",
     };
     Voxtral::load_layout(&voxtral_fixture(dir), layout, &device()).unwrap()
-}
-
-fn clip(name: &str) -> Vec<f32> {
-    let path = if name == "synthetic" {
-        voxtral_fixture("synthetic.wav")
-    } else {
-        shared_audio().join(name)
-    };
-    voxtrace::audio::load_mono_16k(&path).unwrap()
-}
-
-/// Streaming transcription (80 ms steps), as `voxtrace transcribe` runs it.
-fn stream(model: &Voxtral, tok: &Tekken, samples: &[f32]) -> Vec<i64> {
-    let cfg = tok
-        .audio()
-        .cloned()
-        .unwrap_or_else(AudioConfig::voxtral_realtime);
-    let delay = cfg.n_delay_tokens(Some(480.0)).unwrap();
-    let mut prompt = vec![tok.bos_id().unwrap() as i64];
-    let pad = tok.streaming_pad_id().unwrap() as i64;
-    prompt.extend(std::iter::repeat_n(
-        pad,
-        cfg.n_left_pad_tokens().unwrap() + delay,
-    ));
-    let mut s = StreamingSession::new(
-        model,
-        cfg,
-        prompt,
-        delay,
-        Some(tok.eos_id().unwrap() as i64),
-        &device(),
-    )
-    .unwrap();
-    for c in samples.chunks(1280) {
-        s.push(c).unwrap();
-    }
-    s.finish(480.0).unwrap();
-    s.sequence().to_vec()
 }
 
 fn upstream_ids(dump: &str) -> Vec<i64> {
@@ -117,8 +78,8 @@ fn drift(f: &Voxtral, q: &Voxtral, tok: &Tekken, wav: &str) -> (Vec<i64>, Drift)
     use voxtrace::models::voxtral::pipeline::prepare_offline;
     use voxtrace::trace::Scope;
     let samples = clip(wav);
-    let reference = stream(f, tok, &samples);
-    let got = stream(q, tok, &samples);
+    let reference = stream(f, tok, &samples, 1280).0;
+    let got = stream(q, tok, &samples, 1280).0;
     let inp = prepare_offline(&samples, tok, 480.0, &device()).unwrap();
     let n = inp.n_tokens;
     let mut ids: Vec<i64> = reference.iter().copied().take(n).collect();
@@ -196,7 +157,7 @@ fn measure(kind: QuantKind) -> (f64, f64, usize) {
         let mut q = load(layout);
         q.quantize(kind).unwrap();
         for (wav, dump) in CLIPS {
-            let reference = stream(&f32_model, &tok, &clip(wav));
+            let reference = stream(&f32_model, &tok, &clip(wav), 1280).0;
             assert_eq!(reference, upstream_ids(dump), "{layout:?} {wav}: f32");
             let (got, d) = drift(&f32_model, &q, &tok, wav);
             exact += usize::from(got == reference);
