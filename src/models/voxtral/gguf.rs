@@ -962,7 +962,6 @@ impl Voxtral {
         no_problems(path, tensor_problems(&expected_tensors(&cfg), &found))?;
 
         let mut model = Voxtral::random(cfg, device);
-        let mut packed = 0usize;
         {
             let mut linears: HashMap<String, &mut LinearWeight> = model
                 .linears_mut()
@@ -988,10 +987,8 @@ impl Voxtral {
                             CheckpointError::file(path, format!("tensor {}: {e}", t.name))
                         })?;
                 l.set_packed(m);
-                packed += 1;
             }
         }
-        let _ = packed;
         // Everything not packed: widened to f32 when Burn asks for it.
         let mut snapshots = Vec::new();
         for t in g.tensors() {
