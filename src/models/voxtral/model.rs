@@ -132,6 +132,11 @@ impl Voxtral {
                 packed += 1;
             }
         }
+        if self.net.lm_head.is_none()
+            && self.net.model.language_model.embed_tokens.quantize(kind)?
+        {
+            packed += 1;
+        }
         Ok(packed)
     }
 
@@ -189,17 +194,7 @@ impl Voxtral {
         let h = s.fed_input(h);
         let logits = match &self.net.lm_head {
             Some(head) => crate::nn::LinearLayer::apply(head, h),
-            None if crate::nn::linear::is_capture(&h.device()) => {
-                let w = self.net.model.language_model.embed_tokens.weight.val();
-                h.matmul(w.transpose().unsqueeze::<3>())
-            }
-            None => {
-                let [b, n, d] = h.dims();
-                let w = self.net.model.language_model.embed_tokens.weight.val();
-                let vocab = w.dims()[0];
-                crate::nn::linear::matmul_transposed(h.reshape([b * n, d]), w)
-                    .reshape([b, n, vocab])
-            }
+            None => self.net.model.language_model.embed_tokens.logits(h),
         };
         s.output(logits)
     }
