@@ -3,7 +3,9 @@
 //! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
 //! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
-//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0`:
+//! audio time (80 ms per step), the real-time factor and where the time went (`load_s` once per
+//! process; streaming: `encoder_s` = log-mel + encoder + adapter, `prefill_s`, `step_ms_p50` /
+//! `step_ms_p95` over the decoder steps, wall clock). `--quant q8_0|q4_0`:
 //! linear layers packed in GGUF blocks and multiplied by `nn::qmatmul`'s kernels.
 //!
 //! Whisper folders are transcribed long-form with timestamps
@@ -12,7 +14,7 @@
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
-use crate::models::voxtral::streaming::StreamingSession;
+use crate::models::voxtral::streaming::{StreamTimings, StreamingSession};
 use crate::models::voxtral::{PromptTokens, Voxtral, streaming_prompt};
 use crate::tokenizer::Tekken;
 use std::io::Write;
@@ -81,6 +83,8 @@ struct Outcome {
     audio_seconds: f64,
     /// Largest (encoder, decoder) KV cache lengths seen, in positions (streaming only).
     max_caches: Option<(usize, usize)>,
+    /// Wall time by phase (streaming only).
+    timings: Option<StreamTimings>,
 }
 
 /// One `--json` line of the Voxtral path.
@@ -95,6 +99,14 @@ struct JsonLine<'a> {
     audio_seconds: f64,
     seconds: f64,
     rtf: f64,
+    /// Model load (once per process, before the first file), seconds.
+    load_s: f64,
+    /// Streaming phases: log-mel + encoder + adapter, the prompt prefill, decoder steps.
+    encoder_s: Option<f64>,
+    prefill_s: Option<f64>,
+    step_ms_p50: Option<f64>,
+    step_ms_p95: Option<f64>,
+    steps: Option<usize>,
     max_cache_positions: Option<CachePositions>,
 }
 
@@ -165,12 +177,14 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let json = format == OutputFormat::Json;
+    let t_load = Instant::now();
     let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
     if let Some(q) = args.quant {
         model
             .quantize(q)
             .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
+    let load_s = t_load.elapsed().as_secs_f64();
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
@@ -208,6 +222,12 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
                         audio_seconds: o.audio_seconds,
                         seconds: secs,
                         rtf: secs / o.audio_seconds.max(1e-9),
+                        load_s,
+                        encoder_s: o.timings.as_ref().map(|t| t.encoder_s),
+                        prefill_s: o.timings.as_ref().map(|t| t.prefill_s),
+                        step_ms_p50: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.5)),
+                        step_ms_p95: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.95)),
+                        steps: o.timings.as_ref().map(|t| t.steps_ms.len()),
                         max_cache_positions: o.max_caches.map(|(e, d)| CachePositions {
                             encoder: e,
                             decoder: d,
@@ -249,6 +269,7 @@ fn offline(
         text,
         audio_seconds: samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE),
         max_caches: None,
+        timings: None,
     })
 }
 
@@ -334,6 +355,7 @@ fn streaming(
         text,
         audio_seconds: n_samples as f64 / f64::from(TARGET_SAMPLE_RATE),
         max_caches: Some(max_caches),
+        timings: Some(session.timings().clone()),
     })
 }
 

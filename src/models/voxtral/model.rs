@@ -265,4 +265,31 @@ impl Voxtral {
         );
         self.lm_head(h, &off)
     }
+
+    /// [`Self::decode_step`] with logits for the last position only (what greedy decoding
+    /// reads): a prefill of `seq` positions costs one LM-head product, not `seq` (at the
+    /// released size the head is 131072 x 3072).
+    ///
+    /// # Shapes
+    /// As [`Self::decode_step`]; returns logits `[1, 1, vocab]`.
+    pub fn decode_step_last(
+        &self,
+        inputs_embeds: Tensor<3>,
+        t_cond: &Tensor<2>,
+        pos0: usize,
+        caches: &mut [KvCache],
+    ) -> Tensor<3> {
+        let off = Scope::off();
+        let h = self.net.model.language_model.forward(
+            inputs_embeds,
+            t_cond,
+            pos0,
+            &self.config.decoder,
+            self.config.rope_style,
+            Some(caches),
+            &off,
+        );
+        let seq = h.dims()[1];
+        self.lm_head(h.narrow(1, seq - 1, 1), &off)
+    }
 }

@@ -55,6 +55,31 @@ pub enum TokenBudget {
 /// generated id, before the id is appended.
 pub type LogitsObserver<'a> = Box<dyn FnMut(usize, &[f32]) + 'a>;
 
+/// Where a stream's time went, measured with the wall clock as it runs (seconds and
+/// milliseconds of wall time, not of audio).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTimings {
+    /// Log-mel, conv stem, encoder and adapter over every audio token, seconds.
+    pub encoder_s: f64,
+    /// The decoder prefill of the prompt (one batched pass, last logits only), seconds.
+    pub prefill_s: f64,
+    /// Each decoder step after the prefill (one token each), milliseconds.
+    pub steps_ms: Vec<f64>,
+}
+
+impl StreamTimings {
+    /// The `q`-quantile (0..=1, nearest rank) of [`Self::steps_ms`]; `None` without steps.
+    pub fn step_ms_quantile(&self, q: f64) -> Option<f64> {
+        if self.steps_ms.is_empty() {
+            return None;
+        }
+        let mut v = self.steps_ms.clone();
+        v.sort_by(f64::total_cmp);
+        let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
+}
+
 /// One streaming transcription.
 pub struct StreamingSession<'a> {
     model: &'a Voxtral,
@@ -85,6 +110,7 @@ pub struct StreamingSession<'a> {
     max_len: Option<usize>,
     budget: TokenBudget,
     observer: Option<LogitsObserver<'a>>,
+    timings: StreamTimings,
 }
 
 impl<'a> StreamingSession<'a> {
@@ -121,6 +147,7 @@ impl<'a> StreamingSession<'a> {
             max_len: None,
             budget: TokenBudget::Generate,
             observer: None,
+            timings: StreamTimings::default(),
             cfg,
         };
         let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
@@ -155,6 +182,11 @@ impl<'a> StreamingSession<'a> {
             self.enc_caches.iter().map(KvCache::len).max().unwrap_or(0),
             self.dec_caches.iter().map(KvCache::len).max().unwrap_or(0),
         )
+    }
+
+    /// Wall time spent so far, by phase.
+    pub fn timings(&self) -> &StreamTimings {
+        &self.timings
     }
 
     /// Whether EOS was generated (later audio is ignored).
@@ -213,6 +245,7 @@ impl<'a> StreamingSession<'a> {
 
     /// Compute audio token `next_audio` and, when due, one decoder step.
     fn audio_step(&mut self) -> Option<i64> {
+        let t0 = std::time::Instant::now();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let k = self.next_audio;
         let win_start = (per_tok * k) as isize - LOOK_BACK as isize;
@@ -244,6 +277,7 @@ impl<'a> StreamingSession<'a> {
             self.buf.drain(..drop);
             self.buf_start += drop;
         }
+        self.timings.encoder_s += t0.elapsed().as_secs_f64();
         self.decode(audio, k)
     }
 
@@ -297,6 +331,8 @@ impl<'a> StreamingSession<'a> {
             self.done = true;
             return None;
         }
+        let t0 = std::time::Instant::now();
+        let prefill = k + 1 == l;
         let logits = if k + 1 < l {
             self.prompt_embeds.push(audio);
             return None;
@@ -308,12 +344,12 @@ impl<'a> StreamingSession<'a> {
                 .embed(ids(self.prompt.clone(), &self.device), &off)
                 + audio;
             self.model
-                .decode_step(emb, &self.t_cond, 0, &mut self.dec_caches)
+                .decode_step_last(emb, &self.t_cond, 0, &mut self.dec_caches)
         } else {
             let last = *self.sequence.last().expect("non-empty sequence");
             let emb = self.model.embed(ids(vec![last], &self.device), &off) + audio;
             self.model
-                .decode_step(emb, &self.t_cond, k, &mut self.dec_caches)
+                .decode_step_last(emb, &self.t_cond, k, &mut self.dec_caches)
         };
         if let Some(observe) = self.observer.as_mut() {
             let [_, s, v] = logits.dims();
@@ -328,6 +364,12 @@ impl<'a> StreamingSession<'a> {
             observe(self.sequence.len() - self.prompt.len(), &last);
         }
         let next = super::generate::argmax_last(logits);
+        let dt = t0.elapsed().as_secs_f64();
+        if prefill {
+            self.timings.prefill_s += dt;
+        } else {
+            self.timings.steps_ms.push(dt * 1e3);
+        }
         self.sequence.push(next);
         if Some(next) == self.eos {
             self.done = true;
