@@ -130,6 +130,14 @@ bench-whisper *args: bench-build
 bench-voxtral *args: bench-build
     {{ref_py}} reference/bench_voxtral.py --voxtrace target/debug/voxtrace --out reports/bench/voxtral.json {{args}}
 
+# The release binary (target/release/voxtrace; ~20-30 min from clean on 2 cores, then incremental).
+bench-release:
+    cargo build --release --bin voxtrace
+
+# Real time at the real size, end to end (release): on the checkpoint of `just full-size-checkpoint DIR`, one 11 s clip, per type (bf16 as stored, q8_0, q4_0 GGUF written once by `voxtrace quantize` next to it): cold and warm whole-process wall, load, encoder, prefill, decoder step p50/p95 against the memory-bandwidth bound measured in the same run, RTF, peak RSS. JSON in reports/bench/realtime.json.
+bench-realtime dir *args: bench-release
+    {{py}} reference/bench_realtime.py --voxtrace target/release/voxtrace --checkpoint {{dir}} --audio {{audio_dir}}/jfk.wav --out reports/bench/realtime.json {{args}}
+
 # Tracing overhead: capture all (memory, file) vs off, and off vs a build without the `record` feature.
 bench-trace *args: bench-build
     python3 reference/bench_trace.py --voxtrace target/debug/voxtrace --no-record target/debug/voxtrace-no-record --out reports/bench/trace.json {{args}}

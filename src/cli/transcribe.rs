@@ -57,6 +57,11 @@ pub struct TranscribeArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Voxtral streaming: most audio tokens (80 ms each) the encoder takes in one call when
+    /// that much audio is waiting (a file is read in pieces of this many tokens). 1 is the
+    /// one-token (8 mel frames) schedule; tokens are identical either way.
+    #[arg(long, default_value_t = crate::models::voxtral::streaming::DEFAULT_ENCODER_CHUNK as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub encoder_chunk: u64,
     /// Pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
     /// `nn::qlinear` for what stays f32). Default: f32 as stored.
     #[arg(long)]
@@ -107,6 +112,10 @@ struct JsonLine<'a> {
     step_ms_p50: Option<f64>,
     step_ms_p95: Option<f64>,
     steps: Option<usize>,
+    /// Weight bytes a decoder step reads, as stored (`Voxtral::decoder_step_weight_bytes`).
+    decoder_step_weight_bytes: usize,
+    /// Storage of the decoder's linear weights and of the token table (`bf16`, `q4_0`, ...).
+    precision: String,
     max_cache_positions: Option<CachePositions>,
 }
 
@@ -185,6 +194,17 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
     let load_s = t_load.elapsed().as_secs_f64();
+    let precision = {
+        let lm = &model.net.model.language_model;
+        let linear = lm
+            .layers
+            .first()
+            .map_or("none", |l| l.self_attn.q_proj.precision());
+        format!(
+            "linears {linear}, token table {}",
+            lm.embed_tokens.precision()
+        )
+    };
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
@@ -194,7 +214,7 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
             offline(&model, &tok, path, args.delay_ms, &device)
         } else {
             let print = (!json).then_some(&mut line_open);
-            streaming(&model, &tok, path, args.delay_ms, print, &device)
+            streaming(&model, &tok, path, args, print, &device)
         };
         match result {
             Err(e) => {
@@ -228,6 +248,8 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
                         step_ms_p50: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.5)),
                         step_ms_p95: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.95)),
                         steps: o.timings.as_ref().map(|t| t.steps_ms.len()),
+                        decoder_step_weight_bytes: model.decoder_step_weight_bytes(),
+                        precision: precision.clone(),
                         max_cache_positions: o.max_caches.map(|(e, d)| CachePositions {
                             encoder: e,
                             decoder: d,
@@ -280,7 +302,7 @@ fn streaming(
     model: &Voxtral,
     tok: &Tekken,
     path: &Path,
-    delay_ms: f64,
+    args: &TranscribeArgs,
     line_open: Option<&mut bool>,
     device: &burn::tensor::Device,
 ) -> anyhow::Result<Outcome> {
@@ -288,6 +310,7 @@ fn streaming(
         .audio()
         .cloned()
         .unwrap_or_else(AudioConfig::voxtral_realtime);
+    let delay_ms = args.delay_ms;
     let tokens = PromptTokens::from_tekken(tok)?;
     let prompt = streaming_prompt(&tokens, &cfg, Some(delay_ms))?;
     let mut session = StreamingSession::new(
@@ -298,6 +321,7 @@ fn streaming(
         Some(tokens.eos),
         device,
     )?;
+    session.set_encoder_chunk(args.encoder_chunk as usize);
     let mut decoder = tok.streaming_decoder();
     let mut text = String::new();
     let mut stdout = std::io::stdout();
@@ -314,7 +338,9 @@ fn streaming(
         Ok(())
     };
     // Decode, resample and transcribe chunk by chunk: memory stays bounded for any file length.
-    let chunks = open_chunks(path, 1280)?;
+    // At most 4096 (checked by clap).
+    let encoder_chunk = args.encoder_chunk as usize;
+    let chunks = open_chunks(path, 1280 * encoder_chunk)?;
     let mut resampler = StreamResampler::new(chunks.sample_rate(), TARGET_SAMPLE_RATE)?;
     if let Some(open) = line_open {
         print!("{}\t", path.display());

@@ -140,6 +140,37 @@ impl Voxtral {
         Ok(packed)
     }
 
+    /// Weight bytes one decoder step reads, as stored: every decoder layer's attention and MLP
+    /// projections plus the LM head (the tied token table unless the checkpoint has its own).
+    /// Divided by the memory bandwidth, the lower bound of a step's time.
+    pub fn decoder_step_weight_bytes(&self) -> usize {
+        let lm = &self.net.model.language_model;
+        let layers: usize = lm
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .iter()
+                .map(|w| w.weight_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        layers
+            + match &self.net.lm_head {
+                Some(h) => h.weight_bytes(),
+                None => lm.embed_tokens.weight_bytes(),
+            }
+    }
+
     /// Audio embeddings from log-mel features: encoder, frame grouping, projector (upstream
     /// `get_audio_features`), one row per 80 ms audio token.
     ///

@@ -111,7 +111,13 @@ pub struct StreamingSession<'a> {
     budget: TokenBudget,
     observer: Option<LogitsObserver<'a>>,
     timings: StreamTimings,
+    /// Most audio tokens encoded in one call when more audio is available than one step needs.
+    encoder_chunk: usize,
 }
+
+/// Default for [`StreamingSession::set_encoder_chunk`]: up to 256 audio tokens (20.48 s of
+/// audio, 1024 encoder frames) encoded in one call.
+pub const DEFAULT_ENCODER_CHUNK: usize = 256;
 
 impl<'a> StreamingSession<'a> {
     /// Start a stream: `prompt` = `[BOS] + [STREAMING_PAD] x (left_pad + delay)`, audio settings
@@ -148,6 +154,7 @@ impl<'a> StreamingSession<'a> {
             budget: TokenBudget::Generate,
             observer: None,
             timings: StreamTimings::default(),
+            encoder_chunk: DEFAULT_ENCODER_CHUNK,
             cfg,
         };
         let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
@@ -182,6 +189,16 @@ impl<'a> StreamingSession<'a> {
             self.enc_caches.iter().map(KvCache::len).max().unwrap_or(0),
             self.dec_caches.iter().map(KvCache::len).max().unwrap_or(0),
         )
+    }
+
+    /// Encode up to `tokens` audio tokens (80 ms each; at least 1) in one call when that much
+    /// audio is waiting (a file, or a live stream that fell behind): the log-mel, the conv stem
+    /// and the sliding-window encoder then run over `8 * tokens` mel frames at once, with the
+    /// state the one-token schedule keeps (conv context, encoder KV cache), so every weight is
+    /// read once per call instead of once per token. `1` is the one-token (8-frame) schedule.
+    /// Tokens are identical either way (tested); the decoder still takes one step per token.
+    pub fn set_encoder_chunk(&mut self, tokens: usize) {
+        self.encoder_chunk = tokens.max(1);
     }
 
     /// Wall time spent so far, by phase.
@@ -235,21 +252,35 @@ impl<'a> StreamingSession<'a> {
         self.pushed += samples.len();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let mut out = Vec::new();
-        while !self.done && self.pushed >= per_tok * (self.next_audio + 1) + LOOK_AHEAD {
-            if let Some(t) = self.audio_step() {
-                out.push(t);
+        // Audio token k is ready once samples up to per_tok * (k + 1) + LOOK_AHEAD exist.
+        while !self.done {
+            let ready = self.pushed.saturating_sub(LOOK_AHEAD) / per_tok;
+            if ready <= self.next_audio {
+                break;
+            }
+            let k0 = self.next_audio;
+            let n = (ready - k0).min(self.encoder_chunk);
+            let audio = self.audio_tokens(n);
+            for i in 0..n {
+                if self.done {
+                    break;
+                }
+                if let Some(t) = self.decode(audio.clone().narrow(1, i, 1), k0 + i) {
+                    out.push(t);
+                }
             }
         }
         out
     }
 
-    /// Compute audio token `next_audio` and, when due, one decoder step.
-    fn audio_step(&mut self) -> Option<i64> {
+    /// Compute audio tokens `next_audio .. next_audio + n` (their samples exist): the log-mel of
+    /// their window, then [`Self::encode_tokens`]. Returns `[1, n, d_dec]`.
+    fn audio_tokens(&mut self, n: usize) -> Tensor<3> {
         let t0 = std::time::Instant::now();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let k = self.next_audio;
         let win_start = (per_tok * k) as isize - LOOK_BACK as isize;
-        let win_len = per_tok + 400;
+        let win_len = per_tok * n + 400;
         let mut window = vec![0.0f32; win_len];
         for (j, w) in window.iter_mut().enumerate() {
             let abs = win_start + j as isize;
@@ -268,8 +299,8 @@ impl<'a> StreamingSession<'a> {
             TensorData::new(mel.data, [1, mel.n_mels, mel.n_frames]),
             &self.device,
         );
-        let audio = self.encode_token(feats, k);
-        self.next_audio += 1;
+        let audio = self.encode_tokens(feats, k);
+        self.next_audio += n;
         // Drop samples no later window needs.
         let keep_from = (per_tok * self.next_audio).saturating_sub(LOOK_BACK);
         if keep_from > self.buf_start {
@@ -278,12 +309,12 @@ impl<'a> StreamingSession<'a> {
             self.buf_start += drop;
         }
         self.timings.encoder_s += t0.elapsed().as_secs_f64();
-        self.decode(audio, k)
+        audio
     }
 
-    /// Conv stem with carried context, encoder with KV cache, adapter: 8 mel frames `[1, mels, 8]`
-    /// of audio token `k` -> audio embedding `[1, 1, d_dec]`.
-    fn encode_token(&mut self, feats: Tensor<3>, k: usize) -> Tensor<3> {
+    /// Conv stem with carried context, encoder with KV cache, adapter: `8 n` mel frames
+    /// `[1, mels, 8 n]` of audio tokens `k .. k + n` -> audio embeddings `[1, n, d_dec]`.
+    fn encode_tokens(&mut self, feats: Tensor<3>, k: usize) -> Tensor<3> {
         let m = &self.model.net.model;
         let e = &self.model.config.encoder;
         let frames = feats.dims()[2];
@@ -294,8 +325,9 @@ impl<'a> StreamingSession<'a> {
         let x = Tensor::cat(vec![self.conv2_ctx.clone(), h.clone()], 2);
         self.conv2_ctx = h.narrow(2, n1 - 1, 1);
         let h = gelu(m.audio_tower.embedder.conv2.forward_padded(x)).swap_dims(1, 2);
+        // Encoder frames per audio token (4): positions continue from token k's first frame.
         let n = h.dims()[1];
-        let pos0 = k * n;
+        let pos0 = k * self.model.config.downsample_factor;
         let rope = RotaryEmbedding {
             theta: e.rope_theta,
             head_dim: e.head_dim,
