@@ -55,9 +55,13 @@ def drop_cache(paths):
             os.close(fd)
 
 
+CHECKPOINT_FILES = ("consolidated.safetensors", "params.json", "tekken.json", "model.safetensors", "config.json")
+
+
 def model_files(model):
+    """The files a model load reads: a GGUF file, or a checkpoint folder's known files."""
     model = Path(model)
-    return [model] if model.is_file() else sorted(p for p in model.iterdir() if p.is_file())
+    return [model] if model.is_file() else [model / n for n in CHECKPOINT_FILES if (model / n).is_file()]
 
 
 def main():

@@ -105,7 +105,10 @@ fn batched_encoder_gives_the_one_token_schedule_tokens() {
                         max = max.max((a - c).abs());
                     }
                 }
-                assert!(max <= 1e-4, "{dir} {name}: chunk {enc_chunk}: logits differ by {max}");
+                assert!(
+                    max <= 1e-4,
+                    "{dir} {name}: chunk {enc_chunk}: logits differ by {max}"
+                );
             }
         }
     }

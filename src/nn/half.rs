@@ -397,7 +397,7 @@ fn rows_dot(kernel: HalfKernel, kind: HalfKind, wrow: &[u8], x: &[f32], n: usize
             // SAFETY: `available()` was checked by the caller; lengths as asserted above.
             unsafe {
                 match out.len() {
-                    1 => x86::dot_avx512::<1>(kind, wrow, x, n, out),
+                    1 => x86::dot1_avx512(kind, wrow, x, n, out),
                     2 => x86::dot_avx512::<2>(kind, wrow, x, n, out),
                     3 => x86::dot_avx512::<3>(kind, wrow, x, n, out),
                     _ => x86::dot_avx512::<4>(kind, wrow, x, n, out),
@@ -505,6 +505,64 @@ mod x86 {
         }
         tail::<R>(kind, wrow, x, n, full, &mut sums);
         out.copy_from_slice(&sums);
+    }
+
+    /// One activation row (a decoder step), AVX-512F: 64 weights per iteration into four
+    /// independent accumulators, so the FMA latency does not bound the read rate.
+    ///
+    /// # Safety
+    /// The module contract with `R = 1`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn dot1_avx512(
+        kind: HalfKind,
+        wrow: &[u8],
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+        unsafe fn load(kind: HalfKind, p: *const u8) -> __m512 {
+            // SAFETY: 32 readable bytes at `p` (caller).
+            let h = unsafe { _mm256_loadu_si256(p.cast()) };
+            match kind {
+                HalfKind::Bf16 => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                }
+                HalfKind::F16 => _mm512_cvtph_ps(h),
+            }
+        }
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let wp = wrow.as_ptr();
+        let xp = x.as_ptr();
+        let full4 = n / 64 * 64;
+        let mut i = 0;
+        while i < full4 {
+            for (u, a) in acc.iter_mut().enumerate() {
+                let j = i + 16 * u;
+                // SAFETY: j + 16 <= n: 32 weight bytes and 16 floats in bounds.
+                unsafe {
+                    *a = _mm512_fmadd_ps(load(kind, wp.add(2 * j)), _mm512_loadu_ps(xp.add(j)), *a);
+                }
+            }
+            i += 64;
+        }
+        let full = n / 16 * 16;
+        while i < full {
+            // SAFETY: i + 16 <= n.
+            unsafe {
+                acc[0] = _mm512_fmadd_ps(
+                    load(kind, wp.add(2 * i)),
+                    _mm512_loadu_ps(xp.add(i)),
+                    acc[0],
+                );
+            }
+            i += 16;
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        let mut s = [_mm512_reduce_add_ps(sum)];
+        tail::<1>(kind, wrow, x, n, full, &mut s);
+        out[0] = s[0];
     }
 
     /// AVX-512F: 16 weights widened per iteration.
@@ -622,7 +680,14 @@ mod tests {
     #[test]
     fn every_kernel_and_schedule_matches_the_widened_product() {
         for kind in [HalfKind::Bf16, HalfKind::F16] {
-            for &(m, n_out, n_in) in &[(1, 3, 5), (3, 17, 33), (5, 40, 100), (20, 9, 70)] {
+            for &(m, n_out, n_in) in &[
+                (1, 3, 5),
+                (1, 7, 150),
+                (1, 4, 64),
+                (3, 17, 33),
+                (5, 40, 100),
+                (20, 9, 70),
+            ] {
                 let (w, wf) = matrix(kind, n_out, n_in, (m * 31 + n_in) as u32);
                 let (_, x) = matrix(HalfKind::F16, m, n_in, 7);
                 let want = reference(&x, m, &wf, n_out, n_in);

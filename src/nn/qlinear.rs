@@ -1,5 +1,6 @@
-//! A linear layer whose weight is either Burn's f32 [`Linear`] or packed in GGUF Q8_0 / Q4_0
-//! blocks and multiplied by [`super::qmatmul`]'s own kernels (never dequantized to f32 first).
+//! A linear layer whose weight is Burn's f32 [`Linear`], BF16 / F16 as stored (multiplied by
+//! [`super::half`]'s kernels), or packed in GGUF Q8_0 / Q4_0 blocks and multiplied by
+//! [`super::qmatmul`]'s own kernels (never dequantized to f32 first).
 //!
 //! [`LinearWeight`] is what the models hold where upstream has an `nn.Linear`; its
 //! [`LinearLayer::apply`] is called through [`super::mlp::linear`], the traced entry point (so a
@@ -15,11 +16,13 @@
 //! | `Linear` weights with `n_in % 32 != 0`               | f32 (a block cannot straddle rows) |
 //! | `Linear` biases                                      | f32, added after the product     |
 //! | activations                                          | f32; quantized per block of 32 to 8 bits inside each product ([`super::qmatmul::quantize_activations`]) |
-//! | conv stem, norms, embeddings, tied LM head, attention maths | f32 (not `LinearWeight`s) |
+//! | Voxtral's token table, also its tied LM head          | packed with the linears (`nn::embedding::TokenEmbedding`; voxtral.cpp's converter quantizes `tok_embeddings` too); a lookup dequantizes only its rows |
+//! | conv stem, norms, Whisper's embeddings and tied head, position tables, attention maths | f32 (not `LinearWeight`s) |
 //!
 //! The models decide which of their layers are `LinearWeight`s; the numerically sensitive
-//! ones (conv stem, norms, position tables, the token embedding that is also the LM head) are
-//! plain Burn modules and never packed.
+//! ones (conv stem, norms, position tables) are plain Burn modules and never packed.
+//! Loaded from a BF16 / F16 checkpoint, the same layers (and Voxtral's token table) are used
+//! as stored ([`LinearWeight::Half`]) until packed.
 //!
 //! ## Quantizing
 //!

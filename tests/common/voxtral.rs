@@ -66,7 +66,9 @@ pub fn stream_with(
         if let Some(n) = encoder_chunk {
             s.set_encoder_chunk(n);
         }
-        s.observe_logits(Box::new(|_, l: &[f32]| logits.borrow_mut().push(l.to_vec())));
+        s.observe_logits(Box::new(|_, l: &[f32]| {
+            logits.borrow_mut().push(l.to_vec())
+        }));
         let mut max_caches = (0, 0);
         for c in samples.chunks(chunk) {
             s.push(c).unwrap();
