@@ -6,6 +6,7 @@ mod eval;
 mod eval_check;
 mod export;
 pub mod features;
+mod serve;
 mod trace;
 mod transcribe;
 
@@ -37,6 +38,8 @@ enum Command {
     EvalCheck(eval_check::EvalCheckArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
+    /// Serve models over HTTP: OpenAI's /v1/audio/transcriptions, /v1/models, /health, and vLLM's /v1/realtime websocket (Voxtral).
+    Serve(serve::ServeArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
     Bench(bench::BenchArgs),
 }
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::EvalCheck(a) => eval_check::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,
