@@ -110,9 +110,9 @@ impl Server {
     }
 
     /// POST a multipart form with `fields` and (when given) a file part.
-    fn post(&self, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Answer {
+    fn post(&self, fields: &[(&str, &str)], file: Option<(&str, impl AsRef<[u8]>)>) -> Answer {
         let (ct, body) = match file {
-            Some((name, bytes)) => multipart_body(fields, name, bytes),
+            Some((name, bytes)) => multipart_body(fields, name, bytes.as_ref()),
             None => {
                 let (ct, b) = multipart_body(fields, "x", b"");
                 // Drop the file part: keep everything before its boundary line.
@@ -536,12 +536,13 @@ fn bad_requests_get_openai_errors() {
     .assert_error(400, Some("prompt"), "not supported");
     srv.post(&[("model", "nope")], Some(("a.wav", &good)))
         .assert_error(404, Some("model"), "nope");
-    srv.post(&[("model", "vox")], None)
+    srv.post(&[("model", "vox")], None::<(&str, &[u8])>)
         .assert_error(400, Some("file"), "no file");
     srv.post_raw("application/json", b"{\"file\": 1}")
         .assert_error(400, None, "multipart");
-    srv.post_raw("multipart/form-data; boundary=zz", b"--zz\r\ngarbage")
-        .assert_error(400, None, "multipart");
+    let a = srv.post_raw("multipart/form-data; boundary=zz", b"--zz\r\ngarbage");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["error"]["type"], "invalid_request_error");
 
     // Over the 1 MiB limit, declared in Content-Length: 413 before reading.
     let big = vec![0u8; (1 << 20) + 10];
