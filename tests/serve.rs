@@ -349,7 +349,7 @@ fn whisper_answers_every_format_with_the_transcribe_text() {
     let joined: Vec<&str> = segs.iter().map(|s| s["text"].as_str().unwrap()).collect();
     assert_eq!(joined.join(" "), want_long);
 
-    let end = format!("{:06.3}", dur); // 33.0xx
+    let end = format!("{dur:06.3}"); // 33.000
     let a = srv.post(
         &[("model", "tiny.en"), ("response_format", "srt")],
         Some(("jfk3.wav", &long_bytes)),
