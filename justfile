@@ -10,6 +10,8 @@ ref_py := ref_venv / "bin/python"
 models := justfile_directory() / "models-cache"
 # The shared speech clips (tests read the same variable).
 audio_dir := env_var_or_default("VOXTRACE_AUDIO_DIR", justfile_directory() / ".." / "shared" / "audio")
+# Golden records of the real Voxtral Mini 4B Realtime checkpoint (`just verify-real`).
+golden_dir := env_var_or_default("VOXTRACE_GOLDEN_DIR", justfile_directory() / ".." / "shared" / "golden" / "voxtral-mini-4b-realtime")
 
 default:
     @just --list
@@ -61,6 +63,7 @@ lint:
 reference: models
     {{ref_py}} reference/voxtral_tiny.py --out fixtures/voxtral_tiny
     {{ref_py}} reference/voxtral_tiny_transcripts.py --audio-root {{audio_dir}}
+    {{ref_py}} reference/voxtral_tiny_goldens.py --audio-root {{audio_dir}} --out fixtures/voxtral_tiny_golden
     {{ref_py}} reference/whisper_reference.py
     {{ref_py}} reference/whisper_f32_error.py
     {{ref_py}} reference/make_tiny_tekken.py
@@ -71,10 +74,18 @@ reference: models
     {{ref_py}} reference/eval_crosscheck.py --out fixtures/eval/crosscheck.json
     {{py}} reference/gguf_cases.py
 
+# A random Voxtral Mini 4B Realtime checkpoint of the full size in the release's format (Mistral layout, BF16, real names, params.json, full-size tekken.json) into DIR, outside the checkout (~8.9 GB, peak RSS ~1.6 GB).
+full-size-checkpoint dir:
+    {{ref_py}} reference/full_size_checkpoint.py {{dir}}
+
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py
     {{py}} reference/gguf_check.py
+
+# Does a Voxtral checkpoint (Mistral or HF folder) reproduce the golden records? Streaming decode of every clip: ids, first logits, WER; exit 1 on a mismatch. Extra args go to `voxtrace verify-real` (e.g. --tokenizer F, --audio-dir D, --json F).
+verify-real model golden=golden_dir *args:
+    cargo run -q -- verify-real --model {{model}} --golden {{golden}} {{args}}
 
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:
@@ -199,6 +210,82 @@ eval-servers *args: models
         --system "voxtrace-serve=http[model=whisper-tiny.en]:http://$vaddr/v1/audio/transcriptions" \
         --system "faster-whisper-server=http[model_field=model_name,model=whisper-tiny.en,response_format=verbose_json]:http://127.0.0.1:$fport/v1/audio/transcriptions" \
         --reference-system whisper-tiny.en-burn --out reports {{args}}
+
+# Quantization drift over the corpus: per clip, `voxtrace trace` of MODEL in f32, then packed as TYPE (q8_0, q4_0) on the same inputs, once as it runs (accumulated drift) and once with `--feed` (each block on the f32 block inputs: its own drift), compared layer by layer (SQNR, cosine; logits KL and top-1) into reports/quant/<model>-<type>/ (CLIP.acc.html/.local.html, CLIP.*.compare.json, summary.md). E.g. just quant-report models-cache/whisper-tiny.en q8_0
+quant-report model type *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
+    model={{quote(model)}}
+    type={{quote(type)}}
+    out="reports/quant/$(basename -- "$model")-$type"
+    mkdir -p -- "$out"
+    cargo build -q --bin voxtrace
+    bin=target/debug/voxtrace
+    tail -n +2 audio_samples/manifest.tsv | while IFS=$'\t' read -r id file _rest; do
+        [ -f "$root/$file" ] || { echo "missing audio: $file" >&2; continue; }
+        ref="$out/$id.f32.safetensors"
+        "$bin" trace --model "$model" --out "$ref" {{args}} -- "$root/$file" </dev/null
+        "$bin" trace --model "$model" --quant "$type" --inputs "$ref" --out "$out/$id.acc.safetensors" {{args}} </dev/null
+        "$bin" trace --model "$model" --quant "$type" --inputs "$ref" --feed "$ref" --out "$out/$id.local.safetensors" {{args}} </dev/null
+        for kind in acc local; do
+            # Exit 1 only means some tensor is outside the f32 tolerances, as drift always is.
+            "$bin" compare "$ref" "$out/$id.$kind.safetensors" --logits logits --quiet \
+                --json "$out/$id.$kind.compare.json" --html "$out/$id.$kind.html" </dev/null || [ $? -eq 1 ]
+        done
+        rm -f -- "$ref" "$out/$id.acc.safetensors" "$out/$id.local.safetensors"
+    done
+    {{py}} reference/quant_report_summary.py "$out"
+
+# Long recordings for long-form WER: the corpus clips of $VOXTRACE_AUDIO_DIR/manifest.tsv concatenated (0.5 s gaps) to 5 and 20 minutes, into corpus-cache/long/<N>min/ (wav, one-row manifest.tsv, parts.tsv).
+long-recordings:
+    for m in 5 20; do python3 reference/long_recording.py --manifest {{audio_dir}}/manifest.tsv --minutes $m --id long-${m}min --out-dir corpus-cache/long/${m}min; done
+
+# Long-form WER of Whisper tiny.en on the long recordings (voxtrace eval, one run per length, into reports/long/ with its own history so `eval-check` is not mixed up; extra args go to `voxtrace eval`). Add faster-whisper with `just eval-long-faster-whisper` first.
+eval-long *args: long-recordings
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for m in 5 20; do
+        d=corpus-cache/long/${m}min
+        systems=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+        if [ -f $d/faster_whisper.json ]; then systems+=(--system "faster-whisper=transcripts:$d/faster_whisper.json"); fi
+        cargo run -q -- eval --manifest $d/manifest.tsv "${systems[@]}" --out reports/long {{args}}
+    done
+
+# faster-whisper 1.2.1 long-form on the long recordings (needs `just setup-bench`): transcripts for `just eval-long`, wall time per file on stdout.
+eval-long-faster-whisper: long-recordings
+    for m in 5 20; do {{ref_py}} reference/whisper_faster_whisper_long.py --manifest corpus-cache/long/${m}min/manifest.tsv --out corpus-cache/long/${m}min/faster_whisper.json; done
+# Venv of `just eval-ray` (PyPI ray, ~1 GB RSS for a local cluster).
+ray_venv := justfile_directory() / ".venv-ray"
+
+# The corpus through a local Ray cluster (head with no CPUs + two 1-CPU workers): one Ray task per
+# shard (`voxtrace eval --shard K/N`), merged with `voxtrace eval-merge`, checked equal to a single
+# run over the whole corpus, cluster stopped. Runs land in reports/ray/ (no row in reports/history.jsonl).
+eval-ray shards="4" port="6379":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    test -x {{ray_venv}}/bin/python || python3 -m venv {{ray_venv}}
+    {{ray_venv}}/bin/python -m pip install -q -r reference/requirements-ray.txt
+    cargo build -q --bin voxtrace
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
+    args=(--manifest audio_samples/manifest.tsv --audio-root "$root" --system "voxtral-tiny-burn=voxtral:fixtures/voxtral_tiny/mistral")
+    if [ -f fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json ]; then
+        args+=(--system "voxtral-tiny-torch=transcripts:fixtures/eval_runner/voxtral_tiny_upstream_transcripts.json" --reference-system voxtral-tiny-burn=voxtral-tiny-torch)
+    fi
+    if [ -f {{models}}/whisper-tiny.en/model.bin ]; then
+        args+=(--system "whisper-tiny.en-burn=whisper:{{models}}/whisper-tiny.en")
+    fi
+    id=ray-$(date -u +%Y%m%dT%H%M%SZ)
+    ray={{ray_venv}}/bin/ray
+    export RAY_USAGE_STATS_ENABLED=0
+    trap '$ray stop --force >/dev/null 2>&1 || true' EXIT
+    $ray start --head --num-cpus=0 --port={{port}} --include-dashboard=false >/dev/null
+    for w in 1 2; do $ray start --address=127.0.0.1:{{port}} --num-cpus=1 >/dev/null; done
+    target/debug/voxtrace eval "${args[@]}" --out reports/ray --run-id "$id-single" --quiet
+    {{ray_venv}}/bin/python reference/ray_eval.py --address 127.0.0.1:{{port}} \
+        --voxtrace target/debug/voxtrace --shards {{shards}} --out reports/ray --run-id "$id-merged" \
+        --compare-with "reports/ray/$id-single" -- "${args[@]}"
+
 
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:

@@ -10,7 +10,8 @@
 //! 3. [`models`]: Voxtral Realtime and Whisper, each mirroring its upstream module tree.
 //! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
 //!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
-//!    regression check, HTML), [`mod@bench`] (benchmark workers), [`serve`] (the OpenAI-compatible
+//!    regression check, HTML), [`mod@bench`] (benchmark workers), [`verify`] (a checkpoint
+//!    against golden records of its published outputs), [`serve`] (the OpenAI-compatible
 //!    transcription server).
 //! 5. [`cli`]: the `voxtrace` command, all argument parsing; `anyhow` lives only here.
 
@@ -29,3 +30,4 @@ pub mod report;
 pub mod serve;
 pub mod tokenizer;
 pub mod trace;
+pub mod verify;

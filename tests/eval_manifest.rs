@@ -30,7 +30,7 @@ fn shared_manifests_parse_and_files_exist() {
         assert!(!e.reference.is_empty(), "{}", e.id);
     }
     let jfk = main.get("jfk").unwrap();
-    assert_eq!(jfk.duration_s, 11.0);
+    assert_eq!(jfk.duration_s, Some(11.0));
     assert!(jfk.reference.starts_with("And so my fellow Americans"));
 }
 
@@ -114,8 +114,8 @@ fn references_scored_against_themselves_give_zero() {
             id: e.id.clone(),
             reference: e.reference.clone(),
             hypothesis: e.reference.clone(),
-            duration_s: Some(e.duration_s),
-            processing_s: Some(e.duration_s / 2.0),
+            duration_s: e.duration_s,
+            processing_s: e.duration_s.map(|d| d / 2.0),
         })
         .collect();
     let s = score_corpus(&pairs);

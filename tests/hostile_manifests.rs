@@ -8,7 +8,7 @@ mod common;
 
 use proptest::prelude::*;
 use std::path::Path;
-use voxtrace::eval::manifest::Manifest;
+use voxtrace::eval::manifest::{Manifest, ManifestError};
 
 fn piece() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -73,11 +73,113 @@ proptest! {
         match Manifest::load_with_root(&path, Some(Path::new(dir.path()))) {
             Ok(m) => {
                 for e in &m.entries {
-                    prop_assert!(e.duration_s.is_finite() && e.duration_s > 0.0, "{e:?}");
+                    prop_assert!(e.duration_s.is_none_or(|d| d.is_finite() && d > 0.0), "{e:?}");
                     prop_assert!(!e.id.is_empty());
                 }
             }
             Err(e) => prop_assert!(e.to_string().contains("manifest.tsv"), "{e}"),
+        }
+    }
+}
+
+/// A NeMo line: a JSON object of hostile keys and values, or hostile text.
+fn nemo_line() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("audio_filepath".to_string()),
+        Just("text".to_string()),
+        Just("duration".to_string()),
+        Just("offset".to_string()),
+        Just("id".to_string()),
+        "[a-z]{1,6}",
+    ];
+    let value = prop_oneof![
+        piece().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::json!(f)),
+        any::<i64>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+        Just(serde_json::json!([1, "a"])),
+        Just(serde_json::json!({"x": 1})),
+    ];
+    prop_oneof![
+        proptest::collection::btree_map(key, value, 0..6)
+            .prop_map(|m| serde_json::to_string(&m).unwrap()),
+        line(),
+    ]
+}
+
+/// A Kaldi table line: `utt rest` from hostile pieces (pipes included).
+fn kaldi_line() -> impl Strategy<Value = String> {
+    (
+        piece(),
+        proptest::collection::vec(piece(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(k, rest, pipe)| {
+            let mut l = format!("{k} {}", rest.join(" "));
+            if pipe {
+                l.push_str(" |");
+            }
+            l
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(256)))]
+
+    /// NeMo JSON lines: a manifest or an error naming the file, never a panic.
+    #[test]
+    fn nemo_manifest_never_panics(lines in proptest::collection::vec(nemo_line(), 0..10)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        match Manifest::load_with_root(&path, Some(dir.path())) {
+            Ok(m) => {
+                for e in &m.entries {
+                    prop_assert!(e.duration_s.is_none_or(|d| d.is_finite() && d > 0.0), "{e:?}");
+                    prop_assert!(!e.id.trim().is_empty() && !e.file.trim().is_empty());
+                }
+            }
+            Err(e) => {
+                prop_assert!(e.to_string().contains("m.jsonl"), "{e}");
+                // Read as NeMo JSON lines, never as a TSV.
+                prop_assert!(
+                    !matches!(
+                        e,
+                        ManifestError::BadHeader { .. }
+                            | ManifestError::ColumnCount { .. }
+                            | ManifestError::Empty { .. }
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    /// Kaldi data folders: a manifest or an error naming a file of the folder, never a panic,
+    /// and no piped entry ever accepted (let alone run).
+    #[test]
+    fn kaldi_dir_never_panics(
+        scp in proptest::collection::vec(kaldi_line(), 0..8),
+        text in proptest::collection::vec(kaldi_line(), 0..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("wav.scp"), scp.join("\n")).unwrap();
+        std::fs::write(data.join("text"), text.join("\n")).unwrap();
+        match Manifest::load_with_root(&data, Some(dir.path())) {
+            Ok(m) => {
+                for e in &m.entries {
+                    prop_assert!(!e.file.trim_end().ends_with('|'), "{e:?}");
+                }
+            }
+            Err(e) => {
+                // Read as a Kaldi folder: the error names one of its files, never the folder
+                // read as a file.
+                let s = e.to_string();
+                prop_assert!(!matches!(e, ManifestError::Io { .. }), "{s}");
+                prop_assert!(s.contains("wav.scp") || s.contains("text"), "{s}");
+            }
         }
     }
 }

@@ -4,9 +4,8 @@
 
 mod common;
 
+use common::voxtral::{clip, stream};
 use common::*;
-use voxtrace::audio::AudioConfig;
-use voxtrace::models::voxtral::streaming::StreamingSession;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::tokenizer::Tekken;
 
@@ -16,54 +15,6 @@ fn setup() -> (Voxtral, Tekken) {
         Voxtral::load_layout(&voxtral_fixture("mistral"), WeightLayout::Mistral, &device).unwrap();
     let tok = Tekken::from_file(voxtral_fixture("mistral/tekken.json")).unwrap();
     (model, tok)
-}
-
-fn stream(
-    model: &Voxtral,
-    tok: &Tekken,
-    samples: &[f32],
-    chunk: usize,
-) -> (Vec<i64>, (usize, usize)) {
-    let cfg = tok
-        .audio()
-        .cloned()
-        .unwrap_or_else(AudioConfig::voxtral_realtime);
-    let delay = cfg.n_delay_tokens(Some(480.0)).unwrap();
-    let mut prompt = vec![tok.bos_id().unwrap() as i64];
-    let pad = tok.streaming_pad_id().unwrap() as i64;
-    prompt.extend(std::iter::repeat_n(
-        pad,
-        cfg.n_left_pad_tokens().unwrap() + delay,
-    ));
-    let mut s = StreamingSession::new(
-        model,
-        cfg,
-        prompt,
-        delay,
-        Some(tok.eos_id().unwrap() as i64),
-        &device(),
-    )
-    .unwrap();
-    let mut max_caches = (0, 0);
-    for c in samples.chunks(chunk) {
-        s.push(c).unwrap();
-        let (e, d) = s.cache_lengths();
-        max_caches = (max_caches.0.max(e), max_caches.1.max(d));
-    }
-    s.finish(480.0).unwrap();
-    (s.sequence().to_vec(), max_caches)
-}
-
-fn clip(name: &str) -> Vec<f32> {
-    let path = if name == "synthetic" {
-        voxtral_fixture("synthetic.wav")
-    } else {
-        std::env::var_os("VOXTRACE_AUDIO_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root().join("../shared/audio"))
-            .join(name)
-    };
-    voxtrace::audio::load_mono_16k(&path).unwrap()
 }
 
 #[test]

@@ -345,7 +345,7 @@ fn run_corpus(label: &str, quant: Option<QuantKind>, clips: &Manifest) -> Run {
             id: e.id.clone(),
             reference: e.reference.clone(),
             hypothesis: t.text.trim().to_string(),
-            duration_s: Some(e.duration_s),
+            duration_s: e.duration_s,
             processing_s: None,
         });
     }
@@ -408,7 +408,8 @@ fn q8_0_corpus_wer_within_0_3_points_of_f32() {
     );
 }
 
-/// `voxtrace transcribe --quant q8_0` prints what the library's q8_0 model transcribes.
+/// `voxtrace transcribe --quant q8_0` prints what the library's q8_0 model transcribes
+/// (long-form with timestamps, as the CLI does for Whisper).
 #[test]
 fn cli_transcribe_quant_matches_library() {
     let dir = require_weights();
@@ -417,7 +418,15 @@ fn cli_transcribe_quant_matches_library() {
     model.quantize(QuantKind::Q8_0).unwrap();
     let tok = WhisperTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let s = voxtrace::audio::load_mono_16k(&wav).unwrap();
-    let want = model.transcribe(&s, &tok, &device()).unwrap().text;
+    let segments = voxtrace::models::whisper::transcribe_long(
+        &model,
+        &tok,
+        &s,
+        &voxtrace::models::whisper::LongFormOptions::default(),
+        &device(),
+    )
+    .unwrap();
+    let want = voxtrace::models::whisper::segments_text(&segments);
     let out = voxtrace(&[
         "transcribe",
         "--model",

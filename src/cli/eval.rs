@@ -4,21 +4,26 @@
 //! See [`crate::eval::runner`] for the scoring conventions and [`crate::eval::systems`] for the
 //! SPEC kinds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::eval::results::headline;
+use crate::eval::results::{RunResults, headline};
 use crate::eval::runner::{ReferenceArg, RunOptions, run_eval};
+use crate::eval::shard::Shard;
 use crate::eval::systems::{ExternalLimits, SystemSpec};
 
 /// Arguments of `voxtrace eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Corpus manifest (TSV: id, file, duration_s, reference, source, license, ...).
+    /// Corpus manifest, layout detected from the path: a TSV file (id, file, reference; optional
+    /// duration_s, source, license, ...), a NeMo JSON-lines file (audio_filepath, text,
+    /// duration), a Kaldi data folder (wav.scp + text; piped entries refused) or a
+    /// LibriSpeech-style folder (*.trans.txt beside the audio).
     #[arg(long)]
     pub manifest: PathBuf,
-    /// Folder the manifest's relative `file`s resolve against (default: the manifest's folder).
+    /// Folder the manifest's relative `file`s resolve against (default: the manifest file's
+    /// folder; the Kaldi / LibriSpeech folder itself).
     #[arg(long)]
     pub audio_root: Option<PathBuf>,
     /// Also read audio outside the audio root: absolute `file`s, `..` climbing above it,
@@ -26,9 +31,10 @@ pub struct EvalArgs {
     /// ever gets a file from elsewhere).
     #[arg(long)]
     pub allow_outside_root: bool,
-    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (whisper-q8_0:DIR /
-    /// whisper-q4_0:DIR: linear layers packed), transcripts:FILE.json, cmd:'COMMAND {audio}' or
-    /// http:URL (OpenAI-compatible /v1/audio/transcriptions; per-system options as
+    /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (voxtral-q8_0:DIR,
+    /// voxtral-q4_0:DIR, whisper-q8_0:DIR, whisper-q4_0:DIR: linear layers packed),
+    /// transcripts:FILE.json, cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible
+    /// /v1/audio/transcriptions; per-system options as
     /// http[model_field=F,model=M,response_format=json|verbose_json|text]:URL). Repeat for
     /// several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
@@ -64,6 +70,33 @@ pub struct EvalArgs {
     /// duration_s)); a clip over it is a failed utterance and its command is killed.
     #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub system_timeout: Option<Duration>,
+    /// Run one shard of the corpus: K/N (K = 1..N; a SHA-256 hash of the utterance id picks
+    /// the shard, so shards are disjoint, cover the corpus and ignore line order), or `auto`:
+    /// from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (Slurm array) or JOB_COMPLETION_INDEX
+    /// (Kubernetes indexed Job, with --shard-count). Merge the runs with `voxtrace eval-merge`.
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// N for `--shard auto` when the scheduler does not give it (Kubernetes; or set
+    /// VOXTRACE_SHARD_COUNT).
+    #[arg(long, value_name = "N", requires = "shard")]
+    pub shard_count: Option<usize>,
+}
+
+/// `--shard` (`K/N` or `auto`, reading the scheduler's environment) and `--shard-count`.
+fn shard(args: &EvalArgs) -> anyhow::Result<Option<Shard>> {
+    Ok(match args.shard.as_deref().map(str::trim) {
+        None => None,
+        Some("auto") => Some(Shard::from_env(
+            |k| std::env::var(k).ok(),
+            args.shard_count,
+        )?),
+        Some(s) => {
+            if args.shard_count.is_some() {
+                anyhow::bail!("--shard-count goes with --shard auto, not --shard {s}");
+            }
+            Some(Shard::parse(s)?)
+        }
+    })
 }
 
 /// `--system-timeout`: a finite number of seconds > 0 (at most a day).
@@ -100,13 +133,40 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             timeout: args.system_timeout,
             ..ExternalLimits::default()
         },
+        shard: shard(args)?,
     };
     let (run, dir) = run_eval(&opts)?;
     for w in &run.warnings {
         eprintln!("warning: {w}");
     }
+    if let Some(s) = run.shard.as_ref().filter(|_| run.n_clips == 0) {
+        eprintln!(
+            "note: shard {}/{} holds no clip of the {}-clip manifest",
+            s.index, s.count, s.n_manifest_clips
+        );
+    }
     crate::report::publish(&args.out, &dir, &run)?;
-    if args.json {
+    print_run(&run, &dir, args.json);
+    nothing_scored_exit(&run)
+}
+
+/// Exit 0, or 1 naming on stderr each system for which nothing was scored.
+pub fn nothing_scored_exit(run: &RunResults) -> anyhow::Result<ExitCode> {
+    if run.nothing_scored.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for n in &run.nothing_scored {
+        eprintln!(
+            "error: nothing was scored for system {:?}: {}; this run says nothing about its accuracy",
+            n.system, n.reason
+        );
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// Print a finished run's headline figures: one JSON object (`json`) or a table.
+pub fn print_run(run: &RunResults, dir: &Path, json: bool) {
+    if json {
         let obj = serde_json::json!({
             "run_id": run.run_id,
             "results": dir.join("results.json"),
@@ -114,13 +174,24 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             "corpus_sha256": run.provenance.corpus_sha256,
             "n_clips": run.n_clips,
             "missing": run.missing_clips.iter().map(|m| &m.id).collect::<Vec<_>>(),
-            "systems": headline(&run),
+            "systems": headline(run),
             "nothing_scored": run.nothing_scored,
+            "shard": run.shard,
         });
         println!("{obj}");
     } else {
+        let shard = run
+            .shard
+            .as_ref()
+            .map(|s| {
+                format!(
+                    " · shard {}/{} of {} clips",
+                    s.index, s.count, s.n_manifest_clips
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "run {} · {} clips ({} missing audio)",
+            "run {} · {} clips ({} missing audio){shard}",
             run.run_id,
             run.n_clips,
             run.missing_clips.len()
@@ -160,14 +231,4 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         }
         println!("report: {}", dir.join("report.html").display());
     }
-    if run.nothing_scored.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    for n in &run.nothing_scored {
-        eprintln!(
-            "error: nothing was scored for system {:?}: {}; this run says nothing about its accuracy",
-            n.system, n.reason
-        );
-    }
-    Ok(ExitCode::from(1))
 }

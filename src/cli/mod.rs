@@ -4,11 +4,14 @@ mod bench;
 pub mod compare;
 mod eval;
 mod eval_check;
+mod eval_merge;
 mod export;
 pub mod features;
 mod serve;
+mod quantize;
 mod trace;
 mod transcribe;
+mod verify_real;
 
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
@@ -36,12 +39,18 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare an eval run with a baseline; exit 1 on a WER rise, a pinned-utterance change or fewer clips scored.
     EvalCheck(eval_check::EvalCheckArgs),
+    /// Merge the shard runs of `eval --shard K/N` into the run a single pass over the corpus gives.
+    EvalMerge(eval_merge::EvalMergeArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
     /// Serve models over HTTP: OpenAI's /v1/audio/transcriptions, /v1/models, /health, and vLLM's /v1/realtime websocket (Voxtral).
     Serve(serve::ServeArgs),
+    /// Check a Voxtral checkpoint against golden records of its outputs (ids, first logits, WER); exit 1 on a mismatch.
+    VerifyReal(verify_real::VerifyRealArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
     Bench(bench::BenchArgs),
+    /// Write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0) in voxtral.cpp's naming.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Compute device by name (see [`crate::backend::device`]), as an `anyhow` error for the
@@ -54,7 +63,7 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
 }
 
 /// Parse the command line and run; exit codes: 0 success, 1 a check failed (compare,
-/// eval-check) or an eval run scored nothing for some system, 2 could not run (bad input,
+/// eval-check, verify-real) or an eval run scored nothing for some system, 2 could not run (bad input,
 /// missing file).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,9 +74,12 @@ pub fn main() -> ExitCode {
         Command::Features(a) => features::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalCheck(a) => eval_check::run(a),
+        Command::EvalMerge(a) => eval_merge::run(a),
         Command::Export(a) => export::run(a),
+        Command::VerifyReal(a) => verify_real::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(code) => code,

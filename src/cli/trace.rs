@@ -13,10 +13,7 @@
 
 use crate::models::voxtral::generate::generate_offline;
 use crate::models::voxtral::pipeline::prepare_offline;
-use crate::models::voxtral::{
-    PromptTokens, StreamingPrompt, Voxtral, loader::detect_layout, streaming_prompt,
-};
-use crate::tokenizer::Tekken;
+use crate::models::voxtral::{PromptTokens, StreamingPrompt, Voxtral, streaming_prompt};
 use crate::trace::{NameFilter, Tracer};
 use anyhow::Context;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -28,7 +25,7 @@ use std::process::ExitCode;
 pub struct TraceArgs {
     /// Checkpoint folder: Voxtral Realtime in Mistral (consolidated.safetensors + params.json +
     /// tekken.json) or HF layout (model.safetensors + config.json, tekken.json for audio input),
-    /// or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
+    /// a voxtral.cpp GGUF file, or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).
@@ -54,6 +51,17 @@ pub struct TraceArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Run each block (transformer layer, adapter, final norm, LM head) on the input this
+    /// reference dump recorded for it (`<block>.in.0`, same shape) instead of its own, so that
+    /// comparing with the reference shows each block's own error, not what earlier blocks
+    /// accumulated (onnxruntime's `qdq_err` vs `xmodel_err`). Use with `--inputs` of the same
+    /// dump so the shapes agree.
+    #[arg(long, value_name = "REF_DUMP")]
+    pub feed: Option<PathBuf>,
+    /// Pack the linear layers as q8_0 or q4_0 before tracing (`nn::qlinear`); a trace of the f32
+    /// model compared with this one is the per-layer quantization drift (`just quant-report`).
+    #[arg(long)]
+    pub quant: Option<crate::nn::qmatmul::QuantKind>,
 }
 
 /// Run `voxtrace trace`.
@@ -72,13 +80,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     if crate::models::whisper::is_whisper_dir(&args.model) {
         return run_whisper(args, filter, &device);
     }
-    let layout = detect_layout(&args.model)?;
-    let model = Voxtral::load_layout(&args.model, layout, &device)?;
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tekken.json"));
-    let tok = Tekken::from_file(&tok_path)?;
+    let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let audio_cfg = tok
         .audio()
         .cloned()
@@ -148,7 +155,10 @@ fn start_trace(
         env!("CARGO_PKG_VERSION"),
         args.device
     );
-    let tracer = Tracer::to_file(filter, &args.out, &source)?;
+    let mut tracer = Tracer::to_file(filter, &args.out, &source)?;
+    if let Some(dump) = &args.feed {
+        tracer = tracer.with_feed(read_feed(dump)?);
+    }
     let n = generated.len();
     tracer.root().record_int(
         "generated_ids",
@@ -157,8 +167,44 @@ fn start_trace(
     Ok(tracer)
 }
 
+/// The block inputs (`*.in.0`, float) of a dump, for [`Tracer::with_feed`].
+fn read_feed(path: &std::path::Path) -> anyhow::Result<crate::trace::FeedMap> {
+    use crate::compare::dump::{DType, Dump};
+    let dump = Dump::open(path)?;
+    let mut feed = crate::trace::FeedMap::new();
+    for name in dump.names_in_storage_order() {
+        let Some(info) = dump.info(name) else {
+            continue;
+        };
+        if !name.ends_with(".in.0")
+            || !matches!(
+                info.dtype,
+                DType::F32 | DType::F16 | DType::BF16 | DType::F64
+            )
+        {
+            continue;
+        }
+        let values = dump.read_f32(name)?;
+        feed.insert(name.to_string(), (info.shape.clone(), values));
+    }
+    anyhow::ensure!(
+        !feed.is_empty(),
+        "{}: --feed: no block inputs (float `….in.0` tensors) in this dump",
+        path.display()
+    );
+    Ok(feed)
+}
+
 /// Writes the dump (atomic rename) and reports the count.
 fn finish_trace(tracer: Tracer, args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    if args.feed.is_some() {
+        let fed = tracer.fed();
+        anyhow::ensure!(
+            !fed.is_empty(),
+            "--feed: no block input of the dump matched this run's shapes (trace with --inputs of the same dump)"
+        );
+        eprintln!("fed {} block inputs from the reference dump", fed.len());
+    }
     let count = tracer.len();
     tracer
         .finish()
@@ -175,7 +221,12 @@ fn run_whisper(
 ) -> anyhow::Result<ExitCode> {
     use crate::models::whisper::{Whisper, decode::features, decode::greedy_decode};
     use crate::trace::Scope;
-    let model = Whisper::load(&args.model, device)?;
+    let mut model = Whisper::load(&args.model, device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let (feats, dump_ids) = match (&args.audio, &args.inputs) {
         (Some(audio), _) => {
             let samples = crate::audio::load_mono_16k(audio)?;

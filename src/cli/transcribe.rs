@@ -3,8 +3,12 @@
 //! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
 //! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
-//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0` (Whisper only):
+//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0`:
 //! linear layers packed in GGUF blocks and multiplied by `nn::qmatmul`'s kernels.
+//!
+//! Whisper folders are transcribed long-form with timestamps
+//! ([`crate::models::whisper::transcribe_long`], as openai-whisper / faster-whisper
+//! `transcribe`), any length; `--format text|json|srt|vtt` renders the same segments.
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
@@ -19,8 +23,9 @@ use std::time::Instant;
 /// Arguments of `voxtrace transcribe`.
 #[derive(clap::Args, Debug)]
 pub struct TranscribeArgs {
-    /// Checkpoint folder: Voxtral Realtime (Mistral or HF layout) or Whisper (CTranslate2
-    /// `model.bin` + `tokenizer.json` + `config.json`, or transformers).
+    /// Checkpoint: a Voxtral Realtime folder (Mistral or HF layout) or voxtral.cpp GGUF file,
+    /// or a Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`, or
+    /// transformers).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio files.
@@ -35,16 +40,38 @@ pub struct TranscribeArgs {
     /// Whole-file schedule instead of streaming.
     #[arg(long)]
     pub offline: bool,
-    /// Print one JSON object per file: ids, text pieces with audio time, RTF.
+    /// Print one JSON object per file: ids, text pieces with audio time, RTF (Voxtral); text
+    /// and timestamped segments (Whisper). Same as `--format json`.
     #[arg(long)]
     pub json: bool,
+    /// Output format: `text` (`FILE<TAB>TEXT` per file), `json` (as `--json`), or, Whisper
+    /// only and one audio file, `srt` / `vtt` subtitles of the timestamped segments.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Whisper only: do not prompt each 30 s window with the previous windows' text
+    /// (upstream's `condition_on_previous_text=False`).
+    #[arg(long)]
+    pub no_condition_on_previous_text: bool,
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
-    /// Whisper only: pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
+    /// Pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
     /// `nn::qlinear` for what stays f32). Default: f32 as stored.
     #[arg(long)]
     pub quant: Option<crate::nn::qmatmul::QuantKind>,
+}
+
+/// `voxtrace transcribe --format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `FILE<TAB>TEXT` per file.
+    Text,
+    /// One JSON object per file.
+    Json,
+    /// SubRip subtitles (Whisper, one file).
+    Srt,
+    /// WebVTT subtitles (Whisper, one file).
+    Vtt,
 }
 
 struct Outcome {
@@ -123,22 +150,27 @@ impl serde::Serialize for TokenPieces<'_> {
 /// makes the exit code 2 after the other files were transcribed.
 pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     let device = super::device(&args.device)?;
+    let format = if args.json {
+        OutputFormat::Json
+    } else {
+        args.format
+    };
     if crate::models::whisper::is_whisper_dir(&args.model) {
-        return run_whisper(args, &device);
+        return run_whisper(args, format, &device);
     }
-    if let Some(q) = args.quant {
+    if matches!(format, OutputFormat::Srt | OutputFormat::Vtt) {
         anyhow::bail!(
-            "{}: --quant {} is implemented for Whisper only (this is not a Whisper folder)",
-            args.model.display(),
-            q.name()
+            "{}: --format srt/vtt needs timestamped segments, which only Whisper gives (this is not a Whisper folder)",
+            args.model.display()
         );
     }
-    let model = Voxtral::load(&args.model, &device)?;
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tekken.json"));
-    let tok = Tekken::from_file(&tok_path)?;
+    let json = format == OutputFormat::Json;
+    let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
+    if let Some(q) = args.quant {
+        model
+            .quantize(q)
+            .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
+    }
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
@@ -147,7 +179,7 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
         let result = if args.offline {
             offline(&model, &tok, path, args.delay_ms, &device)
         } else {
-            let print = (!args.json).then_some(&mut line_open);
+            let print = (!json).then_some(&mut line_open);
             streaming(&model, &tok, path, args.delay_ms, print, &device)
         };
         match result {
@@ -161,7 +193,7 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(o) => {
                 let secs = t0.elapsed().as_secs_f64();
-                if args.json {
+                if json {
                     let line = JsonLine {
                         file: path.display().to_string(),
                         schedule: if args.offline { "offline" } else { "streaming" },
@@ -317,10 +349,23 @@ fn report_error(path: &Path, e: &anyhow::Error) {
     }
 }
 
-/// Whisper tiny.en (CTranslate2 or transformers folder): greedy, 30 s windows.
-fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::Result<ExitCode> {
-    use crate::models::whisper::Whisper;
+/// Whisper tiny.en (CTranslate2 or transformers folder): long-form greedy decoding with
+/// timestamps ([`crate::models::whisper::transcribe_long`]), rendered as `format`.
+fn run_whisper(
+    args: &TranscribeArgs,
+    format: OutputFormat,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<ExitCode> {
+    use crate::models::whisper::{
+        LongFormOptions, Whisper, segments_text, subtitles, transcribe_long,
+    };
     use crate::tokenizer::WhisperTokenizer;
+    if matches!(format, OutputFormat::Srt | OutputFormat::Vtt) && args.audio.len() != 1 {
+        anyhow::bail!(
+            "--format srt/vtt writes the subtitles of one audio file; {} files given",
+            args.audio.len()
+        );
+    }
     let mut model = Whisper::load(&args.model, device)?;
     if let Some(q) = args.quant {
         model
@@ -332,39 +377,44 @@ fn run_whisper(args: &TranscribeArgs, device: &burn::tensor::Device) -> anyhow::
         .clone()
         .unwrap_or_else(|| args.model.join("tokenizer.json"));
     let tok = WhisperTokenizer::from_file(&tok_path)?;
+    let opts = LongFormOptions {
+        condition_on_previous_text: !args.no_condition_on_previous_text,
+        ..LongFormOptions::default()
+    };
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
         let result = crate::audio::load_mono_16k(path)
             .map_err(anyhow::Error::from)
-            .and_then(|s| Ok((s.len(), model.transcribe(&s, &tok, device)?)));
+            .and_then(|s| Ok((s.len(), transcribe_long(&model, &tok, &s, &opts, device)?)));
         match result {
             Err(e) => {
                 failed = true;
                 report_error(path, &e);
             }
-            Ok((n, t)) => {
+            Ok((n, segments)) => {
                 let secs = t0.elapsed().as_secs_f64();
                 let audio_s = n as f64 / f64::from(TARGET_SAMPLE_RATE);
-                if args.json {
-                    let windows: Vec<serde_json::Value> = t
-                        .windows
-                        .iter()
-                        .map(|w| serde_json::json!({"start_s": w.start_s, "tokens": w.output.token_ids, "text": w.text}))
-                        .collect();
-                    let obj = serde_json::json!({
-                        "file": path.display().to_string(),
-                        "model": "whisper",
-                        "quant": args.quant.map_or("f32", |q| q.name()),
-                        "text": t.text,
-                        "windows": windows,
-                        "audio_seconds": audio_s,
-                        "seconds": secs,
-                        "rtf": secs / audio_s.max(1e-9),
-                    });
-                    println!("{obj}");
-                } else {
-                    println!("{}\t{}", path.display(), t.text);
+                let text = segments_text(&segments);
+                let mut out = std::io::stdout().lock();
+                match format {
+                    OutputFormat::Json => {
+                        let obj = serde_json::json!({
+                            "file": path.display().to_string(),
+                            "model": "whisper",
+                            "quant": args.quant.map_or("f32", |q| q.name()),
+                            "condition_on_previous_text": opts.condition_on_previous_text,
+                            "text": text,
+                            "segments": segments,
+                            "audio_seconds": audio_s,
+                            "seconds": secs,
+                            "rtf": secs / audio_s.max(1e-9),
+                        });
+                        writeln!(out, "{obj}")?;
+                    }
+                    OutputFormat::Text => writeln!(out, "{}\t{text}", path.display())?,
+                    OutputFormat::Srt => write!(out, "{}", subtitles::to_srt(&segments))?,
+                    OutputFormat::Vtt => write!(out, "{}", subtitles::to_vtt(&segments))?,
                 }
             }
         }

@@ -1,19 +1,39 @@
-//! Corpus manifest: a tab-separated file listing the utterances of an evaluation set.
+//! Corpus manifest: the utterances of an evaluation set, read from one of four layouts,
+//! detected from the path ([`ManifestFormat::detect`]):
 //!
-//! Format (the one of `../shared/audio/manifest.tsv` and the project's
-//! `audio_samples/manifest.tsv`): UTF-8 (a leading byte-order mark, as spreadsheet programs
+//! * **TSV** (voxtrace's own; `audio_samples/manifest.tsv`), below.
+//! * **NeMo JSON lines** (a `.json`/`.jsonl` file, or any file whose first line starts with
+//!   `{`): one object per line with `audio_filepath` and `text`, optional `duration` (seconds)
+//!   and `id` (default: the audio file name without its extension, which must then be unique);
+//!   other keys are kept in [`ManifestEntry::extra`]. A non-zero `offset` (a segment of a longer
+//!   file) is refused.
+//! * **Kaldi data dir** (a folder holding `wav.scp`, or the `wav.scp` file itself): `wav.scp`
+//!   (`utt path`), `text` (`utt words...`), optional `utt2dur` (`utt seconds`). Piped entries
+//!   (`utt cmd args |`) and archive offsets (`x.ark:123`) are refused with the file and line,
+//!   never run; a `segments` file is refused too (segments are not supported). Every utterance
+//!   must be in both `wav.scp` and `text`. Order: `wav.scp`'s.
+//! * **LibriSpeech tree** (any other folder): every `*.trans.txt` under it (`ID words...` per
+//!   line), the audio `ID.flac` (or `.wav`, `.mp3`, `.ogg`, whichever exists; `.flac` when none
+//!   does) beside it. Order: trans files by path, then their lines.
+//!
+//! Relative audio paths resolve against the audio root: by default the manifest file's folder
+//! (TSV, NeMo) or the data folder itself (Kaldi, LibriSpeech). When a layout gives no duration,
+//! [`Manifest::read_durations`] reads it from the audio (the run does this for the clips it
+//! runs).
+//!
+//! TSV format: UTF-8 (a leading byte-order mark, as spreadsheet programs
 //! write, is skipped), one header line, then one line per utterance, fields
 //! separated by a single TAB, no quoting (a field cannot contain a TAB or a newline). The header
-//! must contain at least these columns, in any order:
+//! must contain at least `id`, `file` and `reference`, in any order:
 //!
 //! | column       | meaning                                                                  |
 //! |--------------|--------------------------------------------------------------------------|
 //! | `id`         | utterance id, non-empty, unique in the file                              |
 //! | `file`       | audio path, relative to the audio root (default: the manifest's folder)  |
-//! | `duration_s` | audio duration in seconds, a finite number > 0                           |
 //! | `reference`  | reference transcript (may be empty: a silence clip)                      |
-//! | `source`     | provenance, free text                                                    |
-//! | `license`    | licence, free text                                                       |
+//! | `duration_s` | optional: audio duration in seconds, a finite number > 0                 |
+//! | `source`     | optional: provenance, free text (default empty)                          |
+//! | `license`    | optional: licence, free text (default empty)                             |
 //!
 //! An absolute `file` is parsed as it is, and a `..` may appear; but a run only reads audio under
 //! its audio root: [`Manifest::check_under_root`] refuses absolute paths, `..` climbing above
@@ -28,9 +48,12 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The six required columns, in their canonical order.
-pub const REQUIRED_COLUMNS: [&str; 6] =
-    ["id", "file", "duration_s", "reference", "source", "license"];
+/// The columns a TSV manifest must have.
+pub const REQUIRED_COLUMNS: [&str; 3] = ["id", "file", "reference"];
+
+/// The TSV columns with a meaning, in their canonical order (the rest go to
+/// [`ManifestEntry::extra`]).
+pub const KNOWN_COLUMNS: [&str; 6] = ["id", "file", "duration_s", "reference", "source", "license"];
 
 /// Why a manifest could not be read. Every variant names the file; line numbers are 1-based.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +140,26 @@ pub enum ManifestError {
     /// root, or a symlink leading out of it). Boxed: it is the largest variant.
     #[error(transparent)]
     OutsideRoot(Box<OutsideRoot>),
+    /// A malformed line of a NeMo, Kaldi or LibriSpeech file (a piped `wav.scp` entry, bad
+    /// JSON, a missing field...).
+    #[error("{path}:{line}: {reason}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The path is not a manifest of a known layout, or a layout's files do not fit together
+    /// (an utterance in `wav.scp` without a transcript, no `*.trans.txt` in a folder...).
+    #[error("{path}: {reason}")]
+    Layout {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Where and how a manifest entry leaves the audio root ([`ManifestError::OutsideRoot`]).
@@ -149,8 +192,10 @@ pub struct ManifestEntry {
     pub file: String,
     /// Resolved audio path: `file` if absolute, else `audio_root/file`.
     pub path: PathBuf,
-    /// Audio duration, seconds.
-    pub duration_s: f64,
+    /// Audio duration, seconds: from the manifest, or read from the audio by
+    /// [`Manifest::read_durations`]; `None` when the manifest gives none and it was not read (or
+    /// the audio is missing or undecodable).
+    pub duration_s: Option<f64>,
     /// Reference transcript.
     pub reference: String,
     /// Provenance.
@@ -163,11 +208,81 @@ pub struct ManifestEntry {
     pub line: usize,
 }
 
+/// The layout a manifest was read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestFormat {
+    /// voxtrace's TSV.
+    #[default]
+    Tsv,
+    /// NeMo JSON lines.
+    Nemo,
+    /// Kaldi data folder.
+    Kaldi,
+    /// LibriSpeech-style tree of `*.trans.txt`.
+    Librispeech,
+}
+
+impl ManifestFormat {
+    /// The layout of `path`: a folder holding `wav.scp` (or a file named `wav.scp`) is Kaldi,
+    /// any other folder LibriSpeech; a `.json`/`.jsonl` file, or a file whose first non-blank
+    /// line starts with `{`, NeMo; any other file TSV.
+    ///
+    /// # Errors
+    /// [`ManifestError::Io`] when the path cannot be examined.
+    pub fn detect(path: &Path) -> Result<Self, ManifestError> {
+        let io = |source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            return Ok(if path.join("wav.scp").exists() {
+                ManifestFormat::Kaldi
+            } else {
+                ManifestFormat::Librispeech
+            });
+        }
+        if path.file_name().is_some_and(|n| n == "wav.scp") {
+            return Ok(ManifestFormat::Kaldi);
+        }
+        if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("json") || e.eq_ignore_ascii_case("jsonl"))
+        {
+            return Ok(ManifestFormat::Nemo);
+        }
+        // Sniff the first bytes (at most 64 KiB).
+        let mut head = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, 1 << 16),
+            &mut head,
+        )
+        .map_err(io)?;
+        let text = String::from_utf8_lossy(&head);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        Ok(if text.trim_start().starts_with('{') {
+            ManifestFormat::Nemo
+        } else {
+            ManifestFormat::Tsv
+        })
+    }
+}
+
 /// A parsed manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Where it was read from (or the label given to [`Manifest::parse_str`]).
+    /// Where it was read from (a file, or a Kaldi / LibriSpeech folder; or the label given to
+    /// [`Manifest::parse_str`]).
     pub path: PathBuf,
+    /// The layout it was read from.
+    #[serde(default)]
+    pub format: ManifestFormat,
+    /// For folder layouts, the files read, relative to [`Manifest::path`], sorted: what
+    /// [`Manifest::identity_bytes`] hashes. Empty for one-file layouts (the file is hashed).
+    #[serde(default)]
+    pub sources: Vec<PathBuf>,
     /// Folder relative `file` entries were resolved against.
     pub audio_root: PathBuf,
     /// Header columns in file order.
@@ -189,14 +304,29 @@ impl Manifest {
         audio_root: Option<&Path>,
     ) -> Result<Self, ManifestError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let format = ManifestFormat::detect(path)?;
+        if format == ManifestFormat::Kaldi || format == ManifestFormat::Librispeech {
+            // `wav.scp` given: its folder is the data dir.
+            let dir = if path.is_dir() {
+                path.to_path_buf()
+            } else {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            let root = audio_root.map_or_else(|| dir.clone(), Path::to_path_buf);
+            return if format == ManifestFormat::Kaldi {
+                super::corpus_formats::load_kaldi(&dir, &root)
+            } else {
+                super::corpus_formats::load_librispeech(&dir, &root)
+            };
+        }
+        let text = read_text(path)?;
         let root = match audio_root {
             Some(r) => r.to_path_buf(),
             None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
         };
+        if format == ManifestFormat::Nemo {
+            return super::corpus_formats::parse_nemo(&text, path, &root);
+        }
         Self::parse_str(&text, path, &root)
     }
 
@@ -235,14 +365,12 @@ impl Manifest {
                     reason: format!("missing required column {name:?} (header: {columns:?})"),
                 })
         };
-        let [ci, cf, cd, cr, cs, cl] = [
-            col("id")?,
-            col("file")?,
-            col("duration_s")?,
-            col("reference")?,
-            col("source")?,
-            col("license")?,
-        ];
+        let [ci, cf, cr] = [col("id")?, col("file")?, col("reference")?];
+        let [cd, cs, cl] = ["duration_s", "source", "license"].map(|c| index.get(c).copied());
+        let known: Vec<usize> = [Some(ci), Some(cf), Some(cr), cd, cs, cl]
+            .into_iter()
+            .flatten()
+            .collect();
         let mut entries = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (line, l) in lines {
@@ -279,17 +407,19 @@ impl Manifest {
                     id,
                 });
             }
-            let dur_text = fields[cd].trim();
-            let duration_s = match dur_text.parse::<f64>() {
-                Ok(d) if d.is_finite() && d > 0.0 => d,
-                _ => {
-                    return Err(ManifestError::BadDuration {
-                        path: p(),
-                        line,
-                        id,
-                        value: fields[cd].to_string(),
-                    });
-                }
+            let duration_s = match cd {
+                None => None,
+                Some(cd) => match fields[cd].trim().parse::<f64>() {
+                    Ok(d) if d.is_finite() && d > 0.0 => Some(d),
+                    _ => {
+                        return Err(ManifestError::BadDuration {
+                            path: p(),
+                            line,
+                            id,
+                            value: fields[cd].to_string(),
+                        });
+                    }
+                },
             };
             let fp = Path::new(&file);
             let resolved = if fp.is_absolute() {
@@ -300,7 +430,7 @@ impl Manifest {
             let extra = columns
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| ![ci, cf, cd, cr, cs, cl].contains(i))
+                .filter(|(i, _)| !known.contains(i))
                 .map(|(i, c)| (c.clone(), fields[i].to_string()))
                 .collect();
             entries.push(ManifestEntry {
@@ -309,14 +439,16 @@ impl Manifest {
                 path: resolved,
                 duration_s,
                 reference: fields[cr].to_string(),
-                source: fields[cs].to_string(),
-                license: fields[cl].to_string(),
+                source: cs.map(|c| fields[c].to_string()).unwrap_or_default(),
+                license: cl.map(|c| fields[c].to_string()).unwrap_or_default(),
                 extra,
                 line,
             });
         }
         Ok(Manifest {
             path: p(),
+            format: ManifestFormat::Tsv,
+            sources: vec![],
             audio_root: audio_root.to_path_buf(),
             columns,
             entries,
@@ -375,14 +507,68 @@ impl Manifest {
         Ok(())
     }
 
+    /// The bytes that identify the manifest (not its audio): the manifest file's bytes.
+    ///
+    /// # Errors
+    /// [`ManifestError::Io`] when the file cannot be read.
+    ///
+    /// For a folder layout (Kaldi, LibriSpeech): for each of [`Manifest::sources`] in order,
+    /// its relative path (UTF-8, `/`-separated), a NUL byte, its length as a little-endian
+    /// `u64`, then its bytes.
+    pub fn identity_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| ManifestError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        if self.sources.is_empty() {
+            return read(&self.path);
+        }
+        let mut out = Vec::new();
+        for rel in &self.sources {
+            let bytes = read(&self.path.join(rel))?;
+            let name: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.extend_from_slice(name.join("/").as_bytes());
+            out.push(0);
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// Fill in [`ManifestEntry::duration_s`] where the manifest gave none, from the audio
+    /// (decoded with [`crate::audio::decode::open_chunks`], streaming: samples / sample rate).
+    /// Clips whose audio is missing or does not decode keep `None` (the run reports them as
+    /// missing, or as failed by the system that tries to read them).
+    pub fn read_durations(&mut self) {
+        for e in self.entries.iter_mut().filter(|e| e.duration_s.is_none()) {
+            e.duration_s = audio_duration_s(&e.path);
+        }
+    }
+
+    /// sha256 (hex) of [`Manifest::identity_bytes`]: `results.json`'s `manifest_sha256`, what
+    /// `eval-merge` checks to know shards ran on the same manifest.
+    ///
+    /// # Errors
+    /// As [`Manifest::identity_bytes`].
+    pub fn digest(&self) -> Result<String, ManifestError> {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(self.identity_bytes()?);
+        Ok(d.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Entry by id.
     pub fn get(&self, id: &str) -> Option<&ManifestEntry> {
         self.entries.iter().find(|e| e.id == id)
     }
 
-    /// Sum of `duration_s`, seconds.
+    /// Sum of the known `duration_s`, seconds.
     pub fn total_duration_s(&self) -> f64 {
-        self.entries.iter().map(|e| e.duration_s).sum()
+        self.entries.iter().filter_map(|e| e.duration_s).sum()
     }
 
     /// Number of utterances.
@@ -394,6 +580,29 @@ impl Manifest {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Read a manifest file as UTF-8.
+pub(crate) fn read_text(path: &Path) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Duration of an audio file in seconds (decoded samples / sample rate), `None` when it does not
+/// decode.
+fn audio_duration_s(path: &Path) -> Option<f64> {
+    if !path.is_file() {
+        return None;
+    }
+    let mut chunks = crate::audio::decode::open_chunks(path, 1 << 16).ok()?;
+    let mut n = 0u64;
+    for c in chunks.by_ref() {
+        n += c.ok()?.len() as u64;
+    }
+    let rate = chunks.sample_rate();
+    (n > 0 && rate > 0).then(|| n as f64 / f64::from(rate))
 }
 
 #[cfg(test)]
@@ -420,6 +629,7 @@ mod tests {
         assert_eq!(m.entries[1].path, PathBuf::from("/abs/y.wav"));
         assert_eq!(m.entries[1].line, 4);
         assert_eq!(m.entries[1].reference, "");
+        assert_eq!(m.entries[0].duration_s, Some(1.5));
         assert!((m.total_duration_s() - 3.5).abs() < 1e-12);
     }
 
@@ -472,7 +682,7 @@ mod tests {
         let e = Manifest::parse_str("id\tfile\n", Path::new("m.tsv"), Path::new(".")).unwrap_err();
         assert!(
             e.to_string()
-                .contains("missing required column \"duration_s\""),
+                .contains("missing required column \"reference\""),
             "{e}"
         );
         let e = Manifest::parse_str(
@@ -496,6 +706,62 @@ mod tests {
             assert_eq!(m.entries[0].id, "a");
             assert_eq!(m.entries[0].line, 2);
         }
+    }
+
+    #[test]
+    fn duration_source_license_are_optional() {
+        let m = Manifest::parse_str(
+            "reference\tid\tfile\tspeaker\nhello there\ta\tx.wav\tS1\n",
+            Path::new("m.tsv"),
+            Path::new("/r"),
+        )
+        .unwrap();
+        let e = &m.entries[0];
+        assert_eq!((e.id.as_str(), e.file.as_str()), ("a", "x.wav"));
+        assert_eq!(e.reference, "hello there");
+        assert_eq!(e.duration_s, None);
+        assert_eq!((e.source.as_str(), e.license.as_str()), ("", ""));
+        assert_eq!(e.extra["speaker"], "S1");
+        // A duration_s column, when present, must hold a duration.
+        let e = Manifest::parse_str(
+            "id\tfile\treference\tduration_s\na\tx.wav\thi\t\n",
+            Path::new("m.tsv"),
+            Path::new("/r"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ManifestError::BadDuration { line: 2, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_read_from_the_audio() {
+        let tmp = tempfile::tempdir().unwrap();
+        // 16-bit mono PCM WAV, 8 kHz, 12000 frames = 1.5 s.
+        let n: u32 = 12_000;
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        for v in [16u32, 0x0001_0001, 8000, 16000] {
+            wav.extend_from_slice(&v.to_le_bytes());
+        }
+        wav.extend_from_slice(&[2, 0, 16, 0]);
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(2 * n).to_le_bytes());
+        wav.resize(wav.len() + 2 * n as usize, 0);
+        std::fs::write(tmp.path().join("x.wav"), &wav).unwrap();
+        std::fs::write(tmp.path().join("bad.wav"), "not audio").unwrap();
+        let mut m = Manifest::parse_str(
+            "id\tfile\treference\na\tx.wav\thi\nb\tbad.wav\tho\nc\tgone.wav\t\n",
+            Path::new("m.tsv"),
+            tmp.path(),
+        )
+        .unwrap();
+        m.read_durations();
+        let d: Vec<Option<f64>> = m.entries.iter().map(|e| e.duration_s).collect();
+        assert_eq!(d, [Some(1.5), None, None]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::EvalError;
 use super::align::{AlignedWord, ErrorCounts};
 use super::metrics::{Confusion, TextScore, WordCount};
+use super::shard::ShardInfo;
 use super::systems::SystemInfo;
 
 /// `format` field of `results.json`.
@@ -57,7 +58,7 @@ pub struct UttResult {
     pub alignment: Vec<AlignedWord>,
     /// Processing seconds.
     pub seconds: Option<f64>,
-    /// Audio seconds.
+    /// Audio seconds (0 when unknown: missing audio and no duration in the manifest).
     pub audio_s: f64,
     /// seconds / audio_s.
     pub rtf: Option<f64>,
@@ -182,8 +183,12 @@ pub struct Provenance {
     /// Audio root.
     pub audio_root: String,
     /// sha256 of the manifest bytes and the referenced audio bytes
-    /// ([`super::runner::corpus_hash`]).
+    /// ([`super::runner::corpus_hash`]; of a shard run: its own clips' audio only).
     pub corpus_sha256: String,
+    /// sha256 of the manifest alone ([`super::manifest::Manifest::digest`]): what ties the
+    /// shards of one corpus together. `None` in `results.json` files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
     /// Machine.
     pub machine: Machine,
     /// Command line.
@@ -219,6 +224,29 @@ pub struct RunResults {
     /// dropped on `--resume` (`voxtrace eval` prints them on stderr).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The shard this run covers (`voxtrace eval --shard K/N`); `None` for a run over the whole
+    /// manifest, merged runs included. Its clips, counts and totals are the shard's only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// The shard runs a merged run was built from (`voxtrace eval-merge`), in shard order;
+    /// empty for a run made in one piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedShard>,
+}
+
+/// One shard run of a merged run ([`RunResults::merged_from`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    /// K of K/N.
+    pub index: usize,
+    /// The shard run's id.
+    pub run_id: String,
+    /// When it finished, RFC 3339.
+    pub time: String,
+    /// Its `corpus_sha256` (manifest plus its clips' audio).
+    pub corpus_sha256: String,
+    /// Where it ran.
+    pub machine: Machine,
 }
 
 /// A system of a run that transcribed no clip: every clip's audio was missing, the manifest

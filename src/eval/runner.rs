@@ -36,6 +36,7 @@ use super::results::{
     Agreement, Machine, MissingClip, Provenance, RESULTS_FORMAT, RunResults, SystemResult, Totals,
     UttResult, UttStatus,
 };
+use super::shard::{Shard, ShardInfo};
 use super::systems::{ExternalLimits, System, SystemInfo, SystemSpec, hex};
 use super::{EvalError, error_chain};
 
@@ -54,7 +55,8 @@ pub struct UttRecord {
     pub error: Option<String>,
     /// Wall-clock seconds spent by the system on this clip (`None` for precomputed transcripts).
     pub seconds: Option<f64>,
-    /// Audio seconds (decoded length when the system decoded it, else manifest `duration_s`).
+    /// Audio seconds (decoded length when the system decoded it, else the manifest's
+    /// `duration_s` or the length read from the audio; 0 when neither is known).
     pub audio_s: f64,
 }
 
@@ -88,6 +90,8 @@ pub struct RunOptions {
     pub allow_outside_root: bool,
     /// Time, output and retry limits of `cmd:` and `http:` systems (`--system-timeout`).
     pub limits: ExternalLimits,
+    /// Run only this shard of the manifest (`--shard K/N`, [`super::shard`]); `None`: all of it.
+    pub shard: Option<Shard>,
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-22T05:20:00Z`).
@@ -174,14 +178,15 @@ pub fn machine() -> Machine {
     }
 }
 
-/// Corpus hash: sha256 over the manifest file bytes, then for each entry in manifest order its
-/// id, a NUL byte, and either the audio file bytes or the 9 bytes `<missing>`.
+/// Corpus hash: sha256 over the manifest file bytes ([`Manifest::identity_bytes`]), then for
+/// each entry in manifest order its id, a NUL byte, and either the audio file bytes or the 9
+/// bytes `<missing>`. For a shard run `manifest.entries` holds the shard's clips only.
 ///
 /// # Errors
 /// The manifest or an existing audio file cannot be read.
 pub fn corpus_hash(manifest: &Manifest) -> Result<String, EvalError> {
     let mut h = Sha256::new();
-    h.update(std::fs::read(&manifest.path).map_err(FileError::io(&manifest.path, "cannot read"))?);
+    h.update(manifest.identity_bytes()?);
     for e in &manifest.entries {
         h.update(e.id.as_bytes());
         h.update([0u8]);
@@ -287,6 +292,18 @@ pub fn system_result(
     manifest: &Manifest,
     records: &HashMap<String, UttRecord>,
 ) -> SystemResult {
+    system_result_named(&spec.name, &spec.spec, info, manifest, records)
+}
+
+/// [`system_result`] for a system known by its name and SPEC text (a merge of shard runs
+/// rebuilds each system's results from `results.json`, without parsing the SPEC again).
+pub fn system_result_named(
+    name: &str,
+    spec: &str,
+    info: SystemInfo,
+    manifest: &Manifest,
+    records: &HashMap<String, UttRecord>,
+) -> SystemResult {
     let mut utterances = Vec::with_capacity(manifest.entries.len());
     let mut inputs = Vec::new();
     let mut totals = Totals {
@@ -313,7 +330,7 @@ pub fn system_result(
                     raw: None,
                     alignment: vec![],
                     seconds: None,
-                    audio_s: e.duration_s,
+                    audio_s: e.duration_s.unwrap_or(0.0),
                     rtf: None,
                 });
             }
@@ -384,13 +401,26 @@ pub fn system_result(
     totals.top_insertions = score.top_insertions;
     totals.top_deletions = score.top_deletions;
     SystemResult {
-        name: spec.name.clone(),
-        spec: spec.spec.clone(),
+        name: name.to_string(),
+        spec: spec.to_string(),
         info,
         totals,
         agreement: None,
         utterances,
     }
+}
+
+/// Check that a run id is a plain folder name (no `/` or `\`, no leading `.`, not empty).
+///
+/// # Errors
+/// [`EvalError::BadRun`] naming it.
+pub fn check_run_id(run_id: &str) -> Result<(), EvalError> {
+    if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+        return Err(EvalError::BadRun(format!(
+            "bad --run-id {run_id:?}: must be a plain folder name"
+        )));
+    }
+    Ok(())
 }
 
 /// One `--reference-system` argument: `REF` (every system without an explicit pairing is scored
@@ -556,10 +586,17 @@ fn progress_style() -> indicatif::ProgressStyle {
 /// unknown reference system, a run folder that already holds results without `--resume`, I/O
 /// errors writing the outputs. Per-clip failures are not errors (they are recorded).
 pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
-    let manifest = Manifest::load_with_root(&opts.manifest, opts.audio_root.as_deref())?;
+    let mut manifest = Manifest::load_with_root(&opts.manifest, opts.audio_root.as_deref())?;
     if !opts.allow_outside_root {
         manifest.check_under_root()?;
     }
+    let manifest_sha256 = manifest.digest()?;
+    let n_manifest_clips = manifest.len();
+    if let Some(shard) = opts.shard {
+        manifest.entries.retain(|e| shard.contains(&e.id));
+    }
+    // Durations the manifest does not give, from the audio of the clips this run runs.
+    manifest.read_durations();
     if opts.systems.is_empty() {
         return Err(EvalError::BadRun("no --system given".into()));
     }
@@ -574,11 +611,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     }
     let reference_pairs = resolve_references(&opts.references, &opts.systems)?;
     let run_id = opts.run_id.clone().unwrap_or_else(default_run_id);
-    if run_id.is_empty() || run_id.contains(['/', '\\']) || run_id.starts_with('.') {
-        return Err(EvalError::BadRun(format!(
-            "bad --run-id {run_id:?}: must be a plain folder name"
-        )));
-    }
+    check_run_id(&run_id)?;
     let run_dir = opts.out.join(&run_id);
     let partial_path = run_dir.join("partial.jsonl");
     if run_dir.join("results.json").exists() && !opts.resume {
@@ -684,7 +717,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                     hypothesis: t.text,
                     error: None,
                     seconds: timed.then_some(secs),
-                    audio_s: t.audio_s.unwrap_or(e.duration_s),
+                    audio_s: t.audio_s.or(e.duration_s).unwrap_or(0.0),
                 },
                 Err(err) => {
                     let msg = error_chain(&err);
@@ -696,7 +729,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                         hypothesis: String::new(),
                         error: Some(msg),
                         seconds: timed.then_some(secs),
-                        audio_s: e.duration_s,
+                        audio_s: e.duration_s.unwrap_or(0.0),
                     }
                 }
             };
@@ -745,6 +778,12 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             s.agreement = Some(agreement(s, &reference));
         }
     }
+    // A shard may hold no clip of a small manifest: that is no failure of the systems.
+    let nothing_scored = if opts.shard.is_some() && manifest.is_empty() {
+        vec![]
+    } else {
+        super::results::nothing_scored(&results)
+    };
     let provenance = Provenance {
         git_commit: git_commit(),
         voxtrace_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -753,6 +792,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
         manifest: opts.manifest.display().to_string(),
         audio_root: manifest.audio_root.display().to_string(),
         corpus_sha256: corpus_hash(&manifest)?,
+        manifest_sha256: Some(manifest_sha256),
         machine: machine(),
         command: std::env::args().collect(),
     };
@@ -770,9 +810,11 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             })
             .collect(),
         reference_pairs,
-        nothing_scored: super::results::nothing_scored(&results),
+        nothing_scored,
         warnings,
         systems: results,
+        shard: opts.shard.map(|s| ShardInfo::new(s, n_manifest_clips)),
+        merged_from: vec![],
     };
     metrics::write_json_atomic(&run_dir.join("results.json"), &run)?;
     Ok((run, run_dir))

@@ -6,7 +6,9 @@
 //! | SPEC                    | what runs                                                                 |
 //! |-------------------------|---------------------------------------------------------------------------|
 //! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
-//! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy, 30 s windows                        |
+//! | `voxtral-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, ADA-norm conditioning, embeddings, tied LM head f32) |
+//! | `voxtral-q4_0:DIR`      | the same, packed as Q4_0                                                   |
+//! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy; up to 30 s without timestamps (transformers short-form), longer long-form with timestamps (`models::whisper::longform`) |
 //! | `whisper-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, embeddings, LM head f32) |
 //! | `whisper-q4_0:DIR`      | the same, packed as Q4_0                                                   |
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
@@ -120,6 +122,12 @@ pub enum SystemKind {
     /// Burn Whisper tiny.en folder as [`SystemKind::Whisper`], linear layers packed as Q4_0.
     #[serde(rename = "whisper_q4_0")]
     WhisperQ4(PathBuf),
+    /// Burn Voxtral Realtime folder as [`SystemKind::Voxtral`], linear layers packed as Q8_0.
+    #[serde(rename = "voxtral_q8_0")]
+    VoxtralQ8(PathBuf),
+    /// Burn Voxtral Realtime folder as [`SystemKind::Voxtral`], linear layers packed as Q4_0.
+    #[serde(rename = "voxtral_q4_0")]
+    VoxtralQ4(PathBuf),
     /// Precomputed transcripts JSON file (see [`load_transcripts`]).
     Transcripts(PathBuf),
     /// Shell command template containing `{audio}`.
@@ -245,7 +253,8 @@ pub struct SystemSpec {
 /// Provenance of a system, recorded in `results.json` and the report header.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemInfo {
-    /// `voxtral`, `whisper`, `whisper-q8_0`, `whisper-q4_0`, `transcripts`, `cmd` or `http`.
+    /// `voxtral`, `voxtral-q8_0`, `voxtral-q4_0`, `whisper`, `whisper-q8_0`, `whisper-q4_0`,
+    /// `transcripts`, `cmd` or `http`.
     pub kind: String,
     /// Model folder or transcripts file, if any.
     pub model_path: Option<String>,
@@ -327,7 +336,7 @@ impl SystemSpec {
                 None => {
                     return Err(bad_system(
                         s,
-                        "SPEC must be voxtral:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http[OPTIONS]:URL",
+                        "SPEC must be voxtral[-q8_0|-q4_0]:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http[OPTIONS]:URL",
                     ));
                 }
             },
@@ -340,6 +349,8 @@ impl SystemSpec {
             "whisper" => SystemKind::Whisper(PathBuf::from(arg)),
             "whisper-q8_0" => SystemKind::WhisperQ8(PathBuf::from(arg)),
             "whisper-q4_0" => SystemKind::WhisperQ4(PathBuf::from(arg)),
+            "voxtral-q8_0" => SystemKind::VoxtralQ8(PathBuf::from(arg)),
+            "voxtral-q4_0" => SystemKind::VoxtralQ4(PathBuf::from(arg)),
             "transcripts" => SystemKind::Transcripts(PathBuf::from(arg)),
             "cmd" => {
                 if cmd_script(arg).1 == 0 {
@@ -366,7 +377,7 @@ impl SystemSpec {
                 return Err(bad_system(
                     s,
                     format!(
-                        "unknown system kind {other:?} (known: voxtral, whisper, whisper-q8_0, whisper-q4_0, transcripts, cmd, http)"
+                        "unknown system kind {other:?} (known: voxtral, voxtral-q8_0, voxtral-q4_0, whisper, whisper-q8_0, whisper-q4_0, transcripts, cmd, http)"
                     ),
                 ));
             }
@@ -393,7 +404,13 @@ impl SystemSpec {
         limits: ExternalLimits,
     ) -> Result<Box<dyn System>, EvalError> {
         Ok(match &self.kind {
-            SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device)?),
+            SystemKind::Voxtral(dir) => Box::new(VoxtralSystem::open(dir, device, None)?),
+            SystemKind::VoxtralQ8(dir) => {
+                Box::new(VoxtralSystem::open(dir, device, Some(QuantKind::Q8_0))?)
+            }
+            SystemKind::VoxtralQ4(dir) => {
+                Box::new(VoxtralSystem::open(dir, device, Some(QuantKind::Q4_0))?)
+            }
             SystemKind::Whisper(dir) => Box::new(WhisperSystem::open(dir, device, None)?),
             SystemKind::WhisperQ8(dir) => {
                 Box::new(WhisperSystem::open(dir, device, Some(QuantKind::Q8_0))?)
@@ -438,7 +455,8 @@ impl ExternalLimits {
     /// Default wait before the first retry (then 1 s, 2 s).
     pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 
-    /// The time limit for a clip of `duration_s` seconds (the manifest's): the fixed
+    /// The time limit for a clip of `duration_s` seconds (the manifest's, or the audio's; 0 when
+    /// unknown, which gives the minimum): the fixed
     /// [`ExternalLimits::timeout`] if set, else max([`ExternalLimits::MIN_TIMEOUT`],
     /// [`ExternalLimits::TIMEOUT_PER_AUDIO_SECOND`] × `duration_s`), at most one day.
     pub fn timeout_for(&self, duration_s: f64) -> Duration {
@@ -510,8 +528,13 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The weights file of a checkpoint folder: `consolidated.safetensors` (Mistral layout), else
-/// `model.safetensors` (HF), else the first `*.safetensors` by name.
+/// `model.safetensors` (HF), else the first `*.safetensors` by name; a single-file model
+/// (GGUF) is its own weights file.
 pub fn weights_file(dir: &Path) -> Option<PathBuf> {
+    if dir.is_file() {
+        // A single-file model (GGUF): the file itself.
+        return Some(dir.to_path_buf());
+    }
     for n in ["consolidated.safetensors", "model.safetensors"] {
         let p = dir.join(n);
         if p.is_file() {
@@ -543,16 +566,20 @@ impl VoxtralSystem {
     /// Transcription delay used, ms.
     pub const DELAY_MS: f64 = 480.0;
 
-    /// Load `dir` (with `tekken.json`) on `device`.
+    /// Load `dir` (with `tekken.json`) on `device`; with `quant`, pack its linear layers
+    /// ([`crate::models::voxtral::Voxtral::quantize`]).
     ///
     /// # Errors
-    /// Unknown device, unreadable checkpoint or tokenizer.
-    pub fn open(dir: &Path, device: &str) -> Result<Self, EvalError> {
+    /// Unknown device, unreadable checkpoint or tokenizer, weights that cannot be packed.
+    pub fn open(dir: &Path, device: &str, quant: Option<QuantKind>) -> Result<Self, EvalError> {
         let dev = crate::backend::device(device)?;
-        let model = crate::models::voxtral::Voxtral::load(dir, &dev)
+        let (mut model, tok) = crate::models::voxtral::Voxtral::open(dir, None, &dev)
             .map_err(load_err(dir, "cannot load the Voxtral checkpoint"))?;
-        let tok = crate::tokenizer::Tekken::from_file(dir.join("tekken.json"))
-            .map_err(load_err(dir, "cannot load tekken.json"))?;
+        if let Some(q) = quant {
+            model
+                .quantize(q)
+                .map_err(load_err(dir, "cannot pack the Voxtral linear layers"))?;
+        }
         let wf = weights_file(dir);
         let sha = match &wf {
             Some(p) => Some(sha256_file(p)?),
@@ -560,13 +587,17 @@ impl VoxtralSystem {
         };
         Ok(VoxtralSystem {
             info: SystemInfo {
-                kind: "voxtral".into(),
+                kind: match quant {
+                    None => "voxtral".into(),
+                    Some(q) => format!("voxtral-{}", q.name()),
+                },
                 model_path: Some(dir.display().to_string()),
                 weights_file: wf.map(|p| p.display().to_string()),
                 weights_sha256: sha,
                 backend: format!(
-                    "burn 0.22.1 {device}, offline greedy, delay {} ms",
-                    Self::DELAY_MS
+                    "burn 0.22.1 {device}, offline greedy, delay {} ms, linear layers {}",
+                    Self::DELAY_MS,
+                    quant.map_or("f32", |q| q.name())
                 ),
             },
             device: dev,
@@ -598,8 +629,9 @@ impl System for VoxtralSystem {
 // ---------------------------------------------------------------------------------------------
 // whisper:DIR
 
-/// The Burn Whisper tiny.en port ([`crate::models::whisper`]): greedy, English-only prompt, no
-/// timestamps, 30 s windows.
+/// The Burn Whisper tiny.en port ([`crate::models::whisper`]): greedy, English-only prompt;
+/// clips up to 30 s without timestamps (transformers' short-form `generate`), longer audio
+/// long-form with timestamps ([`crate::models::whisper::transcribe_long`], upstream defaults).
 pub struct WhisperSystem {
     info: SystemInfo,
     device: burn::tensor::Device,
@@ -663,12 +695,26 @@ impl System for WhisperSystem {
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let s = crate::audio::load_mono_16k(&entry.path)
             .map_err(load_err(&entry.path, "cannot decode audio"))?;
-        let t = self
-            .model
-            .transcribe(&s, &self.tok, &self.device)
+        // Up to 30 s: transformers' short-form generate (no timestamps, token-exact with
+        // upstream). Longer: long-form with timestamps, as upstream's `transcribe`.
+        let text = if s.len() <= crate::audio::mel::WHISPER_N_SAMPLES {
+            self.model
+                .transcribe(&s, &self.tok, &self.device)
+                .map_err(|e| EvalError::Model(e.into()))?
+                .text
+        } else {
+            let segments = crate::models::whisper::transcribe_long(
+                &self.model,
+                &self.tok,
+                &s,
+                &crate::models::whisper::LongFormOptions::default(),
+                &self.device,
+            )
             .map_err(|e| EvalError::Model(e.into()))?;
+            crate::models::whisper::segments_text(&segments)
+        };
         Ok(Transcription {
-            text: t.text.trim().to_string(),
+            text: text.trim().to_string(),
             audio_s: Some(s.len() as f64 / 16_000.0),
         })
     }
@@ -1077,7 +1123,7 @@ impl System for CmdSystem {
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
         let cmd = self.template.clone();
-        let timeout = self.limits.timeout_for(entry.duration_s);
+        let timeout = self.limits.timeout_for(entry.duration_s.unwrap_or(0.0));
         let mut command = std::process::Command::new("sh");
         command
             .arg("-c")
@@ -1295,7 +1341,7 @@ impl System for HttpSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        let timeout = self.limits.timeout_for(entry.duration_s);
+        let timeout = self.limits.timeout_for(entry.duration_s.unwrap_or(0.0));
         let deadline = std::time::Instant::now() + timeout;
         let bytes =
             std::fs::read(&entry.path).map_err(FileError::io(&entry.path, "cannot read audio"))?;

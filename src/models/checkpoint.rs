@@ -233,6 +233,19 @@ impl ConfigJson {
         })
     }
 
+    /// A configuration already in memory (e.g. rebuilt from GGUF metadata); errors name `path`.
+    pub fn from_value(path: &Path, value: Value) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            value,
+        }
+    }
+
+    /// The file the configuration came from (named in errors).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn err(&self, key: &str, problem: &str) -> CheckpointError {
         CheckpointError::Key {
             path: self.path.clone(),

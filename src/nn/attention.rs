@@ -11,11 +11,12 @@
 use super::dense_attention::{DENSE_MIN_KEYS, DENSE_MIN_QUERIES, dense_attention};
 use super::linear::{is_capture, is_flex};
 use super::mlp::linear;
+use super::qlinear::{LinearLayer, LinearWeight};
 use super::rope::{RopeStyle, apply_rope};
 use super::softmax::softmax_last;
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -117,13 +118,13 @@ pub struct AttentionConfig {
 #[derive(Module, Debug)]
 pub struct Attention {
     /// `[d_model] -> [n_heads * head_dim]`.
-    pub q_proj: Linear,
+    pub q_proj: LinearWeight,
     /// `[d_model] -> [n_kv_heads * head_dim]`.
-    pub k_proj: Linear,
+    pub k_proj: LinearWeight,
     /// `[d_model] -> [n_kv_heads * head_dim]`.
-    pub v_proj: Linear,
+    pub v_proj: LinearWeight,
     /// `[n_heads * head_dim] -> [d_model]`.
-    pub o_proj: Linear,
+    pub o_proj: LinearWeight,
     /// Query heads.
     pub n_heads: usize,
     /// Key/value heads.
@@ -167,18 +168,37 @@ impl Attention {
         let kv = cfg.n_kv_heads * cfg.head_dim;
         let [bq, bk, bv, bo] = cfg.biases;
         Self {
-            q_proj: LinearConfig::new(cfg.d_model, q).with_bias(bq).init(device),
+            q_proj: LinearConfig::new(cfg.d_model, q)
+                .with_bias(bq)
+                .init(device)
+                .into(),
             k_proj: LinearConfig::new(cfg.d_model, kv)
                 .with_bias(bk)
-                .init(device),
+                .init(device)
+                .into(),
             v_proj: LinearConfig::new(cfg.d_model, kv)
                 .with_bias(bv)
-                .init(device),
-            o_proj: LinearConfig::new(q, cfg.d_model).with_bias(bo).init(device),
+                .init(device)
+                .into(),
+            o_proj: LinearConfig::new(q, cfg.d_model)
+                .with_bias(bo)
+                .init(device)
+                .into(),
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim,
         }
+    }
+
+    /// The four projections with their upstream names: `[("q_proj", ..), ("k_proj", ..),
+    /// ("v_proj", ..), ("o_proj", ..)]`.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut LinearWeight); 4] {
+        [
+            ("q_proj", &mut self.q_proj),
+            ("k_proj", &mut self.k_proj),
+            ("v_proj", &mut self.v_proj),
+            ("o_proj", &mut self.o_proj),
+        ]
     }
 
     /// Attend `x` at absolute positions `step.pos0 .. step.pos0 + seq`.
@@ -279,14 +299,14 @@ impl Attention {
 /// weights the recorded `out` is therefore permuted back to half-split order per head (the
 /// inverse of the converter's `permute_for_rope`), so Mistral and HF runs join name by name.
 fn rope_proj(
-    layer: &Linear,
+    layer: &LinearWeight,
     x: Tensor<3>,
     head_dim: usize,
     style: RopeStyle,
     scope: &Scope,
 ) -> Tensor<3> {
     scope.input(&x);
-    let y = super::linear::linear(layer, x);
+    let y = layer.apply(x);
     if scope.enabled() {
         match style {
             RopeStyle::HalfSplit => scope.record("out", &y),

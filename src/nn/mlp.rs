@@ -5,10 +5,10 @@
 //! <https://github.com/huggingface/transformers/blob/v5.23.0/src/transformers/models/voxtral_realtime/modeling_voxtral_realtime.py>;
 //! Mistral names `feed_forward.w1` (gate), `w3` (up), `w2` (down).
 
-use super::qlinear::LinearLayer;
+use super::qlinear::{LinearLayer, LinearWeight};
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
@@ -16,11 +16,11 @@ use burn::tensor::{Device, Tensor};
 #[derive(Module, Debug)]
 pub struct SwiGluMlp {
     /// `[d_model] -> [intermediate_size]`, no bias.
-    pub gate_proj: Linear,
+    pub gate_proj: LinearWeight,
     /// `[d_model] -> [intermediate_size]`, no bias.
-    pub up_proj: Linear,
+    pub up_proj: LinearWeight,
     /// `[intermediate_size] -> [d_model]`, bias when `down_bias`.
-    pub down_proj: Linear,
+    pub down_proj: LinearWeight,
 }
 
 impl SwiGluMlp {
@@ -29,14 +29,26 @@ impl SwiGluMlp {
         Self {
             gate_proj: LinearConfig::new(d_model, intermediate_size)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
             up_proj: LinearConfig::new(d_model, intermediate_size)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
             down_proj: LinearConfig::new(intermediate_size, d_model)
                 .with_bias(down_bias)
-                .init(device),
+                .init(device)
+                .into(),
         }
+    }
+
+    /// The three projections with their upstream names (`gate_proj`, `up_proj`, `down_proj`).
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut LinearWeight); 3] {
+        [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
     }
 
     /// `down_proj(silu(gate_proj(x)) * up_proj(x))`; records `gate_proj`, `act_fn`, `up_proj`,

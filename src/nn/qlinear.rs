@@ -198,6 +198,19 @@ impl LinearWeight {
         }
     }
 
+    /// Replace the weight by an already packed `[n_out, n_in]` matrix (e.g. read from a GGUF
+    /// file), keeping the bias. The caller checks that the shape is the layer's.
+    pub fn set_packed(&mut self, weight: PackedMatrix<'static>) {
+        let bias = match self {
+            LinearWeight::F32(l) => l.bias.clone(),
+            LinearWeight::Packed(p) => p.bias.clone(),
+        };
+        *self = LinearWeight::Packed(PackedLinear {
+            weight: Arc::new(weight),
+            bias,
+        });
+    }
+
     /// Pack an f32 layer as `kind` ([`PackedLinear::from_linear`]). Returns whether the layer
     /// is now packed as `kind`: `false` (and the layer left f32) when `n_in` is not a multiple
     /// of 32. A layer already packed is left as it is (`true` only if already `kind`).

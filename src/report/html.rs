@@ -469,6 +469,8 @@ pub fn render(
             os => p.machine.os,
             command => p.command.join(" "),
             n_clips => run.n_clips,
+            shard => run.shard.as_ref().map(|s| format!("{}/{} ({} of the manifest's {} clips; {})", s.index, s.count, run.n_clips, s.n_manifest_clips, s.hash)),
+            merged_from => run.merged_from.iter().map(|m| format!("{}/{} {}", m.index, run.merged_from.len(), m.run_id)).collect::<Vec<_>>(),
             missing => run.missing_clips,
             nothing_scored => run.nothing_scored,
             any_agreement => !run.reference_pairs.is_empty(),

@@ -32,9 +32,15 @@ pub const REPORT_FILE: &str = "report.html";
 /// # Errors
 /// A malformed or unreadable `history.jsonl` or `check.json` (file and line named), an
 /// unwritable folder.
+///
+/// A shard run ([`RunResults::shard`]) gets its `report.html` but no history row: its figures
+/// cover part of the corpus, and `eval-check` must never compare them with whole-corpus runs
+/// (`voxtrace eval-merge` publishes the merged run's row).
 pub fn publish(reports: &Path, run_dir: &Path, run: &RunResults) -> Result<(), ReportError> {
     let history_path = reports.join(HISTORY_FILE);
-    history::append(&history_path, &history::HistoryRow::from_run(run))?;
+    if run.shard.is_none() {
+        history::append(&history_path, &history::HistoryRow::from_run(run))?;
+    }
     let rows = history::read(&history_path)?;
     let check = check::load_check(run_dir)?;
     html::write_report(&run_dir.join(REPORT_FILE), run, &rows, check.as_ref())

@@ -79,6 +79,10 @@ pub struct GraphTap {
     pub int: bool,
 }
 
+/// Block inputs to substitute during a forward pass ([`Tracer::with_feed`]): full name
+/// (`<block path>.in.0`) -> (shape, row-major f32 values).
+pub type FeedMap = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Receives tensors from enabled [`Scope`]s; owns the name filter and the sink.
 ///
 /// Errors while streaming to disk (disk full, ...) are kept and returned by
@@ -86,6 +90,10 @@ pub struct GraphTap {
 pub struct Tracer {
     filter: NameFilter,
     state: Mutex<TracerState>,
+    /// Inputs to substitute ([`Scope::fed_input`]).
+    feed: FeedMap,
+    /// Names actually substituted, in order.
+    fed: Mutex<Vec<String>>,
 }
 
 struct TracerState {
@@ -118,6 +126,23 @@ impl Tracer {
     /// live on a capture device is an error returned by [`Tracer::finish_graph`].
     pub fn graph(filter: NameFilter) -> Self {
         Self::with_sink(filter, Sink::Graph(Vec::new()))
+    }
+
+    /// Substitute recorded inputs during the forward pass (`voxtrace trace --feed`): where a
+    /// block calls [`Scope::fed_input`] and `feed` holds its `<path>.in.0` with the same shape,
+    /// the block runs on that tensor instead of its own input (onnxruntime's `qdq_err`: a
+    /// block's own error, separated from what earlier blocks accumulated).
+    pub fn with_feed(
+        mut self,
+        feed: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    ) -> Self {
+        self.feed = feed;
+        self
+    }
+
+    /// The names whose inputs were substituted so far, in order.
+    pub fn fed(&self) -> Vec<String> {
+        self.fed.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Whether this tracer records capture tensor ids instead of values.
@@ -177,6 +202,8 @@ impl Tracer {
                 error: None,
                 count: 0,
             }),
+            feed: std::collections::HashMap::new(),
+            fed: Mutex::new(Vec::new()),
         }
     }
 
@@ -388,6 +415,35 @@ impl<'a> Scope<'a> {
                 }
             }
         }
+    }
+
+    /// A block's input, replaced by the feed's `<path>.in.0` when the tracer has one of the
+    /// same shape ([`Tracer::with_feed`]), then recorded as `in.0`.
+    ///
+    /// # Shapes
+    /// - `tensor`: any; returned as it is or as the fed tensor of the same shape
+    pub fn fed_input<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "record")]
+        if let Some(t) = self.tracer
+            && !t.feed.is_empty()
+        {
+            let name = self.full_name("in.0");
+            if let Some((shape, values)) = t.feed.get(&name)
+                && shape.as_slice() == tensor.dims().as_slice()
+            {
+                let fed = Tensor::<D>::from_data(
+                    burn::tensor::TensorData::new(values.clone(), shape.clone()),
+                    &tensor.device(),
+                );
+                if let Ok(mut f) = t.fed.lock() {
+                    f.push(name);
+                }
+                self.input(&fed);
+                return fed;
+            }
+        }
+        self.input(&tensor);
+        tensor
     }
 
     /// Record the input (`in.0`) of this module.

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests, each written once: crate paths, the compute
 //! device, running the `voxtrace` binary, reading safetensors fixtures and upstream dumps,
 //! and comparing tensors. Helpers of one topic live in the submodules [`audio`], [`eval_corpus`],
-//! [`compare`], [`export`] and [`whisper`].
+//! [`compare`], [`export`], [`voxtral`] and [`whisper`].
 //!
 //! Every test binary declares `mod common;` and uses its own subset, so `dead_code` is
 //! allowed for the whole module tree.
@@ -11,6 +11,7 @@ pub mod audio;
 pub mod compare;
 pub mod eval_corpus;
 pub mod export;
+pub mod voxtral;
 pub mod whisper;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};

@@ -7,30 +7,35 @@
 //! `linear_2(gelu(linear_1(x)))`, no biases. `d_enc` and `d_dec` are the encoder's and the
 //! decoder's `d_model`.
 
+use crate::nn::LinearWeight;
 use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::{Device, Tensor};
 
 /// Two-layer GELU projector from grouped encoder frames to decoder width.
 #[derive(Module, Debug)]
 pub struct MultiModalProjector {
     /// `[downsample * d_enc] -> [d_dec]`, no bias (Mistral `audio_language_projection.0`).
-    pub linear_1: Linear,
+    pub linear_1: LinearWeight,
     /// `[d_dec] -> [d_dec]`, no bias (Mistral `audio_language_projection.2`).
-    pub linear_2: Linear,
+    pub linear_2: LinearWeight,
 }
 
 impl MultiModalProjector {
     /// Randomly initialised (replaced by a checkpoint when loading).
     pub fn new(d_in: usize, d_dec: usize, device: &Device) -> Self {
         Self {
-            linear_1: LinearConfig::new(d_in, d_dec).with_bias(false).init(device),
+            linear_1: LinearConfig::new(d_in, d_dec)
+                .with_bias(false)
+                .init(device)
+                .into(),
             linear_2: LinearConfig::new(d_dec, d_dec)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
         }
     }
 
@@ -41,7 +46,7 @@ impl MultiModalProjector {
     /// - `x`: `[batch, tokens, downsample_factor * d_enc]`, from [`group_frames`]
     /// - returns `[batch, tokens, d_dec]`
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
-        scope.input(&x);
+        let x = scope.fed_input(x);
         let h = linear(&self.linear_1, x, &scope.child("linear_1"));
         let act = scope.child("act");
         act.input(&h);

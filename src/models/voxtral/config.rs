@@ -184,7 +184,17 @@ impl VoxtralConfig {
     /// [`CheckpointError`] naming the file: unreadable, invalid JSON, a missing/mistyped key
     /// (named too), or a value out of range ([`VoxtralConfig::validate`]).
     pub fn from_params_json(path: &Path) -> Result<Self, CheckpointError> {
-        let j = ConfigJson::read(path)?;
+        Self::from_params_value(ConfigJson::read(path)?)
+    }
+
+    /// [`VoxtralConfig::from_params_json`] on a `params.json` already read (errors name the
+    /// path `j` carries).
+    ///
+    /// # Errors
+    /// As [`VoxtralConfig::from_params_json`].
+    pub fn from_params_value(j: ConfigJson) -> Result<Self, CheckpointError> {
+        let path = j.path().to_path_buf();
+        let path = path.as_path();
         let e = "multimodal.whisper_model_args.encoder_args";
         Self::checked(
             path,

@@ -104,7 +104,7 @@ impl DecoderLayer {
         cache: Option<&mut KvCache>,
         scope: &Scope,
     ) -> Tensor<3> {
-        scope.input(&x);
+        let x = scope.fed_input(x);
         scope.record("in.t_cond", t_cond);
         if let Some(tp) = &step.traced {
             tp.record(scope);
@@ -194,7 +194,7 @@ impl TextModel {
             h = layer.forward(h, t_cond, &step, cache, &layers.index(i));
         }
         let n = scope.child("norm");
-        n.input(&h);
+        let h = n.fed_input(h);
         let h = n.output(self.norm.forward(h));
         scope.record("out.last_hidden_state", &h);
         h

@@ -98,7 +98,7 @@ impl EncoderLayer {
         cache: Option<&mut KvCache>,
         scope: &Scope,
     ) -> Tensor<3> {
-        scope.input(&x);
+        let x = scope.fed_input(x);
         if let Some(tp) = &step.traced {
             tp.record(scope);
             tp.record(&scope.child("self_attn"));
@@ -177,7 +177,7 @@ impl AudioEncoder {
             h = layer.forward(h, &step, None, &layers.index(i));
         }
         let n = scope.child("norm");
-        n.input(&h);
+        let h = n.fed_input(h);
         let h = n.output(self.norm.forward(h));
         scope.record("out.last_hidden_state", &h);
         h

@@ -333,3 +333,46 @@ impl Voxtral {
         Ok(model)
     }
 }
+
+/// Whether `path` is a GGUF file (a regular file starting with the magic `GGUF`).
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && magic == crate::quant::gguf::MAGIC
+}
+
+impl Voxtral {
+    /// Load a model with its tokenizer from any source a `--model` names: a voxtral.cpp GGUF
+    /// file ([`Voxtral::load_gguf`], tokenizer from its metadata) or a checkpoint folder
+    /// ([`Voxtral::load`], tokenizer `tekken.json` in it). `tokenizer` overrides either.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] naming the file; a tokenizer that cannot be read is
+    /// [`CheckpointError::Invalid`] naming it.
+    pub fn open(
+        model: &Path,
+        tokenizer: Option<&Path>,
+        device: &Device,
+    ) -> Result<(Self, crate::tokenizer::Tekken), CheckpointError> {
+        let read_tok = |p: &Path| {
+            crate::tokenizer::Tekken::from_file(p)
+                .map_err(|e| CheckpointError::invalid(p, e.to_string()))
+        };
+        if is_gguf(model) {
+            let (m, tok) = Self::load_gguf(model, device)?;
+            let tok = match tokenizer {
+                Some(p) => read_tok(p)?,
+                None => tok,
+            };
+            return Ok((m, tok));
+        }
+        let m = Self::load(model, device)?;
+        let tok =
+            read_tok(&tokenizer.map_or_else(|| model.join("tekken.json"), Path::to_path_buf))?;
+        Ok((m, tok))
+    }
+}

@@ -20,6 +20,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod generate;
+pub mod gguf;
 pub mod loader;
 pub mod model;
 pub mod pipeline;

@@ -12,10 +12,13 @@ use super::config::VoxtralConfig;
 use super::decoder::TextModel;
 use super::encoder::AudioEncoder;
 use super::time_embedding::time_embedding;
+use crate::nn::LinearWeight;
 use crate::nn::attention::KvCache;
+use crate::nn::qlinear::QLinearError;
+use crate::nn::qmatmul::QuantKind;
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::LinearConfig;
 use burn::tensor::{Device, Int, Tensor};
 
 /// `VoxtralRealtimeModel`: encoder, projector, decoder (time embedding has no weights).
@@ -36,7 +39,7 @@ pub struct VoxtralRealtime {
     /// The model.
     pub model: VoxtralRealtimeModel,
     /// Untied LM head `[d_model] -> [vocab]`; `None` when tied (released model).
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<LinearWeight>,
 }
 
 /// A loaded (or randomly built) model with its configuration.
@@ -66,9 +69,70 @@ impl Voxtral {
                 LinearConfig::new(config.decoder.d_model, config.decoder.vocab_size)
                     .with_bias(false)
                     .init(device)
+                    .into()
             }),
         };
         Self { net, config }
+    }
+
+    /// Every [`LinearWeight`] of the network with its upstream (transformers) module path:
+    /// per encoder layer `model.audio_tower.layers.N.self_attn.{q,k,v,o}_proj` and
+    /// `….mlp.{gate,up,down}_proj`, the projector's `model.multi_modal_projector.linear_{1,2}`,
+    /// per decoder layer `model.language_model.layers.N.self_attn.*` and `….mlp.*`, and an untied
+    /// `lm_head`. The conv stem, norms, the ADA-norm time conditioning (computed once per
+    /// stream), the token embedding and the tied LM head are plain Burn modules (f32).
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut LinearWeight)> {
+        let mut v = Vec::new();
+        let m = &mut self.net.model;
+        for (i, l) in m.audio_tower.layers.iter_mut().enumerate() {
+            let p = format!("model.audio_tower.layers.{i}");
+            for (n, w) in l.self_attn.projections_mut() {
+                v.push((format!("{p}.self_attn.{n}"), w));
+            }
+            for (n, w) in l.mlp.projections_mut() {
+                v.push((format!("{p}.mlp.{n}"), w));
+            }
+        }
+        let proj = &mut m.multi_modal_projector;
+        v.push((
+            "model.multi_modal_projector.linear_1".to_string(),
+            &mut proj.linear_1,
+        ));
+        v.push((
+            "model.multi_modal_projector.linear_2".to_string(),
+            &mut proj.linear_2,
+        ));
+        for (i, l) in m.language_model.layers.iter_mut().enumerate() {
+            let p = format!("model.language_model.layers.{i}");
+            for (n, w) in l.self_attn.projections_mut() {
+                v.push((format!("{p}.self_attn.{n}"), w));
+            }
+            for (n, w) in l.mlp.projections_mut() {
+                v.push((format!("{p}.mlp.{n}"), w));
+            }
+        }
+        if let Some(head) = &mut self.net.lm_head {
+            v.push(("lm_head".to_string(), head));
+        }
+        v
+    }
+
+    /// Pack every [`Self::linears_mut`] layer whose `n_in` is a multiple of 32 as `kind`
+    /// ([`LinearWeight::quantize`]); the rest stays f32 (see `nn::qlinear` for the mix).
+    /// Returns how many layers are packed as `kind`.
+    ///
+    /// # Errors
+    /// [`QLinearError::Values`] when a weight cannot be read back as f32 (not on Flex or
+    /// ndarray), [`QLinearError::Quantize`] for a non-finite weight; layers packed before it
+    /// stay packed.
+    pub fn quantize(&mut self, kind: QuantKind) -> Result<usize, QLinearError> {
+        let mut packed = 0;
+        for (_, l) in self.linears_mut() {
+            if l.quantize(kind)? {
+                packed += 1;
+            }
+        }
+        Ok(packed)
     }
 
     /// Audio embeddings from log-mel features: encoder, frame grouping, projector (upstream
@@ -122,9 +186,9 @@ impl Voxtral {
     /// - returns `[batch, seq, vocab]`
     pub fn lm_head(&self, h: Tensor<3>, scope: &Scope) -> Tensor<3> {
         let s = scope.child("lm_head");
-        s.input(&h);
+        let h = s.fed_input(h);
         let logits = match &self.net.lm_head {
-            Some(head) => crate::nn::linear::linear(head, h),
+            Some(head) => crate::nn::LinearLayer::apply(head, h),
             None if crate::nn::linear::is_capture(&h.device()) => {
                 let w = self.net.model.language_model.embed_tokens.weight.val();
                 h.matmul(w.transpose().unsqueeze::<3>())

@@ -37,6 +37,24 @@ const LOOK_BACK: usize = 200;
 /// Samples past a step's end that its last kept frame needs (2.5 ms at 16 kHz).
 const LOOK_AHEAD: usize = 40;
 
+/// How many tokens a stream generates once the audio has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenBudget {
+    /// As upstream transformers `generate` (`max_length` = the number of audio tokens `N`): the
+    /// sequence (prompt included) holds at most `N` ids, so the last audio token is never
+    /// decoded and a `L`-token prompt gives `N - L` generated ids.
+    #[default]
+    Generate,
+    /// One generated id for every audio token from the prompt's last one on, `N - L + 1` ids:
+    /// the schedule of vLLM's realtime buffer, antirez/voxtral.c and MrShitFox/voxtral.cpp,
+    /// whose golden records (`samples/*.json`) hold `N - 38` ids for the 39-token prompt.
+    EveryAudioToken,
+}
+
+/// Called with (index of the generated id, 0-based; that position's logits `[vocab]`) for every
+/// generated id, before the id is appended.
+pub type LogitsObserver<'a> = Box<dyn FnMut(usize, &[f32]) + 'a>;
+
 /// One streaming transcription.
 pub struct StreamingSession<'a> {
     model: &'a Voxtral,
@@ -62,8 +80,11 @@ pub struct StreamingSession<'a> {
     sequence: Vec<i64>,
     eos: Option<i64>,
     done: bool,
-    /// Total tokens (prompt + generated) allowed: the number of audio tokens, known at finish.
+    /// Total tokens (prompt + generated) allowed: from the number of audio tokens, known at
+    /// finish, and `budget`.
     max_len: Option<usize>,
+    budget: TokenBudget,
+    observer: Option<LogitsObserver<'a>>,
 }
 
 impl<'a> StreamingSession<'a> {
@@ -98,11 +119,24 @@ impl<'a> StreamingSession<'a> {
             eos,
             done: false,
             max_len: None,
+            budget: TokenBudget::Generate,
+            observer: None,
             cfg,
         };
         let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
         s.feed(&vec![0.0; left]);
         Ok(s)
+    }
+
+    /// Set how many ids the stream generates at its end (default [`TokenBudget::Generate`]).
+    pub fn set_token_budget(&mut self, budget: TokenBudget) {
+        self.budget = budget;
+    }
+
+    /// Call `observer` with the logits of every generated position (see [`LogitsObserver`]).
+    /// Costs one copy of the `[vocab]` logits per step.
+    pub fn observe_logits(&mut self, observer: LogitsObserver<'a>) {
+        self.observer = Some(observer);
     }
 
     /// The prompt followed by the tokens generated so far.
@@ -152,7 +186,11 @@ impl<'a> StreamingSession<'a> {
         let align = (per_tok - self.real_samples % per_tok) % per_tok;
         let right = align + per_tok * self.cfg.n_right_pad_tokens(Some(delay_ms))?;
         // As upstream `generate`: the sequence holds at most one id per audio token.
-        self.max_len = Some((self.pushed + right) / per_tok);
+        let n = (self.pushed + right) / per_tok;
+        self.max_len = Some(match self.budget {
+            TokenBudget::Generate => n,
+            TokenBudget::EveryAudioToken => n + 1,
+        });
         let mut out = self.feed(&vec![0.0; right]);
         // The last token's look-ahead reaches past the padded end; the centred offline log-mel
         // reflects zeros there, so zeros complete it exactly.
@@ -277,6 +315,18 @@ impl<'a> StreamingSession<'a> {
             self.model
                 .decode_step(emb, &self.t_cond, k, &mut self.dec_caches)
         };
+        if let Some(observe) = self.observer.as_mut() {
+            let [_, s, v] = logits.dims();
+            let last: Vec<f32> = logits
+                .clone()
+                .narrow(1, s - 1, 1)
+                .reshape([v])
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 logits");
+            observe(self.sequence.len() - self.prompt.len(), &last);
+        }
         let next = super::generate::argmax_last(logits);
         self.sequence.push(next);
         if Some(next) == self.eos {

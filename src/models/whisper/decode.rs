@@ -20,6 +20,8 @@
 //! ([`WHISPER_N_SAMPLES`] = 480,000 samples) that are transcribed independently and joined;
 //! this is not transformers' sequential long-form
 //! algorithm (which needs timestamps), so only audio up to 30 s is comparable token by token.
+//! Fixed windows cut words at their edges (WER 62.8% on a 3 min recording of corpus clips,
+//! `tests/whisper_longform.rs`); long audio goes through [`super::longform::transcribe_long`].
 
 use super::config::GenerationSettings;
 use super::loader::Whisper;
@@ -206,7 +208,8 @@ pub fn features(samples: &[f32], device: &Device) -> Result<Tensor<3>, DecodeErr
 }
 
 impl Whisper {
-    /// Transcribe 16 kHz mono `samples` (any length; see the module docs for > 30 s).
+    /// Transcribe 16 kHz mono `samples` (any length; see the module docs for > 30 s, and
+    /// [`super::longform::transcribe_long`] for long audio).
     /// Empty input gives one window of silence.
     ///
     /// # Errors

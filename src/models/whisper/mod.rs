@@ -24,8 +24,11 @@
 //! * [`model`]: the Burn modules; attention maths from [`crate::nn::attention`].
 //! * [`loader`]: [`Whisper::load`] from a CTranslate2 or a transformers folder;
 //!   [`is_whisper_dir`] for the CLI.
-//! * [`decode`]: greedy decoding exactly as transformers `generate` for tiny.en, 30 s
-//!   windows. The `tokenizer.json` wrapper is [`crate::tokenizer::WhisperTokenizer`]
+//! * [`decode`]: greedy decoding exactly as transformers `generate` for tiny.en without
+//!   timestamps (token-exact on clips up to 30 s; longer audio in fixed 30 s windows).
+//! * [`longform`]: [`transcribe_long`], audio of any length into timestamped [`Segment`]s as
+//!   openai-whisper's and faster-whisper's `transcribe` (timestamp tokens, seek to the last
+//!   complete segment); [`subtitles`] renders segments as text, SRT or WebVTT. The `tokenizer.json` wrapper is [`crate::tokenizer::WhisperTokenizer`]
 //!   (re-exported here).
 //!
 //! Loading errors are the shared [`crate::models::CheckpointError`].
@@ -46,9 +49,12 @@ pub mod config;
 pub mod ct2;
 pub mod decode;
 pub mod loader;
+pub mod longform;
 pub mod model;
+pub mod subtitles;
 
 pub use config::{GenerationSettings, WhisperConfig};
 pub use decode::{GreedyOutput, Transcript, greedy_decode};
 pub use loader::{Whisper, WhisperLayout, is_whisper_dir};
+pub use longform::{LongFormOptions, Segment, segments_text, transcribe_long};
 pub use model::WhisperForConditionalGeneration;

@@ -214,7 +214,7 @@ impl WhisperEncoderLayer {
     /// # Shapes
     /// `x [batch, frames, d_model]` -> `[batch, frames, d_model]`.
     pub fn forward(&self, x: Tensor<3>, scope: &Scope) -> Tensor<3> {
-        scope.input(&x);
+        let x = scope.fed_input(x);
         let h = norm(
             &self.self_attn_layer_norm,
             x.clone(),
@@ -440,7 +440,7 @@ impl WhisperDecoderLayer {
         let device = x.device();
         let past = cache.as_ref().map(|c| c.self_attn.len()).unwrap_or(0);
         let t = past + s;
-        scope.input(&x);
+        let x = scope.fed_input(x);
         if scope.enabled() {
             let m = float_causal_mask(pos0, s, t, &device);
             scope.record("in.1", &m);
@@ -688,7 +688,7 @@ impl WhisperForConditionalGeneration {
     /// # Shapes
     /// `hidden [batch, s, d_model]` -> logits `[batch, s, vocab_size]`.
     pub fn proj_out(&self, hidden: Tensor<3>, scope: &Scope) -> Tensor<3> {
-        scope.child("proj_out").input(&hidden);
+        let hidden = scope.child("proj_out").fed_input(hidden);
         let [b, s, d] = hidden.dims();
         let w = self.model.decoder.embed_tokens.weight.val();
         let [vocab, _] = w.dims();

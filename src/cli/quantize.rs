@@ -1,0 +1,50 @@
+//! `voxtrace quantize`: write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0).
+//!
+//! Voxtral Realtime (Mistral layout) is written in voxtral.cpp's names and metadata
+//! ([`crate::models::voxtral::gguf`]); the file loads in every command that takes `--model`.
+
+use crate::models::voxtral::gguf::{OutType, write_gguf};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `voxtrace quantize`.
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// Checkpoint folder: Voxtral Realtime in the Mistral layout (`consolidated.safetensors`,
+    /// `params.json`, `tekken.json`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Tensor type: f32, f16, bf16 (matrices; 1-D tensors stay f32), q8_0 or q4_0 (the linear
+    /// layers and embeddings voxtral.cpp's quantizer packs; other matrices f16).
+    #[arg(long = "type", value_parser = |s: &str| s.parse::<OutType>())]
+    pub ty: OutType,
+    /// Output GGUF file (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Run `voxtrace quantize`; prints the tensor count per type and the data size.
+///
+/// # Errors
+/// An unreadable or invalid checkpoint, a non-Mistral layout, an unwritable output (all named).
+pub fn run(args: &QuantizeArgs) -> anyhow::Result<ExitCode> {
+    if crate::models::whisper::is_whisper_dir(&args.model) {
+        anyhow::bail!(
+            "{}: GGUF export is implemented for Voxtral Realtime only; Whisper runs packed with `transcribe --quant q8_0|q4_0`",
+            args.model.display()
+        );
+    }
+    let t0 = Instant::now();
+    let s = write_gguf(&args.model, args.ty, &args.out)?;
+    let types: Vec<String> = s.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!(
+        "{}: {} tensors ({}), {:.1} MiB of tensor data, {:.2} s",
+        args.out.display(),
+        s.tensors,
+        types.join(", "),
+        s.data_bytes as f64 / (1024.0 * 1024.0),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
