@@ -1,8 +1,10 @@
 //! `voxtrace serve` end to end: the real binary on a free port (port 0, the bound address read
 //! from its stdout), called with a real HTTP client (ureq) and a real websocket client
-//! (tungstenite), then stopped. Transcripts must equal `voxtrace transcribe` on the same clip
-//! (Whisper tiny.en from `VOXTRACE_WHISPER_DIR`; the tiny Voxtral fixture), bad requests must
-//! get OpenAI-shaped 4xx errors, the admission bound a 429, and SIGTERM a graceful exit.
+//! (tungstenite), then stopped. Transcripts must equal the port's on the same clip (Whisper
+//! tiny.en from `VOXTRACE_WHISPER_DIR`: the short-form decode up to 30 s, `voxtrace transcribe`'s
+//! long-form beyond; the tiny Voxtral fixture, as a folder and as a GGUF file: `voxtrace
+//! transcribe`), bad requests must get OpenAI-shaped 4xx errors, the admission bound a 429, and
+//! SIGTERM a graceful exit.
 
 mod common;
 
@@ -226,31 +228,68 @@ fn voxtral_dir() -> PathBuf {
     common::voxtral_fixture("mistral")
 }
 
-/// `voxtrace transcribe --model DIR FILE` (Whisper): the text after the tab.
-fn transcribe_whisper(dir: &Path, file: &Path) -> String {
-    let o = common::voxtrace(&["transcribe", "--model", common::s(dir), common::s(file)]);
+/// `voxtrace transcribe --format FORMAT --model DIR FILE` (Whisper: long-form with
+/// timestamps, any length): its stdout.
+fn transcribe_whisper(dir: &Path, file: &Path, format: &str) -> String {
+    let o = common::voxtrace(&[
+        "transcribe",
+        "--format",
+        format,
+        "--model",
+        common::s(dir),
+        common::s(file),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8(o.stdout).unwrap();
-    out.trim_end_matches('\n')
-        .split_once('\t')
-        .unwrap()
-        .1
-        .to_string()
+    String::from_utf8(o.stdout).unwrap()
 }
 
-/// `voxtrace transcribe --json --model DIR FILE` (Voxtral, streaming schedule): its `text`.
-fn transcribe_voxtral(file: &Path) -> String {
-    let d = voxtral_dir();
+/// The short-form decode of `file` (what the eval's `whisper:` system gives up to 30 s):
+/// [`voxtrace::models::whisper::Whisper::transcribe`] in process, trimmed.
+fn short_form_whisper(dir: &Path, file: &Path) -> String {
+    let model = common::whisper::load_model();
+    let tok =
+        voxtrace::tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let samples = voxtrace::audio::load_mono_16k(file).unwrap();
+    let t = model.transcribe(&samples, &tok, &common::device()).unwrap();
+    t.text.trim().to_string()
+}
+
+/// `voxtrace transcribe --json --model MODEL FILE` (Voxtral, streaming schedule): its `text`.
+fn transcribe_voxtral_model(model: &Path, file: &Path) -> String {
     let o = common::voxtrace(&[
         "transcribe",
         "--json",
         "--model",
-        common::s(&d),
+        common::s(model),
         common::s(file),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     v["text"].as_str().unwrap().to_string()
+}
+
+/// [`transcribe_voxtral_model`] on the tiny Voxtral fixture folder.
+fn transcribe_voxtral(file: &Path) -> String {
+    transcribe_voxtral_model(&voxtral_dir(), file)
+}
+
+/// The WebVTT this server writes for the cues of `srt` (SubRip): `WEBVTT` header, cue numbers
+/// dropped, `.` before the milliseconds (hours always, as in the SubRip times).
+fn srt_to_vtt(srt: &str) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for cue in srt.split_terminator("\n\n") {
+        let mut lines = cue.lines();
+        lines.next().unwrap(); // the cue number
+        let timing = lines.next().unwrap();
+        assert!(timing.contains(" --> "), "{timing}");
+        out.push_str(&timing.replace(',', "."));
+        for l in lines {
+            out.push('\n');
+            out.push_str(l);
+        }
+        out.push_str("\n\n");
+    }
+    out
 }
 
 /// A 16-bit PCM mono WAV of `samples` (already i16) at 16 kHz.
@@ -287,18 +326,35 @@ fn pcm16(path: &Path) -> Vec<i16> {
     d.samples.iter().map(|&x| (x * 32768.0) as i16).collect()
 }
 
+/// Whisper over HTTP: up to 30 s the short-form decode (one segment for the whole clip); a
+/// 33 s upload long-form with timestamps, every format equal to `voxtrace transcribe`'s
+/// (text, segments with their times, tokens, seek and probabilities, SRT; VTT from the same
+/// cues).
 #[test]
-fn whisper_answers_every_format_with_the_transcribe_text() {
+fn whisper_answers_every_format_like_the_port() {
     let dir = common::whisper::require_weights();
     let tmp = tempfile::tempdir().unwrap();
-    // 33 s: two 30 s windows, so two segments.
+    // 33 s: beyond one 30 s window, so long-form.
     let jfk = pcm16(&clip("jfk.wav"));
     let long: Vec<i16> = jfk.iter().chain(&jfk).chain(&jfk).copied().collect();
     let long_path = tmp.path().join("jfk3.wav");
     std::fs::write(&long_path, wav_bytes(&long)).unwrap();
-    let want_short = transcribe_whisper(&dir, &clip("jfk.wav"));
-    let want_long = transcribe_whisper(&dir, &long_path);
+    let want_short = short_form_whisper(&dir, &clip("jfk.wav"));
     assert!(!want_short.is_empty());
+    let cli: Value = serde_json::from_str(
+        transcribe_whisper(&dir, &long_path, "json")
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let want_long = cli["text"].as_str().unwrap();
+    let want_segs = cli["segments"].as_array().unwrap();
+    let want_srt = transcribe_whisper(&dir, &long_path, "srt");
+    let dur = long.len() as f64 / 16_000.0;
+    // Long-form segments reach past the first 30 s window.
+    assert!(want_segs.len() >= 2, "{cli}");
+    assert!(want_segs.last().unwrap()["end_s"].as_f64().unwrap() > 30.0);
 
     let arg = format!("tiny.en={}", dir.display());
     let srv = Server::start(&["--model", &arg]);
@@ -327,6 +383,20 @@ fn whisper_answers_every_format_with_the_transcribe_text() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body, format!("{want_short}\n"));
 
+    // Short-form: one segment over the whole clip, no long-form probabilities.
+    let a = srv.post(
+        &[("model", "tiny.en"), ("response_format", "verbose_json")],
+        Some(("jfk.wav", &short)),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    let segs = v["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 1, "{v}");
+    assert_eq!(segs[0]["text"], want_short);
+    assert_eq!(segs[0]["start"].as_f64(), Some(0.0));
+    assert_eq!(segs[0]["end"].as_f64(), Some(jfk.len() as f64 / 16_000.0));
+    assert!(segs[0].get("avg_logprob").is_none(), "{v}");
+
     let long_bytes = std::fs::read(&long_path).unwrap();
     let a = srv.post(
         &[("model", "tiny.en"), ("response_format", "verbose_json")],
@@ -336,46 +406,38 @@ fn whisper_answers_every_format_with_the_transcribe_text() {
     let v = a.json();
     assert_eq!(v["text"], want_long);
     assert_eq!(v["task"], "transcribe");
-    let dur = long.len() as f64 / 16_000.0;
     assert!((v["duration"].as_f64().unwrap() - dur).abs() < 1e-9);
     let segs = v["segments"].as_array().unwrap();
-    assert_eq!(segs.len(), 2, "{v}");
-    assert_eq!(
-        (segs[0]["start"].as_f64(), segs[0]["end"].as_f64()),
-        (Some(0.0), Some(30.0))
-    );
-    assert_eq!(segs[1]["start"].as_f64(), Some(30.0));
-    assert!((segs[1]["end"].as_f64().unwrap() - dur).abs() < 1e-9);
-    let joined: Vec<&str> = segs.iter().map(|s| s["text"].as_str().unwrap()).collect();
-    assert_eq!(joined.join(" "), want_long);
+    assert_eq!(segs.len(), want_segs.len(), "{v}");
+    for (i, (got, want)) in segs.iter().zip(want_segs).enumerate() {
+        assert_eq!(got["id"], i, "{got}");
+        for (g, w) in [
+            ("start", "start_s"),
+            ("end", "end_s"),
+            ("text", "text"),
+            ("tokens", "tokens"),
+            ("avg_logprob", "avg_logprob"),
+            ("no_speech_prob", "no_speech_prob"),
+        ] {
+            assert_eq!(got[g], want[w], "segment {i} {g}: {got} vs {want}");
+        }
+        let seek = (want["seek_s"].as_f64().unwrap() * 100.0).round() as u64;
+        assert_eq!(got["seek"].as_u64(), Some(seek), "segment {i}");
+    }
 
-    let end = format!("{dur:06.3}"); // 33.000
     let a = srv.post(
         &[("model", "tiny.en"), ("response_format", "srt")],
         Some(("jfk3.wav", &long_bytes)),
     );
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(
-        a.body,
-        format!(
-            "1\n00:00:00,000 --> 00:00:30,000\n{}\n\n2\n00:00:30,000 --> 00:00:{}\n{}\n\n",
-            joined[0],
-            end.replace('.', ","),
-            joined[1]
-        )
-    );
+    assert_eq!(a.body, want_srt);
     let a = srv.post(
         &[("model", "tiny.en"), ("response_format", "vtt")],
         Some(("jfk3.wav", &long_bytes)),
     );
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(
-        a.body,
-        format!(
-            "WEBVTT\n\n00:00:00.000 --> 00:00:30.000\n{}\n\n00:00:30.000 --> 00:00:{end}\n{}\n\n",
-            joined[0], joined[1]
-        )
-    );
+    assert!(a.content_type.starts_with("text/vtt"));
+    assert_eq!(a.body, srt_to_vtt(&want_srt));
 
     // English-only model: another language is a 400 naming the field.
     srv.post(
@@ -383,6 +445,56 @@ fn whisper_answers_every_format_with_the_transcribe_text() {
         Some(("jfk.wav", &short)),
     )
     .assert_error(400, Some("language"), "English only");
+}
+
+/// A Voxtral GGUF file (`voxtrace quantize`, Q8_0 linear layers) served by its path: the id is
+/// the file name, the HTTP answer and a realtime utterance equal `voxtrace transcribe` on the
+/// same file (tokenizer from the GGUF metadata).
+#[test]
+fn voxtral_gguf_file_is_served_like_transcribe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = tmp.path().join("vox-q8_0.gguf");
+    common::voxtrace_ok(&[
+        "quantize",
+        "--model",
+        common::s(&voxtral_dir()),
+        "--type",
+        "q8_0",
+        "--out",
+        common::s(&gguf),
+    ]);
+    let file = clip("goforward.wav");
+    let want = transcribe_voxtral_model(&gguf, &file);
+    assert!(!want.trim().is_empty());
+    let srv = Server::start(&["--model", common::s(&gguf)]);
+    let (_, models) = srv.get("/v1/models");
+    assert_eq!(models["data"][0]["id"], "vox-q8_0.gguf", "{models}");
+    // One model served: `model` may be left out.
+    let bytes = std::fs::read(&file).unwrap();
+    let a = srv.post(&[], Some(("goforward.wav", &bytes)));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), json!({"text": want.trim()}));
+
+    let mut ws = ws_connect(&srv);
+    assert_eq!(next_event(&mut ws)["type"], "session.created");
+    send(
+        &mut ws,
+        json!({"type": "session.update", "model": "vox-q8_0.gguf"}),
+    );
+    let pcm: Vec<u8> = pcm16(&file).iter().flat_map(|s| s.to_le_bytes()).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pcm);
+    send(
+        &mut ws,
+        json!({"type": "input_audio_buffer.append", "audio": b64}),
+    );
+    send(
+        &mut ws,
+        json!({"type": "input_audio_buffer.commit", "final": true}),
+    );
+    let (deltas, done) = read_utterance(&mut ws);
+    assert_eq!(done["text"], want);
+    assert_eq!(deltas.concat(), want);
+    ws.close(None).unwrap();
 }
 
 /// Read websocket frames until `transcription.done`; returns (deltas, done event).

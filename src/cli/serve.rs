@@ -8,8 +8,9 @@ use crate::serve::{ServeConfig, parse_model_arg};
 /// Arguments of `voxtrace serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A model to serve: DIR (its id is the folder name) or NAME=DIR; Whisper (CTranslate2 or
-    /// transformers folder) or Voxtral Realtime (with tekken.json). Repeat for several.
+    /// A model to serve: PATH (its id is the folder or file name) or NAME=PATH; Whisper
+    /// (CTranslate2 or transformers folder) or Voxtral Realtime (folder with tekken.json, or a
+    /// voxtral.cpp GGUF file). Repeat for several.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
     /// Address to listen on.

@@ -2,8 +2,11 @@
 //!
 //! [`LoadedModel`] is a small enum over the model families voxtrace runs; every request path
 //! (the OpenAI endpoint, the realtime websocket) goes through [`LoadedModel::transcribe_file`]
-//! or [`VoxtralStream`]. Whisper's transcription call is isolated in [`whisper_transcript`], so
-//! switching to another decoding function (long-form, with timestamps) changes that one call.
+//! or [`VoxtralStream`]. Whisper's transcription calls are in [`whisper_transcript`]: up to
+//! 30 s the short-form decode, longer audio long-form with timestamps, the choice the eval's
+//! `whisper:` system makes, so the server answers the in-process port's transcripts.
+//! Voxtral models are opened with [`Voxtral::open`]: a checkpoint folder or a voxtral.cpp
+//! GGUF file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +16,9 @@ use burn::tensor::Device;
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::streaming::StreamingSession;
 use crate::models::voxtral::{PromptTokens, Voxtral, streaming_prompt};
-use crate::models::whisper::Whisper;
+use crate::audio::mel::WHISPER_N_SAMPLES;
+use crate::models::whisper::decode::DecodeError;
+use crate::models::whisper::{LongFormOptions, Whisper, segments_text, transcribe_long};
 use crate::tokenizer::{Tekken, WhisperTokenizer};
 
 use super::ServeError;
@@ -49,7 +54,8 @@ pub enum LoadedModel {
         /// Device the weights live on.
         device: Device,
     },
-    /// Voxtral Realtime (Mistral or HF layout) and `tekken.json`.
+    /// Voxtral Realtime (Mistral or HF folder with `tekken.json`, or a GGUF file with the
+    /// tokenizer in its metadata).
     Voxtral {
         /// The network.
         model: Voxtral,
@@ -72,8 +78,18 @@ pub struct Segment {
     /// Text of the stretch, whitespace-trimmed.
     pub text: String,
     /// Generated token ids of the stretch (prompt and control tokens excluded where the model
-    /// says which they are).
+    /// says which they are; Whisper long-form: the segment's tokens with its timestamp tokens,
+    /// as openai-whisper's `segments[].tokens`).
     pub tokens: Vec<u32>,
+    /// Start of the window the stretch was decoded from, seconds (openai-whisper's `seek`, in
+    /// seconds); 0 for a single-window transcript.
+    pub seek_s: f64,
+    /// Average log-probability of the window's tokens (openai-whisper's `avg_logprob`), when
+    /// the decode computes it (Whisper long-form).
+    pub avg_logprob: Option<f64>,
+    /// `<|nocaptions|>` probability of the window (openai-whisper's `no_speech_prob`), when the
+    /// decode computes it (Whisper long-form).
+    pub no_speech_prob: Option<f64>,
 }
 
 /// A transcription of one upload.
@@ -84,16 +100,18 @@ pub struct ServedTranscript {
     pub text: String,
     /// Audio length, seconds (16 kHz samples after resampling).
     pub duration_s: f64,
-    /// Segments in time order. Whisper: one per 30 s window with text (the decode gives no
-    /// timestamps yet); Voxtral: one for the whole audio.
+    /// Segments in time order. Whisper up to 30 s and Voxtral: one for the whole audio (no
+    /// timestamps decoded); Whisper above 30 s: the long-form segments with their decoded
+    /// timestamps.
     pub segments: Vec<Segment>,
 }
 
-/// Shortest Whisper window, seconds ([`crate::audio::mel::WHISPER_N_SAMPLES`] at 16 kHz).
-const WHISPER_WINDOW_S: f64 = 30.0;
-
-/// Whisper's transcription of 16 kHz mono `samples` as segments: the one call into
-/// [`crate::models::whisper::decode`] (30 s windows today, one segment per window with text).
+/// Whisper's transcription of 16 kHz mono `samples`, as the eval's `whisper:` system makes it:
+/// up to [`WHISPER_N_SAMPLES`] (30 s) transformers' short-form decode
+/// ([`Whisper::transcribe`], no timestamps, token-exact with upstream), one segment over the
+/// whole audio; longer audio long-form with timestamps ([`transcribe_long`] with upstream's
+/// defaults, as openai-whisper's and faster-whisper's `transcribe`), one segment per decoded
+/// segment and the text their texts joined with a space.
 ///
 /// # Errors
 /// [`ServeError::Inference`] from the decoder.
@@ -104,18 +122,35 @@ fn whisper_transcript(
     samples: &[f32],
 ) -> Result<ServedTranscript, ServeError> {
     let duration_s = samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE);
-    let t = model
-        .transcribe(samples, tok, device)
-        .map_err(|e| ServeError::Inference(e.to_string()))?;
+    let inf = |e: DecodeError| ServeError::Inference(e.to_string());
+    if samples.len() > WHISPER_N_SAMPLES {
+        let segs = transcribe_long(model, tok, samples, &LongFormOptions::default(), device)
+            .map_err(inf)?;
+        return Ok(ServedTranscript {
+            text: segments_text(&segs),
+            duration_s,
+            segments: segs
+                .into_iter()
+                .map(|s| Segment {
+                    start_s: s.start_s,
+                    end_s: s.end_s,
+                    text: s.text,
+                    tokens: s.tokens,
+                    seek_s: s.seek_s,
+                    avg_logprob: Some(s.avg_logprob),
+                    no_speech_prob: Some(s.no_speech_prob),
+                })
+                .collect(),
+        });
+    }
+    let t = model.transcribe(samples, tok, device).map_err(inf)?;
     let prompt_len = model.generation.prompt.len();
-    let segments = t
-        .windows
-        .iter()
-        .filter(|w| !w.text.is_empty())
-        .map(|w| Segment {
-            start_s: w.start_s,
-            end_s: (w.start_s + WHISPER_WINDOW_S).min(duration_s),
-            text: w.text.clone(),
+    let text = t.text.trim().to_string();
+    let segments = match t.windows.first() {
+        Some(w) if !text.is_empty() => vec![Segment {
+            start_s: 0.0,
+            end_s: duration_s,
+            text: text.clone(),
             tokens: w
                 .output
                 .token_ids
@@ -125,10 +160,14 @@ fn whisper_transcript(
                 .copied()
                 .filter(|&id| id != model.generation.eos_token_id)
                 .collect(),
-        })
-        .collect();
+            seek_s: 0.0,
+            avg_logprob: None,
+            no_speech_prob: None,
+        }],
+        _ => Vec::new(),
+    };
     Ok(ServedTranscript {
-        text: t.text,
+        text,
         duration_s,
         segments,
     })
@@ -136,10 +175,11 @@ fn whisper_transcript(
 
 impl LoadedModel {
     /// Load `dir`: a Whisper folder when [`crate::models::whisper::is_whisper_dir`] says so,
-    /// else Voxtral Realtime (with `tekken.json`); `delay_ms` is Voxtral's transcription delay.
+    /// else Voxtral Realtime through [`Voxtral::open`] (a checkpoint folder with `tekken.json`,
+    /// or a voxtral.cpp GGUF file); `delay_ms` is Voxtral's transcription delay.
     ///
     /// # Errors
-    /// [`ServeError::Load`] naming the folder and the cause.
+    /// [`ServeError::Load`] naming the folder or file and the cause.
     pub fn load(dir: &Path, device: &Device, delay_ms: f64) -> Result<Self, ServeError> {
         let load = |what: &str, e: &dyn std::fmt::Display| ServeError::Load {
             path: dir.to_path_buf(),
@@ -155,9 +195,8 @@ impl LoadedModel {
                 device: device.clone(),
             })
         } else {
-            let model = Voxtral::load(dir, device).map_err(|e| load("Voxtral checkpoint", &e))?;
-            let tok =
-                Tekken::from_file(dir.join("tekken.json")).map_err(|e| load("tekken.json", &e))?;
+            let (model, tok) =
+                Voxtral::open(dir, None, device).map_err(|e| load("Voxtral checkpoint", &e))?;
             // Refuse a bad delay now rather than on every request.
             let cfg = tok
                 .audio()
@@ -222,6 +261,9 @@ impl LoadedModel {
                         end_s: duration_s,
                         text: text.clone(),
                         tokens,
+                        seek_s: 0.0,
+                        avg_logprob: None,
+                        no_speech_prob: None,
                     }],
                     text,
                     duration_s,
@@ -342,11 +384,12 @@ impl<'a> VoxtralStream<'a> {
     }
 }
 
-/// A served model: its id (what clients send as `model`), its folder and the loaded weights.
+/// A served model: its id (what clients send as `model`), its folder or file and the loaded
+/// weights.
 pub struct ModelEntry {
     /// Id clients name it by.
     pub id: String,
-    /// Checkpoint folder.
+    /// Checkpoint folder (or Voxtral GGUF file).
     pub dir: PathBuf,
     /// Unix time it was loaded (the `created` of `/v1/models`).
     pub created: u64,
@@ -354,7 +397,8 @@ pub struct ModelEntry {
     pub model: Arc<LoadedModel>,
 }
 
-/// Parse a `--model` argument: `NAME=DIR`, or `DIR` with the folder's name as the id.
+/// Parse a `--model` argument: `NAME=PATH`, or `PATH` (a folder or a GGUF file) with its file
+/// name as the id.
 ///
 /// # Errors
 /// [`ServeError::BadModelArg`]: an empty or ill-formed id (ASCII letters, digits, `-`, `_`,

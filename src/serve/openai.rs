@@ -16,11 +16,12 @@
 //! | `timestamp_granularities[]` | `segment` only |
 //!
 //! Other fields are ignored. `verbose_json`, `srt` and `vtt` come from the transcript's
-//! segments: Whisper's decode gives no timestamps yet, so a segment is one 30 s window (the
-//! last one ends with the audio); Voxtral gives one segment for the whole audio.
-//! `verbose_json` segments carry `id`, `seek` (start in 10 ms mel frames), `start`, `end`,
-//! `text`, `tokens` and `temperature`; OpenAI's `avg_logprob`, `compression_ratio` and
-//! `no_speech_prob` are left out (not computed).
+//! segments: Whisper above 30 s is decoded long-form with timestamps, one segment per decoded
+//! segment; Whisper up to 30 s (short-form decode, no timestamps) and Voxtral give one segment
+//! for the whole audio. `verbose_json` segments carry `id`, `seek` (start of the window the
+//! segment was decoded from, in 10 ms mel frames), `start`, `end`, `text`, `tokens` and
+//! `temperature`, plus `avg_logprob` and `no_speech_prob` where the decode computes them
+//! (Whisper long-form); OpenAI's `compression_ratio` is left out (not computed).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -402,15 +403,24 @@ pub fn render(t: &ServedTranscript, format: ResponseFormat, language: Option<&st
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    json!({
+                    let mut seg = json!({
                         "id": i,
-                        "seek": (s.start_s * 100.0).round() as u64,
+                        "seek": (s.seek_s * 100.0).round() as u64,
                         "start": s.start_s,
                         "end": s.end_s,
                         "text": s.text,
                         "tokens": s.tokens,
                         "temperature": 0.0,
-                    })
+                    });
+                    for (key, value) in [
+                        ("avg_logprob", s.avg_logprob),
+                        ("no_speech_prob", s.no_speech_prob),
+                    ] {
+                        if let Some(v) = value {
+                            seg[key] = json!(v);
+                        }
+                    }
+                    seg
                 })
                 .collect();
             axum::Json(json!({

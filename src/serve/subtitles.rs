@@ -64,6 +64,9 @@ mod tests {
             end_s: b,
             text: t.into(),
             tokens: vec![],
+            seek_s: a,
+            avg_logprob: None,
+            no_speech_prob: None,
         }
     }
 
