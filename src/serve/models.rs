@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use burn::tensor::Device;
 
+use crate::audio::mel::WHISPER_N_SAMPLES;
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::streaming::StreamingSession;
 use crate::models::voxtral::{PromptTokens, Voxtral, streaming_prompt};
-use crate::audio::mel::WHISPER_N_SAMPLES;
 use crate::models::whisper::decode::DecodeError;
 use crate::models::whisper::{LongFormOptions, Whisper, segments_text, transcribe_long};
 use crate::tokenizer::{Tekken, WhisperTokenizer};
