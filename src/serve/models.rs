@@ -44,6 +44,10 @@ impl ModelFamily {
 
 /// A model loaded on a device with its tokenizer. Shared between requests behind an [`Arc`];
 /// every method takes `&self`.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per served model, built once and held behind an Arc"
+)]
 pub enum LoadedModel {
     /// Whisper tiny.en (CTranslate2 or transformers folder) and `tokenizer.json`.
     Whisper {

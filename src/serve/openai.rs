@@ -527,7 +527,7 @@ async fn handle(
     let format = ResponseFormat::parse(form.response_format.as_deref().unwrap_or("json"))?;
     if let Some(t) = form.temperature.as_deref().filter(|t| !t.is_empty()) {
         match t.parse::<f64>() {
-            Ok(v) if v == 0.0 => {}
+            Ok(0.0) => {}
             _ => {
                 return Err(ApiError::bad(
                     Some("temperature"),

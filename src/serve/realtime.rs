@@ -95,7 +95,7 @@ pub fn pcm16_to_f32(bytes: &[u8]) -> Result<Vec<f32>, String> {
     if bytes.is_empty() {
         return Err("empty audio chunk".into());
     }
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(format!(
             "{} bytes is not a whole number of PCM16 samples",
             bytes.len()
