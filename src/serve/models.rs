@@ -99,8 +99,9 @@ pub struct Segment {
 /// A transcription of one upload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServedTranscript {
-    /// The whole text, as `voxtrace transcribe` prints it (Whisper: window texts joined with a
-    /// space; Voxtral: the decoded text, trimmed).
+    /// The whole text, trimmed. Whisper: the eval's `whisper:` system's (the short-form text up
+    /// to 30 s, the long-form segment texts joined with a space beyond); Voxtral: `voxtrace
+    /// transcribe`'s.
     pub text: String,
     /// Audio length, seconds (16 kHz samples after resampling).
     pub duration_s: f64,
