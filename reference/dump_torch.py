@@ -229,7 +229,10 @@ def load_model(ref: str, cls_name: str | None, dtype: torch.dtype, attn: str):
     cls = getattr(transformers, name, None) if name else transformers.AutoModel
     if cls is None:
         raise UsageError(f"{ref}: transformers {transformers.__version__} has no class {name}")
-    model = cls.from_pretrained(ref, dtype=dtype, attn_implementation=attn)
+    try:
+        model = cls.from_pretrained(ref, dtype=dtype, attn_implementation=attn)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"{ref}: cannot load {cls.__name__}: {e}") from e
     return model.eval(), cls.__name__
 
 
@@ -309,6 +312,10 @@ def run(argv=None) -> int:
             out = model(**inputs, **kwargs)
     except RepeatedCall as e:
         print(f"dump_torch: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the model's own error, reported with the inputs given
+        shapes = {k: list(v.shape) for k, v in inputs.items()}
+        print(f"dump_torch: {cls_name} forward failed on inputs {shapes}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
         rec.close()
