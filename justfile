@@ -99,7 +99,7 @@ compare reference actual *args:
 export model part out *args:
     cargo run -q -- export --model {{model}} --part {{part}} --out {{out}} {{args}}
 
-# Every module's inputs/outputs of any transformers model (hub id or folder) as a trace-v1 dump; INPUT = audio file (feature extractor) or .safetensors of model inputs; args to reference/dump_torch.py (--ids NAME=SPEC, --kwarg NAME=JSON, --dtype f32|bf16|f16, --filter P, --repeats first). Needs `just setup-reference`.
+# Every module's inputs/outputs of any transformers model (hub id or folder) as a trace-v1 dump; INPUT = audio file (feature extractor) or .safetensors of model inputs; args to reference/dump_torch.py (--ids NAME=SPEC, --kwarg NAME=JSON, --dtype f32|bf16|f16, --filter P, --exclude P, --repeats first). Needs `just setup-reference`.
 dump-torch model input out *args:
     case "{{input}}" in *.safetensors) kind=--inputs ;; *) kind=--audio ;; esac; \
     {{ref_py}} reference/dump_torch.py --model "{{model}}" "$kind" "{{input}}" --out "{{out}}" {{args}}

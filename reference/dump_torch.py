@@ -3,7 +3,8 @@
 
     .venv-ref/bin/python reference/dump_torch.py --model ID_OR_DIR [--audio FILE]
         [--ids NAME=SPEC ...] [--inputs FILE.safetensors] [--kwarg NAME=JSON ...]
-        [--dtype f32|bf16|f16] [--filter PATTERN ...] [--repeats error|first] --out OUT.safetensors
+        [--dtype f32|bf16|f16] [--filter PATTERN ...] [--exclude PATTERN ...] [--repeats error|first]
+        --out OUT.safetensors
     (or: just dump-torch MODEL INPUT OUT [args])
 
 One forward pass `model(**inputs)` (no_grad, eval, eager attention unless `--attn`) with a
@@ -42,6 +43,10 @@ Inputs (combined; later options override earlier ones for the same name):
 - `--kwarg NAME=JSON`: a non-tensor keyword argument (`use_cache=false`, `logits_to_keep=1`).
 Floating inputs are cast to the model's `--dtype`.
 
+`--filter` keeps only matching names (voxtrace's `--filter` syntax: glob, or `re:REGEX`);
+`--exclude` drops matching names, e.g. `'*.attention_mask'`: additive float masks hold the
+dtype's lowest value, so an f32 vs bf16 comparison would show them as ~1e36 "errors".
+
 Exit codes: 0 written, 1 the forward pass or the hooks failed (repeated module, model error),
 2 bad arguments or unreadable inputs. The output is written atomically (temporary file in the
 destination folder, then rename).
@@ -75,9 +80,11 @@ class RepeatedCall(Exception):
 
 class NameFilter:
     """voxtrace's `--filter` rule (`src/trace/filter.rs`): no pattern = everything; otherwise a
-    name is kept when any pattern matches (glob `*`/`?`/`[...]`, or `re:REGEX`, searched)."""
+    name is kept when any pattern matches (glob `*`/`?`/`[...]`, or `re:REGEX`, searched).
+    Names matching an `exclude` pattern (same syntax) are dropped first."""
 
-    def __init__(self, patterns):
+    def __init__(self, patterns, exclude=()):
+        self.exclude = NameFilter(exclude) if exclude else None
         self.globs, self.regexes = [], []
         for p in patterns or []:
             if p.startswith("re:"):
@@ -89,6 +96,8 @@ class NameFilter:
                 self.globs.append(p)
 
     def __call__(self, name):
+        if self.exclude is not None and self.exclude(name):
+            return False
         if not self.globs and not self.regexes:
             return True
         return any(fnmatch.fnmatchcase(name, g) for g in self.globs) or any(r.search(name) for r in self.regexes)
@@ -261,6 +270,7 @@ def run(argv=None) -> int:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
     ap.add_argument("--attn", default="eager", help="attn_implementation (default eager)")
     ap.add_argument("--filter", action="append", default=[], help="record only matching names (glob or re:REGEX); repeatable")
+    ap.add_argument("--exclude", action="append", default=[], help="drop matching names (glob or re:REGEX), e.g. '*.attention_mask'; repeatable")
     ap.add_argument("--repeats", choices=["error", "first"], default="error")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -269,7 +279,7 @@ def run(argv=None) -> int:
     try:
         torch.manual_seed(args.seed)
         torch.set_num_threads(max(1, args.threads))
-        keep = NameFilter(args.filter)
+        keep = NameFilter(args.filter, args.exclude)
         dtype = DTYPES[args.dtype]
         inputs: dict[str, torch.Tensor] = {}
         described = []
