@@ -47,6 +47,9 @@ Floating inputs are cast to the model's `--dtype`.
 `--exclude` drops matching names, e.g. `'*.attention_mask'`: additive float masks hold the
 dtype's lowest value, so an f32 vs bf16 comparison would show them as ~1e36 "errors".
 
+Every recorded tensor is held in memory (on the CPU) until the file is written: for a large
+model, narrow the dump with `--filter` / `--exclude`.
+
 Exit codes: 0 written, 1 the forward pass or the hooks failed (repeated module, model error),
 2 bad arguments or unreadable inputs. The output is written atomically (temporary file in the
 destination folder, then rename).
