@@ -29,8 +29,9 @@ pub const GEMM_MIN_ROWS: usize = 16;
 /// Smallest weight (`rows * cols` elements) whose output rows are split across Rayon threads.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
-/// f32 values widened per weight block in the `gemm` schedule (256 kB).
-const GEMM_BLOCK_VALUES: usize = 1 << 16;
+/// f32 values widened per weight block in the `gemm` schedule (16 MiB): few blocks per
+/// product, because `gemm` packs the activations again for every call.
+const GEMM_BLOCK_VALUES: usize = 1 << 22;
 
 /// A 16-bit floating-point storage format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -300,14 +301,17 @@ pub fn half_matmul_with(
     let mut yt = vec![0f32; n_out * m];
     if m >= gemm_min_rows {
         let rows_per_block = (GEMM_BLOCK_VALUES / n_in).clamp(1, n_out);
-        let run = |j0: usize, chunk: &mut [f32]| {
+        let threads = rayon::current_num_threads();
+        let mut wf = vec![0f32; rows_per_block * n_in];
+        for (t, chunk) in yt.chunks_mut(rows_per_block * m).enumerate() {
+            let j0 = t * rows_per_block;
             let nb = chunk.len() / m;
-            let mut wf = vec![0f32; nb * n_in];
-            widen(
-                w.kind,
-                &w.data[j0 * n_in * 2..(j0 + nb) * n_in * 2],
-                &mut wf,
-            );
+            let wf = &mut wf[..nb * n_in];
+            let src = &w.data[j0 * n_in * 2..(j0 + nb) * n_in * 2];
+            // Widen the block on every thread, a row range each.
+            wf.par_chunks_mut(n_in * 64)
+                .zip(src.par_chunks(n_in * 64 * 2))
+                .for_each(|(o, b)| widen(w.kind, b, o));
             // chunk [nb, m] = wf [nb, n_in] · xᵀ [n_in, m].
             // SAFETY: every pointer/stride pair addresses memory inside `chunk` (nb x m,
             // row stride m), `wf` (nb x n_in, row stride n_in) and `x` (m x n_in read as its
@@ -332,18 +336,13 @@ pub fn half_matmul_with(
                     false,
                     false,
                     false,
-                    gemm::Parallelism::None,
+                    if parallel && threads > 1 {
+                        gemm::Parallelism::Rayon(threads)
+                    } else {
+                        gemm::Parallelism::None
+                    },
                 );
             }
-        };
-        if parallel {
-            yt.par_chunks_mut(rows_per_block * m)
-                .enumerate()
-                .for_each(|(t, chunk)| run(t * rows_per_block, chunk));
-        } else {
-            yt.chunks_mut(rows_per_block * m)
-                .enumerate()
-                .for_each(|(t, chunk)| run(t * rows_per_block, chunk));
         }
     } else {
         let row_bytes = n_in * 2;
