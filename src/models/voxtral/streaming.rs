@@ -55,6 +55,11 @@ pub enum TokenBudget {
 /// generated id, before the id is appended.
 pub type LogitsObserver<'a> = Box<dyn FnMut(usize, &[f32]) + 'a>;
 
+/// Called at the end of every audio step (one per 80 ms audio token, prompt steps and the
+/// end-of-audio drain included) with (audio token index `k`, the id that step generated, if
+/// any). A step's work is done when it is called, so a clock read here times the step.
+pub type StepObserver<'a> = Box<dyn FnMut(usize, Option<i64>) + 'a>;
+
 /// One streaming transcription.
 pub struct StreamingSession<'a> {
     model: &'a Voxtral,
@@ -85,6 +90,7 @@ pub struct StreamingSession<'a> {
     max_len: Option<usize>,
     budget: TokenBudget,
     observer: Option<LogitsObserver<'a>>,
+    step_observer: Option<StepObserver<'a>>,
 }
 
 impl<'a> StreamingSession<'a> {
@@ -121,6 +127,7 @@ impl<'a> StreamingSession<'a> {
             max_len: None,
             budget: TokenBudget::Generate,
             observer: None,
+            step_observer: None,
             cfg,
         };
         let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
@@ -137,6 +144,12 @@ impl<'a> StreamingSession<'a> {
     /// Costs one copy of the `[vocab]` logits per step.
     pub fn observe_logits(&mut self, observer: LogitsObserver<'a>) {
         self.observer = Some(observer);
+    }
+
+    /// Call `observer` at the end of every audio step from now on (see [`StepObserver`]); the
+    /// steps of the left padding run in [`Self::new`], before any observer can be set.
+    pub fn observe_steps(&mut self, observer: StepObserver<'a>) {
+        self.step_observer = Some(observer);
     }
 
     /// The prompt followed by the tokens generated so far.
@@ -204,7 +217,12 @@ impl<'a> StreamingSession<'a> {
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let mut out = Vec::new();
         while !self.done && self.pushed >= per_tok * (self.next_audio + 1) + LOOK_AHEAD {
-            if let Some(t) = self.audio_step() {
+            let k = self.next_audio;
+            let t = self.audio_step();
+            if let Some(observe) = self.step_observer.as_mut() {
+                observe(k, t);
+            }
+            if let Some(t) = t {
                 out.push(t);
             }
         }
