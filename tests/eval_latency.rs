@@ -35,7 +35,7 @@ fn streaming_decode_times_every_step_with_the_injected_clock() {
         Voxtral::open(&voxtral_fixture("mistral"), None, &dev).expect("tiny fixture loads");
     let tok: Tekken = tok;
     for clip in ["LJ002-0020.wav", "goforward.wav"] {
-        let samples = voxtrace::audio::load_mono_16k(&shared_audio().join(clip)).unwrap();
+        let samples = voxtrace::audio::load_mono_16k(shared_audio().join(clip)).unwrap();
         let (text, trace) =
             transcribe_streaming(&model, &tok, &samples, 480.0, &mut Ticks(0), &dev).unwrap();
         // The transcript is the offline schedule's.

@@ -45,6 +45,9 @@ struct UttView {
     i: u64,
     n: u64,
     rtf: String,
+    /// Streaming figures of the clip (ms; "–" when none).
+    first_token: String,
+    finalization: String,
     has_errors: bool,
     reference: String,
     hypothesis: String,
@@ -496,6 +499,8 @@ pub fn render(
                         i: c.insertions,
                         n: c.ref_len(),
                         rtf: opt(u.rtf, 3),
+                        first_token: opt(u.latency.as_ref().and_then(|l| l.first_token_ms), 1),
+                        finalization: opt(u.latency.as_ref().map(|l| l.finalization_ms), 1),
                         has_errors: u.status != UttStatus::Ok || c.errors() > 0,
                         reference: u.reference.clone(),
                         hypothesis: u.hypothesis.clone().unwrap_or_default(),
