@@ -204,3 +204,110 @@ fn eval_reports_streaming_latency_for_voxtral_and_null_for_others() {
     assert!(html.contains(&p50), "report shows first-token p50 {p50}");
     assert!(html.contains("id=\"latency-chart-"), "report chart");
 }
+
+/// With reference word end times (`word_end_s` column) every correctly emitted word gets the
+/// field's delay, emission time minus the reference word's end, in `results.json`, the corpus
+/// figures, the history row and the terminal line; a malformed column stops the run naming the
+/// manifest and line.
+#[test]
+fn reference_word_times_give_the_fields_word_delay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let model = format!("tiny=voxtral:{}", voxtral_fixture("mistral").display());
+    let audio_root = shared_audio().display().to_string();
+    let run = |id: &str| {
+        voxtrace(
+            d,
+            &[
+                "eval",
+                "--manifest",
+                "manifest.tsv",
+                "--audio-root",
+                &audio_root,
+                "--system",
+                &model,
+                "--run-id",
+                id,
+            ],
+        )
+    };
+    write(
+        &d.join("manifest.tsv"),
+        "id\tfile\treference\njfk\tjfk.wav\tgo forward\n",
+    );
+    ok(&run("plain"));
+    let plain = results(d, "plain");
+    let u = &plain.systems[0].utterances[0];
+    assert!(
+        u.latency
+            .as_ref()
+            .unwrap()
+            .reference_word_delay_ms
+            .is_none()
+    );
+    assert!(
+        plain.systems[0]
+            .totals
+            .latency
+            .as_ref()
+            .unwrap()
+            .reference_word_delay_ms
+            .is_none()
+    );
+    // The model's own words as the reference, ending every 0.1 s: all of them correct.
+    let words: Vec<&str> = u
+        .hypothesis
+        .as_deref()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert!(words.len() >= 2, "{words:?}");
+    let ends: Vec<String> = (1..=words.len())
+        .map(|i| format!("{:.1}", i as f64 / 10.0))
+        .collect();
+    write(
+        &d.join("manifest.tsv"),
+        &format!(
+            "id\tfile\treference\tword_end_s\njfk\tjfk.wav\t{}\t{}\n",
+            words.join(" "),
+            ends.join(" ")
+        ),
+    );
+    let o = run("timed");
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("word delay vs reference word ends"));
+    let timed = results(d, "timed");
+    let l = timed.systems[0].utterances[0].latency.as_ref().unwrap();
+    assert_eq!(l.words.len(), words.len());
+    for (i, w) in l.words.iter().enumerate() {
+        let end = (i + 1) as f64 / 10.0;
+        assert_eq!(w.ref_end_s, Some(end), "{w:?}");
+        let want = w.emitted_ms - end * 1000.0;
+        assert!((w.ref_delay_ms.unwrap() - want).abs() < 1.5e-3, "{w:?}");
+    }
+    let s = l.reference_word_delay_ms.unwrap();
+    assert_eq!(s.n, words.len());
+    assert!(s.p50 <= s.p95 && s.p95 <= s.max);
+    let t = timed.systems[0].totals.latency.as_ref().unwrap();
+    assert_eq!(t.reference_word_delay_ms, Some(s));
+    let h = history::read(&d.join("reports/history.jsonl")).unwrap();
+    let fig = h[1].systems["tiny"].latency.as_ref().unwrap();
+    assert_eq!(fig.reference_word_delay_ms_p50, Some(s.p50));
+    // One end time short: refused before anything runs.
+    write(
+        &d.join("manifest.tsv"),
+        &format!(
+            "id\tfile\treference\tword_end_s\njfk\tjfk.wav\t{}\t{}\n",
+            words.join(" "),
+            ends[1..].join(" ")
+        ),
+    );
+    let o = run("bad");
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("manifest.tsv") && err.contains("line 2: word_end_s:"),
+        "{err}"
+    );
+    assert!(!d.join("reports/bad/results.json").exists());
+}

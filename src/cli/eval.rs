@@ -171,8 +171,17 @@ fn latency_line(l: &crate::eval::latency::LatencyTotals) -> String {
     let step = l
         .step_ms
         .map_or("n/a".to_string(), |s| format!("{:.1}/{:.1}", s.p50, s.p95));
+    let reference = l
+        .reference_word_delay_ms
+        .map(|s| {
+            format!(
+                "  word delay vs reference word ends {:.0}/{:.0}",
+                s.p50, s.p95
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "  {:<16} streaming (ms, p50/p95): first token {}  finalization {}  step {step}  word delay {} (vs the step's audio; model delay {:.0} ms)  {} clips",
+        "  {:<16} streaming (ms, p50/p95): first token {}  finalization {}  step {step}  word delay {} (vs the step's audio; model delay {:.0} ms){reference}  {} clips",
         "",
         f(l.first_token_ms),
         f(l.finalization_ms),

@@ -25,11 +25,13 @@
 //!   completes it (its last character is out: partial-result emission, as FastEmit's PR
 //!   latency); its emission time is that step's end in the replay. The field's definition
 //!   subtracts the word's end time in a reference (forced) alignment, "where word times are
-//!   known". No corpus layout here carries word times, so the delay is taken against the audio
-//!   position of the step that emitted the word ([`WordDelayBasis::StepAudioPosition`]): how
-//!   long after the audio that step consumed had arrived the word was out. That is the port's
-//!   own lag (compute and backlog); it leaves out the model's transcription delay, recorded
-//!   beside it as `delay_ms` (480 ms for the release).
+//!   known": `reference_word_delay_ms`, for manifests with a [`WORD_END_COLUMN`] column, over
+//!   the emitted words aligned to a reference word as correct. Without word times (none of the
+//!   corpora here has them) there is `word_delay_ms`, always given: the delay against the
+//!   audio position of the step that emitted the word ([`WordDelayBasis::StepAudioPosition`]),
+//!   how long after the audio that step consumed had arrived the word was out. That is the
+//!   port's own lag (compute and backlog); it leaves out the model's transcription delay,
+//!   recorded beside it as `delay_ms` (480 ms for the release).
 //! * **RTFx** (audio seconds / compute seconds) is the run's wall-clock figure of every system
 //!   ([`super::results::Totals::rtfx`]); a non-streaming system (Whisper, `cmd:`, `http:`) has
 //!   it and no streaming figures (`null`).
@@ -68,15 +70,20 @@ pub struct StreamTrace {
     pub steps: Vec<StreamStep>,
 }
 
-/// What a per-word emission delay is measured against.
+/// What `word_delay_ms` is measured against (named in `results.json` so the figure is never
+/// read as the reference-based one, `reference_word_delay_ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WordDelayBasis {
-    /// The word's end time in a reference alignment (the field's definition; needs word times).
-    ReferenceWordEnd,
-    /// The audio position of the step that emitted the word (no word times known).
+    /// The audio position of the step that emitted the word.
     StepAudioPosition,
 }
+
+/// Manifest column (voxtrace TSV) with the reference's word end times: one number of seconds
+/// per whitespace-separated word of `reference`, separated by spaces (e.g. from a forced
+/// alignment); an empty cell gives none. When present, streaming systems also get
+/// `reference_word_delay_ms`.
+pub const WORD_END_COLUMN: &str = "word_end_s";
 
 /// One emitted word.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,8 +96,15 @@ pub struct WordEmission {
     pub audio_s: f64,
     /// Stream time the word was out, ms from the start of the audio ([`replay`]).
     pub emitted_ms: f64,
-    /// `emitted_ms` minus the basis (here the step's audio position), ms.
+    /// `emitted_ms` minus the step's audio position, ms ([`WordDelayBasis::StepAudioPosition`]).
     pub delay_ms: f64,
+    /// End time of the reference word this word was aligned to as correct, seconds (with
+    /// [`WORD_END_COLUMN`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_end_s: Option<f64>,
+    /// `emitted_ms` minus `1000 ref_end_s`: the field's per-word emission delay, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_delay_ms: Option<f64>,
 }
 
 /// Count, mean and percentiles of a set of values (ms).
@@ -123,8 +137,12 @@ pub struct ClipLatency {
     pub step_ms: Option<Summary>,
     /// Per-word emission delays; `None` when no word was emitted.
     pub word_delay_ms: Option<Summary>,
-    /// What the word delays are measured against.
+    /// What `word_delay_ms` is measured against.
     pub word_delay_basis: WordDelayBasis,
+    /// Per-word emission delays against the reference's word end times, over the words
+    /// aligned to a reference word as correct; `None` without word times (or no such word).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_word_delay_ms: Option<Summary>,
     /// Every emitted word, in order.
     pub words: Vec<WordEmission>,
 }
@@ -144,8 +162,11 @@ pub struct LatencyTotals {
     pub step_ms: Option<Summary>,
     /// Per-word emission delay over every emitted word.
     pub word_delay_ms: Option<Summary>,
-    /// What the word delays are measured against.
+    /// What `word_delay_ms` is measured against.
     pub word_delay_basis: WordDelayBasis,
+    /// Per-word emission delay against reference word end times, over every word that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_word_delay_ms: Option<Summary>,
 }
 
 /// `ms` rounded to whole microseconds (the figures are measured to the microsecond; this drops
@@ -210,6 +231,8 @@ pub fn word_emissions(steps: &[StreamStep], ends: &[f64]) -> Vec<WordEmission> {
                 audio_s: s.audio_s,
                 emitted_ms: round_us(ends[step]),
                 delay_ms: round_us(ends[step] - s.audio_s * 1000.0),
+                ref_end_s: None,
+                ref_delay_ms: None,
             });
         }
     };
@@ -246,7 +269,82 @@ pub fn clip_latency(trace: &StreamTrace) -> ClipLatency {
         step_ms: summarize(trace.steps.iter().map(|s| s.ms)),
         word_delay_ms: summarize(words.iter().map(|w| w.delay_ms)),
         word_delay_basis: WordDelayBasis::StepAudioPosition,
+        reference_word_delay_ms: None,
         words,
+    }
+}
+
+/// [`clip_latency`], plus the delays against the reference's word end times when `reference`
+/// gives them (the reference text and one end time per word, [`parse_word_ends`]; see
+/// [`reference_word_delays`]).
+pub fn clip_latency_with_reference(
+    trace: &StreamTrace,
+    reference: Option<(&str, &[f64])>,
+) -> ClipLatency {
+    let mut l = clip_latency(trace);
+    if let Some((text, ends)) = reference {
+        reference_word_delays(&mut l.words, text, ends);
+        l.reference_word_delay_ms = summarize(l.words.iter().filter_map(|w| w.ref_delay_ms));
+    }
+    l
+}
+
+/// Parse a [`WORD_END_COLUMN`] value: one end time per whitespace-separated word of
+/// `reference`, seconds, finite, >= 0 and non-decreasing.
+///
+/// # Errors
+/// A message naming the problem (count, the bad value and its position).
+pub fn parse_word_ends(value: &str, reference: &str) -> Result<Vec<f64>, String> {
+    let n = reference.split_whitespace().count();
+    let mut out: Vec<f64> = Vec::with_capacity(n.min(1 << 16));
+    for (i, v) in value.split_whitespace().enumerate() {
+        let x: f64 = v
+            .parse()
+            .map_err(|_| format!("word {}: {v:?} is not a number of seconds", i + 1))?;
+        if !x.is_finite() || x < 0.0 {
+            return Err(format!("word {}: {v:?} is not a time >= 0", i + 1));
+        }
+        if out.last().is_some_and(|&p| x < p) {
+            return Err(format!(
+                "word {}: {v} is before the previous end time",
+                i + 1
+            ));
+        }
+        out.push(x);
+    }
+    if out.len() != n {
+        return Err(format!(
+            "{} end times for the {n} words of the reference",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// How emitted and reference words are compared: lowercase letters and digits only.
+fn word_key(w: &str) -> String {
+    w.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Set `ref_end_s` and `ref_delay_ms` of the `words` that align as correct to a word of
+/// `reference` (jiwer's word alignment on lowercase letters and digits; substituted and
+/// inserted words get none): delay = emission time - the reference word's end time
+/// (`ends_s[i]` for the `i`-th whitespace-separated word of `reference`).
+pub fn reference_word_delays(words: &mut [WordEmission], reference: &str, ends_s: &[f64]) {
+    let r: Vec<String> = reference.split_whitespace().map(word_key).collect();
+    let h: Vec<String> = words.iter().map(|w| word_key(&w.word)).collect();
+    for op in super::align::align(&r, &h, super::align::TieBreak::Jiwer) {
+        if let (super::align::OpKind::Correct, Some(ri), Some(hi)) =
+            (op.kind, op.ref_index, op.hyp_index)
+            && let Some(&end) = ends_s.get(ri)
+        {
+            let w = &mut words[hi];
+            w.ref_end_s = Some(end);
+            w.ref_delay_ms = Some(round_us(w.emitted_ms - end * 1000.0));
+        }
     }
 }
 
@@ -269,6 +367,11 @@ pub fn latency_totals<'a>(
                 .flat_map(|(_, l)| l.words.iter().map(|w| w.delay_ms)),
         ),
         word_delay_basis: WordDelayBasis::StepAudioPosition,
+        reference_word_delay_ms: summarize(
+            clips
+                .iter()
+                .flat_map(|(_, l)| l.words.iter().filter_map(|w| w.ref_delay_ms)),
+        ),
     })
 }
 
@@ -392,6 +495,53 @@ mod tests {
             ..fast()
         };
         assert!(clip_latency(&early).finalization_ms < 0.0);
+    }
+
+    #[test]
+    fn reference_delays_go_to_correct_words_only() {
+        let t = fast();
+        // Emitted "hello big world" (ends 250, 255, 260 ms) against "Hello, small world."
+        let refs = "Hello, small world.";
+        let ends = parse_word_ends("0.2 0.21 0.245", refs).unwrap();
+        let l = clip_latency_with_reference(&t, Some((refs, &ends)));
+        let got: Vec<(Option<f64>, Option<f64>)> = l
+            .words
+            .iter()
+            .map(|w| (w.ref_end_s, w.ref_delay_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(0.2), Some(50.0)),
+                (None, None),
+                (Some(0.245), Some(15.0))
+            ]
+        );
+        let s = l.reference_word_delay_ms.unwrap();
+        assert_eq!((s.n, s.p50, s.max), (2, 32.5, 50.0));
+        // The step-based figure is unchanged.
+        assert_eq!(l.word_delay_ms, clip_latency(&t).word_delay_ms);
+        let tot = latency_totals([(&t, &l)]).unwrap();
+        assert_eq!(tot.reference_word_delay_ms.unwrap().n, 2);
+        // No word times: no reference figure.
+        assert_eq!(clip_latency_with_reference(&t, None), clip_latency(&t));
+    }
+
+    #[test]
+    fn word_ends_are_checked() {
+        assert_eq!(parse_word_ends(" 0.5  1 ", "a b"), Ok(vec![0.5, 1.0]));
+        for (v, why) in [
+            ("0.5", "1 end times for the 2 words"),
+            ("0.5 1 2", "3 end times"),
+            ("0.5 x", "word 2: \"x\" is not a number"),
+            ("-1 2", "word 1: \"-1\" is not a time"),
+            ("NaN 2", "not a time"),
+            ("inf 2", "not a time"),
+            ("2 1", "word 2: 1 is before the previous"),
+        ] {
+            let e = parse_word_ends(v, "a b").unwrap_err();
+            assert!(e.contains(why), "{v}: {e}");
+        }
     }
 
     #[test]

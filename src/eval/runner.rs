@@ -29,7 +29,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::latency::{StreamTrace, clip_latency, latency_totals};
+use super::latency::{
+    StreamTrace, WORD_END_COLUMN, clip_latency_with_reference, latency_totals, parse_word_ends,
+};
 use super::manifest::{Manifest, ManifestEntry};
 use super::metrics::{self, ScoreInput};
 use super::normalize::NORMALIZER_VERSION;
@@ -374,7 +376,17 @@ pub fn system_result_named(
                     audio_s: r.audio_s,
                     rtf: r.seconds.and_then(|s| metrics::rtf(s, r.audio_s)),
                     rtfx: r.seconds.and_then(|s| metrics::rtfx(s, r.audio_s)),
-                    latency: r.stream.as_ref().map(clip_latency),
+                    latency: r.stream.as_ref().map(|t| {
+                        let ends = e
+                            .extra
+                            .get(WORD_END_COLUMN)
+                            .filter(|v| !v.trim().is_empty())
+                            .and_then(|v| parse_word_ends(v, &e.reference).ok());
+                        clip_latency_with_reference(
+                            t,
+                            ends.as_deref().map(|w| (e.reference.as_str(), w)),
+                        )
+                    }),
                     stream: r.stream.clone(),
                 });
             }
@@ -424,6 +436,27 @@ pub fn system_result_named(
         agreement: None,
         utterances,
     }
+}
+
+/// Check the reference word end times ([`WORD_END_COLUMN`]) of every entry that has them (an
+/// empty cell: none).
+///
+/// # Errors
+/// [`EvalError::BadFile`] naming the manifest, the line and the problem.
+pub fn check_word_ends(manifest: &Manifest, path: &Path) -> Result<(), EvalError> {
+    for e in &manifest.entries {
+        if let Some(v) = e
+            .extra
+            .get(WORD_END_COLUMN)
+            .filter(|v| !v.trim().is_empty())
+        {
+            parse_word_ends(v, &e.reference).map_err(|m| EvalError::BadFile {
+                path: path.to_path_buf(),
+                problem: format!("line {}: {WORD_END_COLUMN}: {m}", e.line),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Check that a run id is a plain folder name (no `/` or `\`, no leading `.`, not empty).
@@ -613,6 +646,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     }
     // Durations the manifest does not give, from the audio of the clips this run runs.
     manifest.read_durations();
+    check_word_ends(&manifest, &opts.manifest)?;
     if opts.systems.is_empty() {
         return Err(EvalError::BadRun("no --system given".into()));
     }

@@ -56,8 +56,11 @@ pub struct LatencyFigures {
     pub step_ms_p50: Option<f64>,
     /// 95th percentile step time over all steps.
     pub step_ms_p95: Option<f64>,
-    /// Median per-word emission delay over all words.
+    /// Median per-word emission delay over all words (against the emitting step's audio).
     pub word_delay_ms_p50: Option<f64>,
+    /// Median per-word emission delay against reference word end times, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_word_delay_ms_p50: Option<f64>,
 }
 
 impl LatencyFigures {
@@ -69,6 +72,7 @@ impl LatencyFigures {
             step_ms_p50: t.step_ms.map(|s| s.p50),
             step_ms_p95: t.step_ms.map(|s| s.p95),
             word_delay_ms_p50: t.word_delay_ms.map(|s| s.p50),
+            reference_word_delay_ms_p50: t.reference_word_delay_ms.map(|s| s.p50),
         }
     }
 }

@@ -231,7 +231,7 @@ fn latency_view(s: &crate::eval::results::SystemResult) -> Option<LatView> {
             max: x.map_or("–".into(), |x| f(x.max)),
         }
     };
-    let rows = vec![
+    let mut rows = vec![
         row(
             "first-token latency (ms from the start of the audio)",
             l.first_token_ms,
@@ -246,6 +246,12 @@ fn latency_view(s: &crate::eval::results::SystemResult) -> Option<LatView> {
             l.word_delay_ms,
         ),
     ];
+    if l.reference_word_delay_ms.is_some() {
+        rows.push(row(
+            "per-word emission delay (ms after the reference word's end; correct words)",
+            l.reference_word_delay_ms,
+        ));
+    }
     let pts: Vec<(&str, f64, Option<f64>, f64)> = s
         .utterances
         .iter()
