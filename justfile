@@ -130,6 +130,14 @@ bench-whisper *args: bench-build
 bench-voxtral *args: bench-build
     {{ref_py}} reference/bench_voxtral.py --voxtrace target/debug/voxtrace --out reports/bench/voxtral.json {{args}}
 
+# The release binary (target/release/voxtrace; ~20-30 min from clean on 2 cores, then incremental).
+bench-release:
+    cargo build --release --bin voxtrace
+
+# Real time at the real size, end to end (release): on the checkpoint of `just full-size-checkpoint DIR`, one 11 s clip, per type (bf16 as stored, q8_0, q4_0 GGUF written once by `voxtrace quantize` next to it): cold and warm whole-process wall, load, encoder, prefill, decoder step p50/p95 against the memory-bandwidth bound measured in the same run, RTF, peak RSS. JSON in reports/bench/realtime.json.
+bench-realtime dir *args: bench-release
+    {{py}} reference/bench_realtime.py --voxtrace target/release/voxtrace --checkpoint {{dir}} --audio {{audio_dir}}/jfk.wav --out reports/bench/realtime.json {{args}}
+
 # Tracing overhead: capture all (memory, file) vs off, and off vs a build without the `record` feature.
 bench-trace *args: bench-build
     python3 reference/bench_trace.py --voxtrace target/debug/voxtrace --no-record target/debug/voxtrace-no-record --out reports/bench/trace.json {{args}}
@@ -168,6 +176,48 @@ eval *args:
         fi
     fi
     cargo run -q -- eval --manifest audio_samples/manifest.tsv --audio-root "$root" "${systems[@]}" "${ref[@]}" --out reports {{args}}
+
+# Serve models over HTTP (OpenAI /v1/audio/transcriptions, /v1/models, /health; vLLM's /v1/realtime for Voxtral): just serve --model models-cache/whisper-tiny.en --port 8000
+serve *args:
+    cargo run -q -- serve {{args}}
+
+# The http[...] options are tested against voxtrace serve in tests/serve.rs; faster-whisper-server only
+# here. Both servers run on the Whisper tiny.en CT2 folder (plus the vocabulary.json CTranslate2 wants,
+# reference/ct2_folder.py), each on a free port, stopped at the end; faster-whisper-server is installed
+# into .venv-fws. Extra args go to `voxtrace eval`.
+# Score voxtrace serve and PyPI faster-whisper-server 0.0.3 over HTTP on the corpus, beside the in-process port.
+eval-servers *args: models
+    #!/usr/bin/env bash
+    set -euo pipefail
+    test -x .venv-fws/bin/faster-whisper-server || { python3 -m venv .venv-fws && .venv-fws/bin/python -m pip install -q faster-whisper-server==0.0.3; }
+    root=$(bash reference/corpus_materialise.sh audio_samples/manifest.tsv {{audio_dir}} {{justfile_directory()}}/corpus-cache | tail -n1)
+    cargo build -q --bin voxtrace
+    dir={{models}}/whisper-tiny.en
+    logs=$(mktemp -d)
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait' EXIT
+    target/debug/voxtrace serve --model "whisper-tiny.en=$dir" --port 0 >"$logs/serve.out" 2>"$logs/serve.err" &
+    pids+=($!)
+    until grep -q '^listening on' "$logs/serve.out"; do
+        kill -0 "${pids[0]}" 2>/dev/null || { cat "$logs/serve.err" >&2; exit 1; }
+        sleep 0.2
+    done
+    vaddr=$(sed -n 's|^listening on http://\([^ ]*\).*|\1|p' "$logs/serve.out")
+    fport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # CTranslate2 also wants a vocabulary.json, which the PyPI folder lacks.
+    ct2=$(python3 reference/ct2_folder.py "$dir" "$logs/ct2")
+    .venv-fws/bin/faster-whisper-server "$ct2" --host 127.0.0.1 --port "$fport" >"$logs/fws.log" 2>&1 &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$fport/health" >/dev/null; do
+        kill -0 "${pids[1]}" 2>/dev/null || { cat "$logs/fws.log" >&2; exit 1; }
+        sleep 0.5
+    done
+    echo "voxtrace serve on $vaddr, faster-whisper-server on 127.0.0.1:$fport (logs in $logs)"
+    target/debug/voxtrace eval --manifest audio_samples/manifest.tsv --audio-root "$root" \
+        --system "whisper-tiny.en-burn=whisper:$dir" \
+        --system "voxtrace-serve=http[model=whisper-tiny.en]:http://$vaddr/v1/audio/transcriptions" \
+        --system "faster-whisper-server=http[model_field=model_name,model=whisper-tiny.en,response_format=verbose_json]:http://127.0.0.1:$fport/v1/audio/transcriptions" \
+        --reference-system whisper-tiny.en-burn --out reports {{args}}
 
 # Quantization drift over the corpus: per clip, `voxtrace trace` of MODEL in f32, then packed as TYPE (q8_0, q4_0) on the same inputs, once as it runs (accumulated drift) and once with `--feed` (each block on the f32 block inputs: its own drift), compared layer by layer (SQNR, cosine; logits KL and top-1) into reports/quant/<model>-<type>/ (CLIP.acc.html/.local.html, CLIP.*.compare.json, summary.md). E.g. just quant-report models-cache/whisper-tiny.en q8_0
 quant-report model type *args:

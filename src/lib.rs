@@ -11,7 +11,8 @@
 //! 4. Tools: [`compare`] (per-tensor drift between two dumps), [`export`] (ONNX and Model
 //!    Explorer graphs), [`eval`] (corpus transcription and WER), [`report`] (eval history,
 //!    regression check, HTML), [`mod@bench`] (benchmark workers), [`verify`] (a checkpoint
-//!    against golden records of its published outputs).
+//!    against golden records of its published outputs), [`serve`] (the OpenAI-compatible
+//!    transcription server).
 //! 5. [`cli`]: the `voxtrace` command, all argument parsing; `anyhow` lives only here.
 
 pub mod audio;
@@ -26,6 +27,7 @@ pub mod models;
 pub mod nn;
 pub mod quant;
 pub mod report;
+pub mod serve;
 pub mod tokenizer;
 pub mod trace;
 pub mod verify;

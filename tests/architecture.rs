@@ -7,7 +7,7 @@
 //! 1. `trace`, `audio`, `tokenizer`, `nn`, `quant`: capture, audio front end, tokenizers,
 //!    numerics, GGUF files and quantizers;
 //! 2. `models`: Voxtral Realtime, Whisper, their shared checkpoint code;
-//! 3. `compare`, `export`, `eval`, `report`, `bench`, `verify`: the tools;
+//! 3. `compare`, `export`, `eval`, `report`, `bench`, `verify`, `serve`: the tools;
 //! 4. `cli`: the `voxtrace` command, imported by nothing but `main.rs`.
 //!
 //! A module may use modules of its own layer or below; within a layer the module graph must
@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("report", 3),
     ("bench", 3),
     ("verify", 3),
+    ("serve", 3),
     ("cli", 4),
 ];
 

@@ -11,6 +11,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use voxtrace::models::voxtral::Voxtral;
+use voxtrace::nn::embedding::TokenEmbedding;
 use voxtrace::nn::qlinear::LinearWeight;
 use voxtrace::quant::GgmlType;
 use voxtrace::quant::gguf::{Gguf, Value, map_file};
@@ -185,25 +186,17 @@ fn quantized_gguf_loads_the_files_bytes() {
                     assert!(p.weight.bytes() == t.data, "{ty}: {compact} bytes");
                     packed += 1;
                 }
-                LinearWeight::F32(_) => panic!("{ty}: {name} not packed"),
+                other => panic!("{ty}: {name} loaded as {}", other.precision()),
             }
         }
         assert_eq!(packed, 30);
-        // The token embedding is quantized in the file too; loaded as its f32 values.
+        // The token embedding (also the tied head) is quantized in the file too; used as stored.
         let t = g.tensor("tok_embeddings.weight").unwrap();
         assert_eq!(t.ty, gt);
-        let want = voxtrace::quant::blocks::dequantize(t.data, t.ty).unwrap();
-        let (_, got) = to_vec(
-            model
-                .net
-                .model
-                .language_model
-                .embed_tokens
-                .weight
-                .val()
-                .unsqueeze::<3>(),
-        );
-        assert_eq!(got, want, "{ty}: tok_embeddings");
+        match &model.net.model.language_model.embed_tokens {
+            TokenEmbedding::Packed(p) => assert!(p.bytes() == t.data, "{ty}: tok_embeddings"),
+            other => panic!("{ty}: tok_embeddings loaded as {}", other.precision()),
+        }
         // A norm (F32 in the file).
         let t = g.tensor("dec.blk.1.ffn_norm.weight").unwrap();
         assert_eq!(t.ty, GgmlType::F32);

@@ -11,7 +11,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use voxtrace::models::voxtral::generate::generate_offline;
-use voxtrace::models::voxtral::{Voxtral, WeightLayout};
+use voxtrace::models::voxtral::{Voxtral, WeightLayout, WeightStorage};
 use voxtrace::trace::{Captured, NameFilter, Tracer};
 
 const ATOL: f32 = 1e-5;
@@ -23,6 +23,25 @@ fn load(layout: WeightLayout) -> Voxtral {
         WeightLayout::Hf => voxtral_fixture("hf"),
     };
     Voxtral::load_layout(&dir, layout, &device()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Mistral fixture is BF16, the HF one f32: loaded as stored, the Mistral model's linear
+/// weights and token table stay BF16 (`nn::half`), so the Mistral parity test checks the
+/// 16-bit kernels layer by layer against upstream; `WeightStorage::F32` widens them.
+#[test]
+fn mistral_bf16_matrices_are_used_as_stored() {
+    let mut m = load(WeightLayout::Mistral);
+    for (name, l) in m.linears_mut() {
+        assert_eq!(l.precision(), "bf16", "{name}");
+    }
+    assert_eq!(m.net.model.language_model.embed_tokens.precision(), "bf16");
+    let dir = voxtral_fixture("mistral");
+    let mut w = Voxtral::load_layout_as(&dir, WeightLayout::Mistral, WeightStorage::F32, &device())
+        .unwrap();
+    for (name, l) in w.linears_mut() {
+        assert_eq!(l.precision(), "f32", "{name}");
+    }
+    assert_eq!(w.net.model.language_model.embed_tokens.precision(), "f32");
 }
 
 fn inputs(dump: &Dump) -> (Tensor<3>, Tensor<2, Int>) {

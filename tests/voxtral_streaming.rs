@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::voxtral::{clip, stream};
+use common::voxtral::{clip, stream, stream_with};
 use common::*;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::tokenizer::Tekken;
@@ -79,4 +79,37 @@ fn caches_stay_bounded_on_long_audio() {
         dec <= model.config.decoder.sliding_window,
         "decoder cache {dec}"
     );
+}
+
+/// The batched encoder (whole clip pushed at once, up to 256 or 7 audio tokens per encoder call)
+/// gives the one-token (8-frame) schedule's ids, and logits equal within f32 rounding of the
+/// different product shapes (atol 1e-4 on logits of magnitude ~1-10: the parity tolerance of
+/// the tests against upstream), on three corpus clips and the synthetic one, both layouts.
+#[test]
+fn batched_encoder_gives_the_one_token_schedule_tokens() {
+    let device = device();
+    for (dir, layout) in [("mistral", WeightLayout::Mistral), ("hf", WeightLayout::Hf)] {
+        let model = Voxtral::load_layout(&voxtral_fixture(dir), layout, &device).unwrap();
+        let tok = Tekken::from_file(voxtral_fixture("mistral/tekken.json")).unwrap();
+        for name in ["001.wav", "goforward.wav", "LJ002-0020.wav", "synthetic"] {
+            let x = clip(name);
+            let one = stream_with(&model, &tok, &x, x.len(), Some(1));
+            assert!(one.ids.len() > 40, "{dir} {name}: {} ids", one.ids.len());
+            for enc_chunk in [7, 256] {
+                let b = stream_with(&model, &tok, &x, x.len(), Some(enc_chunk));
+                assert_eq!(b.ids, one.ids, "{dir} {name}: encoder chunk {enc_chunk}");
+                assert_eq!(b.logits.len(), one.logits.len());
+                let mut max = 0f32;
+                for (p, q) in b.logits.iter().zip(&one.logits) {
+                    for (a, c) in p.iter().zip(q) {
+                        max = max.max((a - c).abs());
+                    }
+                }
+                assert!(
+                    max <= 1e-4,
+                    "{dir} {name}: chunk {enc_chunk}: logits differ by {max}"
+                );
+            }
+        }
+    }
 }

@@ -32,8 +32,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub allow_outside_root: bool,
     /// A system as NAME=SPEC; SPEC is voxtral:DIR, whisper:DIR (voxtral-q8_0:DIR,
-    /// voxtral-q4_0:DIR, whisper-q8_0:DIR, whisper-q4_0:DIR: linear layers packed), transcripts:FILE.json, cmd:'COMMAND {audio}' or
-    /// http:URL (OpenAI-compatible /v1/audio/transcriptions). Repeat for
+    /// voxtral-q4_0:DIR, whisper-q8_0:DIR, whisper-q4_0:DIR: linear layers packed),
+    /// transcripts:FILE.json, cmd:'COMMAND {audio}' or http:URL (OpenAI-compatible
+    /// /v1/audio/transcriptions; per-system options as
+    /// http[model_field=F,model=M,response_format=json|verbose_json|text]:URL). Repeat for
     /// several systems.
     #[arg(long = "system", required = true, value_parser = SystemSpec::parse)]
     pub systems: Vec<SystemSpec>,
@@ -61,7 +63,7 @@ pub struct EvalArgs {
     /// Compute device for model systems: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
-    /// `model` form field sent to http: systems.
+    /// Model name sent to http: systems (unless their spec says model=...).
     #[arg(long, default_value = "mistralai/Voxtral-Mini-4B-Realtime-2602")]
     pub http_model: String,
     /// Time limit per clip for cmd: and http: systems, seconds (default max(60, 10 x the clip's

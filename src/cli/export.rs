@@ -6,7 +6,10 @@
 //! `FILE.onnx.data` above `--external-threshold` bytes, default 2e9).
 
 use crate::export::{self, ExportOptions, Part};
-use crate::models::voxtral::{Voxtral, loader::detect_layout};
+use crate::models::voxtral::{
+    Voxtral,
+    loader::{WeightStorage, detect_layout},
+};
 use crate::tokenizer::Tekken;
 use anyhow::Context;
 use burn::tensor::Device;
@@ -110,7 +113,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         )
     } else {
         let layout = detect_layout(&args.model)?;
-        let model = Voxtral::load_layout(&args.model, layout, &device)?;
+        let model = Voxtral::load_layout_as(&args.model, layout, WeightStorage::F32, &device)?;
         let tok_path = args
             .tokenizer
             .clone()

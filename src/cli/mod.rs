@@ -8,6 +8,7 @@ mod eval_merge;
 mod export;
 pub mod features;
 mod quantize;
+mod serve;
 mod trace;
 mod transcribe;
 mod verify_real;
@@ -42,6 +43,8 @@ enum Command {
     EvalMerge(eval_merge::EvalMergeArgs),
     /// Export a model part's forward graph to ONNX (and a Model Explorer JSON graph).
     Export(export::ExportArgs),
+    /// Serve models over HTTP: OpenAI's /v1/audio/transcriptions, /v1/models, /health, and vLLM's /v1/realtime websocket (Voxtral).
+    Serve(serve::ServeArgs),
     /// Check a Voxtral checkpoint against golden records of its outputs (ids, first logits, WER); exit 1 on a mismatch.
     VerifyReal(verify_real::VerifyRealArgs),
     /// Benchmark worker modes (run by `just bench` through the drivers in reference/).
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Export(a) => export::run(a),
         Command::VerifyReal(a) => verify_real::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Quantize(a) => quantize::run(a),
     };
     match result {

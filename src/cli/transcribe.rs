@@ -3,7 +3,9 @@
 //! Default: the streaming schedule (80 ms steps, bounded memory: files are decoded, resampled to
 //! 16 kHz and transcribed chunk by chunk), text printed as it is decoded.
 //! `--offline`: the whole-file schedule. `--json`: one object per file with ids, text pieces,
-//! audio time (80 ms per step) and the real-time factor. `--quant q8_0|q4_0`:
+//! audio time (80 ms per step), the real-time factor and where the time went (`load_s` once per
+//! process; streaming: `encoder_s` = log-mel + encoder + adapter, `prefill_s`, `step_ms_p50` /
+//! `step_ms_p95` over the decoder steps, wall clock). `--quant q8_0|q4_0`:
 //! linear layers packed in GGUF blocks and multiplied by `nn::qmatmul`'s kernels.
 //!
 //! Whisper folders are transcribed long-form with timestamps
@@ -12,7 +14,7 @@
 
 use crate::audio::{AudioConfig, StreamResampler, TARGET_SAMPLE_RATE, open_chunks};
 use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
-use crate::models::voxtral::streaming::StreamingSession;
+use crate::models::voxtral::streaming::{StreamTimings, StreamingSession};
 use crate::models::voxtral::{PromptTokens, Voxtral, streaming_prompt};
 use crate::tokenizer::Tekken;
 use std::io::Write;
@@ -55,6 +57,11 @@ pub struct TranscribeArgs {
     /// Compute device: flex (default), ndarray or wgpu when compiled in.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Voxtral streaming: most audio tokens (80 ms each) the encoder takes in one call when
+    /// that much audio is waiting (a file is read in pieces of this many tokens). 1 is the
+    /// one-token (8 mel frames) schedule; tokens are identical either way.
+    #[arg(long, default_value_t = crate::models::voxtral::streaming::DEFAULT_ENCODER_CHUNK as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub encoder_chunk: u64,
     /// Pack the linear layers as q8_0 or q4_0 (GGUF blocks, own kernels; see
     /// `nn::qlinear` for what stays f32). Default: f32 as stored.
     #[arg(long)]
@@ -81,6 +88,8 @@ struct Outcome {
     audio_seconds: f64,
     /// Largest (encoder, decoder) KV cache lengths seen, in positions (streaming only).
     max_caches: Option<(usize, usize)>,
+    /// Wall time by phase (streaming only).
+    timings: Option<StreamTimings>,
 }
 
 /// One `--json` line of the Voxtral path.
@@ -95,6 +104,18 @@ struct JsonLine<'a> {
     audio_seconds: f64,
     seconds: f64,
     rtf: f64,
+    /// Model load (once per process, before the first file), seconds.
+    load_s: f64,
+    /// Streaming phases: log-mel + encoder + adapter, the prompt prefill, decoder steps.
+    encoder_s: Option<f64>,
+    prefill_s: Option<f64>,
+    step_ms_p50: Option<f64>,
+    step_ms_p95: Option<f64>,
+    steps: Option<usize>,
+    /// Weight bytes a decoder step reads, as stored (`Voxtral::decoder_step_weight_bytes`).
+    decoder_step_weight_bytes: usize,
+    /// Storage of the decoder's linear weights and of the token table (`bf16`, `q4_0`, ...).
+    precision: String,
     max_cache_positions: Option<CachePositions>,
 }
 
@@ -165,12 +186,25 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let json = format == OutputFormat::Json;
+    let t_load = Instant::now();
     let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
     if let Some(q) = args.quant {
         model
             .quantize(q)
             .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
+    let load_s = t_load.elapsed().as_secs_f64();
+    let precision = {
+        let lm = &model.net.model.language_model;
+        let linear = lm
+            .layers
+            .first()
+            .map_or("none", |l| l.self_attn.q_proj.precision());
+        format!(
+            "linears {linear}, token table {}",
+            lm.embed_tokens.precision()
+        )
+    };
     let mut failed = false;
     for path in &args.audio {
         let t0 = Instant::now();
@@ -180,7 +214,7 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
             offline(&model, &tok, path, args.delay_ms, &device)
         } else {
             let print = (!json).then_some(&mut line_open);
-            streaming(&model, &tok, path, args.delay_ms, print, &device)
+            streaming(&model, &tok, path, args, print, &device)
         };
         match result {
             Err(e) => {
@@ -208,6 +242,14 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
                         audio_seconds: o.audio_seconds,
                         seconds: secs,
                         rtf: secs / o.audio_seconds.max(1e-9),
+                        load_s,
+                        encoder_s: o.timings.as_ref().map(|t| t.encoder_s),
+                        prefill_s: o.timings.as_ref().map(|t| t.prefill_s),
+                        step_ms_p50: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.5)),
+                        step_ms_p95: o.timings.as_ref().and_then(|t| t.step_ms_quantile(0.95)),
+                        steps: o.timings.as_ref().map(|t| t.steps_ms.len()),
+                        decoder_step_weight_bytes: model.decoder_step_weight_bytes(),
+                        precision: precision.clone(),
                         max_cache_positions: o.max_caches.map(|(e, d)| CachePositions {
                             encoder: e,
                             decoder: d,
@@ -249,6 +291,7 @@ fn offline(
         text,
         audio_seconds: samples.len() as f64 / f64::from(TARGET_SAMPLE_RATE),
         max_caches: None,
+        timings: None,
     })
 }
 
@@ -259,7 +302,7 @@ fn streaming(
     model: &Voxtral,
     tok: &Tekken,
     path: &Path,
-    delay_ms: f64,
+    args: &TranscribeArgs,
     line_open: Option<&mut bool>,
     device: &burn::tensor::Device,
 ) -> anyhow::Result<Outcome> {
@@ -267,6 +310,7 @@ fn streaming(
         .audio()
         .cloned()
         .unwrap_or_else(AudioConfig::voxtral_realtime);
+    let delay_ms = args.delay_ms;
     let tokens = PromptTokens::from_tekken(tok)?;
     let prompt = streaming_prompt(&tokens, &cfg, Some(delay_ms))?;
     let mut session = StreamingSession::new(
@@ -277,6 +321,7 @@ fn streaming(
         Some(tokens.eos),
         device,
     )?;
+    session.set_encoder_chunk(args.encoder_chunk as usize);
     let mut decoder = tok.streaming_decoder();
     let mut text = String::new();
     let mut stdout = std::io::stdout();
@@ -293,7 +338,9 @@ fn streaming(
         Ok(())
     };
     // Decode, resample and transcribe chunk by chunk: memory stays bounded for any file length.
-    let chunks = open_chunks(path, 1280)?;
+    // At most 4096 (checked by clap).
+    let encoder_chunk = args.encoder_chunk as usize;
+    let chunks = open_chunks(path, 1280 * encoder_chunk)?;
     let mut resampler = StreamResampler::new(chunks.sample_rate(), TARGET_SAMPLE_RATE)?;
     if let Some(open) = line_open {
         print!("{}\t", path.display());
@@ -334,6 +381,7 @@ fn streaming(
         text,
         audio_seconds: n_samples as f64 / f64::from(TARGET_SAMPLE_RATE),
         max_caches: Some(max_caches),
+        timings: Some(session.timings().clone()),
     })
 }
 

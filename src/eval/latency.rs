@@ -20,7 +20,8 @@
 //!   the audio, `transcription.done` in vLLM's realtime API). Negative when the model ended the
 //!   stream (EOS) before the audio did.
 //! * **Per-step time** (`step_ms` p50/p95): compute time of one audio step (encoder token,
-//!   adapter, decoder step), every step after the setup, end-of-audio drain included.
+//!   adapter, decoder step), every step after the setup, end-of-audio drain included (its
+//!   padding tokens are encoded in one batch, timed with the drain's first step).
 //! * **Per-word emission delay** (`word_delay_ms`): a word is emitted at the step whose text
 //!   completes it (its last character is out: partial-result emission, as FastEmit's PR
 //!   latency); its emission time is that step's end in the replay. The field's definition

@@ -14,7 +14,21 @@
 //! | `transcripts:FILE.json` | precomputed transcripts (e.g. `reference/whisper_reference.py` output)     |
 //! | `cmd:COMMAND`           | `sh -c COMMAND sh PATH`, each `{audio}` in COMMAND rewritten to a quoted `$1` (rules below); stdout is the transcript, a non-zero exit is a failed utterance carrying its stderr |
 //! | `http:URL`              | an OpenAI-compatible `POST URL` (`/v1/audio/transcriptions`, as vLLM serves Voxtral): multipart `file` + `model` fields, JSON `{"text": ...}` answer |
+//! | `http[OPTIONS]:URL`     | the same with per-system options ([`HttpOptions`], below)                  |
 //!
+//! ## `http:` options ([`HttpOptions`])
+//!
+//! `http[KEY=VALUE,...]:URL`, e.g.
+//! `fws=http[model_field=model_name,response_format=verbose_json]:http://127.0.0.1:8001/v1/audio/transcriptions`:
+//!
+//! | key               | values                                     | default                         |
+//! |-------------------|--------------------------------------------|---------------------------------|
+//! | `model_field`     | form field name of the model (`model`; faster-whisper-server 0.0.3 wants `model_name`) | `model` |
+//! | `model`           | the model value sent                       | `voxtrace eval --http-model`    |
+//! | `response_format` | `json` or `verbose_json` (the answer's `text` is the transcript) or `text` (the whole body is) | `json` |
+//!
+//! Values are ASCII letters, digits and `-_./:`; no key twice; an unknown key or value is
+//! refused when the system is parsed.
 //! Adding a kind means one new [`SystemKind`] variant, one arm in [`SystemSpec::parse`] and one
 //! in [`SystemSpec::open`]. Errors are [`EvalError`]s naming the file, command or URL.
 //!
@@ -118,8 +132,111 @@ pub enum SystemKind {
     Transcripts(PathBuf),
     /// Shell command template containing `{audio}`.
     Cmd(String),
-    /// Full URL of an OpenAI-compatible transcription endpoint.
-    Http(String),
+    /// An OpenAI-compatible transcription endpoint and how to talk to it.
+    Http {
+        /// Full URL of the endpoint.
+        url: String,
+        /// Form field name, model, response format.
+        options: HttpOptions,
+    },
+}
+
+/// How an `http:` system is asked (see the module documentation for the spec syntax).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpOptions {
+    /// Form field carrying the model name (`model`; faster-whisper-server 0.0.3: `model_name`).
+    pub model_field: String,
+    /// Model name sent; `None` sends `voxtrace eval --http-model`.
+    pub model: Option<String>,
+    /// `response_format` asked for, which decides how the answer is read.
+    pub response_format: HttpFormat,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            model_field: "model".into(),
+            model: None,
+            response_format: HttpFormat::Json,
+        }
+    }
+}
+
+/// The `response_format` an `http:` system asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpFormat {
+    /// `{"text": ...}`.
+    Json,
+    /// `{"text": ..., "segments": ...}`; the `text` is the transcript.
+    VerboseJson,
+    /// The body is the transcript (UTF-8, trimmed).
+    Text,
+}
+
+impl HttpFormat {
+    /// The form value.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpFormat::Json => "json",
+            HttpFormat::VerboseJson => "verbose_json",
+            HttpFormat::Text => "text",
+        }
+    }
+}
+
+impl HttpOptions {
+    /// Parse the `KEY=VALUE,...` between `http[` and `]:`.
+    ///
+    /// # Errors
+    /// A problem description: an item without `=`, an unknown key, a key given twice, an
+    /// empty value or one with other characters than ASCII letters, digits and `-_./:`, an
+    /// unknown `response_format`.
+    pub fn parse(opts: &str) -> Result<Self, String> {
+        let mut o = HttpOptions::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for item in opts.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(format!("http option {item:?} is not KEY=VALUE"));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if seen.contains(&k) {
+                return Err(format!("http option {k} is given twice"));
+            }
+            seen.push(k);
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+            {
+                return Err(format!(
+                    "http option {k}={v:?}: the value must be ASCII letters, digits or -_./:"
+                ));
+            }
+            match k {
+                "model_field" => o.model_field = v.to_string(),
+                "model" => o.model = Some(v.to_string()),
+                "response_format" => {
+                    o.response_format = match v {
+                        "json" => HttpFormat::Json,
+                        "verbose_json" => HttpFormat::VerboseJson,
+                        "text" => HttpFormat::Text,
+                        other => {
+                            return Err(format!(
+                                "http option response_format={other:?}: expected json, verbose_json or text"
+                            ));
+                        }
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown http option {other:?} (known: model_field, model, response_format)"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
 }
 
 /// A named system as given on the command line (`NAME=SPEC`).
@@ -207,11 +324,27 @@ impl SystemSpec {
                 format!("name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'"),
             ));
         }
-        let Some((kind, arg)) = spec.split_once(':') else {
-            return Err(bad_system(
-                s,
-                "SPEC must be voxtral[-q8_0|-q4_0]:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http:URL",
-            ));
+        // `http[OPTIONS]:URL`: the options end at the first `]:` (their values hold no `]`).
+        let http_opts = match spec.strip_prefix("http[") {
+            Some(rest) => {
+                let Some((opts, url)) = rest.split_once("]:") else {
+                    return Err(bad_system(s, "http[OPTIONS] must be followed by :URL"));
+                };
+                Some((HttpOptions::parse(opts).map_err(|p| bad_system(s, p))?, url))
+            }
+            None => None,
+        };
+        let (kind, arg) = match &http_opts {
+            Some((_, url)) => ("http", *url),
+            None => match spec.split_once(':') {
+                Some(ka) => ka,
+                None => {
+                    return Err(bad_system(
+                        s,
+                        "SPEC must be voxtral[-q8_0|-q4_0]:DIR, whisper[-q8_0|-q4_0]:DIR, transcripts:FILE.json, cmd:COMMAND or http[OPTIONS]:URL",
+                    ));
+                }
+            },
         };
         if arg.trim().is_empty() {
             return Err(bad_system(s, format!("empty argument after {kind}:")));
@@ -240,7 +373,10 @@ impl SystemSpec {
                         "http: needs a full URL, e.g. http:http://127.0.0.1:8000/v1/audio/transcriptions",
                     ));
                 }
-                SystemKind::Http(arg.to_string())
+                SystemKind::Http {
+                    url: arg.to_string(),
+                    options: http_opts.map(|(o, _)| o).unwrap_or_default(),
+                }
             }
             other => {
                 return Err(bad_system(
@@ -289,7 +425,9 @@ impl SystemSpec {
             }
             SystemKind::Transcripts(f) => Box::new(TranscriptsSystem::open(f)?),
             SystemKind::Cmd(c) => Box::new(CmdSystem::new(c, limits)),
-            SystemKind::Http(u) => Box::new(HttpSystem::new(u, http_model, limits)),
+            SystemKind::Http { url, options } => {
+                Box::new(HttpSystem::new(url, http_model, options, limits))
+            }
         })
     }
 }
@@ -1046,34 +1184,47 @@ impl System for CmdSystem {
 // http:URL
 
 /// An OpenAI-compatible `/v1/audio/transcriptions` endpoint (vLLM serves Voxtral this way).
-/// Sends `multipart/form-data` with the audio as `file`, the `model` name and
-/// `response_format=json`; expects one JSON object with a string `text`. Time, size and retry
-/// limits: see the module documentation.
+/// Sends `multipart/form-data` with the audio as `file`, the model name under
+/// [`HttpOptions::model_field`] and [`HttpOptions::response_format`]; for `json` and
+/// `verbose_json` expects one JSON object with a string `text`, for `text` takes the body.
+/// Time, size and retry limits: see the module documentation.
 pub struct HttpSystem {
     info: SystemInfo,
     url: String,
     model: String,
+    options: HttpOptions,
     agent: ureq::Agent,
     limits: ExternalLimits,
 }
 
 impl HttpSystem {
-    /// `url` is the full endpoint URL; `model` the form field value; `limits` bound each clip's
-    /// requests.
-    pub fn new(url: &str, model: &str, limits: ExternalLimits) -> Self {
+    /// `url` is the full endpoint URL; `default_model` the model value sent unless
+    /// `options.model` names one; `limits` bound each clip's requests.
+    pub fn new(
+        url: &str,
+        default_model: &str,
+        options: &HttpOptions,
+        limits: ExternalLimits,
+    ) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
+        let model = options.model.as_deref().unwrap_or(default_model);
         HttpSystem {
             info: SystemInfo {
                 kind: "http".into(),
                 model_path: Some(model.to_string()),
-                backend: format!("OpenAI-compatible endpoint {url}"),
+                backend: format!(
+                    "OpenAI-compatible endpoint {url} ({}={model}, response_format={})",
+                    options.model_field,
+                    options.response_format.name()
+                ),
                 ..Default::default()
             },
             url: url.to_string(),
             model: model.to_string(),
+            options: options.clone(),
             agent,
             limits,
         }
@@ -1165,6 +1316,20 @@ pub fn parse_http_answer(url: &str, body: &[u8]) -> Result<String, EvalError> {
     }
 }
 
+/// The transcript in an `http:` answer asked for with `response_format=text`: the body,
+/// UTF-8.
+///
+/// # Errors
+/// [`EvalError::HttpNotJson`] (the body is not UTF-8) quoting at most
+/// [`ERROR_EXCERPT`] bytes of the body.
+pub fn parse_text_answer(url: &str, body: &[u8]) -> Result<String, EvalError> {
+    String::from_utf8(body.to_vec()).map_err(|e| EvalError::HttpNotJson {
+        url: url.to_string(),
+        problem: format!("not UTF-8 text (asked for response_format=text; {e})"),
+        body: excerpt(body),
+    })
+}
+
 /// Build a `multipart/form-data` body with text `fields` and one file part `file`
 /// (`application/octet-stream`); returns `(content_type, body)`.
 pub fn multipart_body(fields: &[(&str, &str)], filename: &str, file: &[u8]) -> (String, Vec<u8>) {
@@ -1203,7 +1368,10 @@ impl System for HttpSystem {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| "audio.wav".into());
         let (ct, body) = multipart_body(
-            &[("model", &self.model), ("response_format", "json")],
+            &[
+                (&self.options.model_field, &self.model),
+                ("response_format", self.options.response_format.name()),
+            ],
             &fname,
             &bytes,
         );
@@ -1219,7 +1387,12 @@ impl System for HttpSystem {
             }
             let retry_err = match self.post_once(&ct, &body, left) {
                 Ok((status, text)) if status.is_success() => {
-                    let t = parse_http_answer(&self.url, &text)?;
+                    let t = match self.options.response_format {
+                        HttpFormat::Json | HttpFormat::VerboseJson => {
+                            parse_http_answer(&self.url, &text)?
+                        }
+                        HttpFormat::Text => parse_text_answer(&self.url, &text)?,
+                    };
                     return Ok(Transcription {
                         text: t.trim().to_string(),
                         audio_s: None,
@@ -1247,5 +1420,73 @@ impl System for HttpSystem {
             wait = wait.saturating_mul(2);
             attempt += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_specs_with_options() {
+        let s = SystemSpec::parse("a=http:http://h:1/v1/audio/transcriptions").unwrap();
+        assert_eq!(
+            s.kind,
+            SystemKind::Http {
+                url: "http://h:1/v1/audio/transcriptions".into(),
+                options: HttpOptions::default(),
+            }
+        );
+        let s = SystemSpec::parse(
+            "fws=http[model_field=model_name, model=Systran/faster-whisper-tiny.en,response_format=verbose_json]:http://h:1/x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.kind,
+            SystemKind::Http {
+                url: "http://h:1/x".into(),
+                options: HttpOptions {
+                    model_field: "model_name".into(),
+                    model: Some("Systran/faster-whisper-tiny.en".into()),
+                    response_format: HttpFormat::VerboseJson,
+                },
+            }
+        );
+        let t = SystemSpec::parse("t=http[response_format=text]:https://h/x").unwrap();
+        assert!(matches!(
+            t.kind,
+            SystemKind::Http {
+                options: HttpOptions {
+                    response_format: HttpFormat::Text,
+                    ..
+                },
+                ..
+            }
+        ));
+        for (bad, needle) in [
+            (
+                "a=http[model_field=model_name]http://h/x",
+                "followed by :URL",
+            ),
+            ("a=http[format=json]:http://h/x", "unknown http option"),
+            (
+                "a=http[response_format=srt]:http://h/x",
+                "expected json, verbose_json or text",
+            ),
+            ("a=http[model=a,model=b]:http://h/x", "twice"),
+            ("a=http[model_field=]:http://h/x", "must be ASCII"),
+            ("a=http[model_field=a b]:http://h/x", "must be ASCII"),
+            ("a=http[model]:http://h/x", "KEY=VALUE"),
+            ("a=http[model=m]:ftp://h/x", "full URL"),
+        ] {
+            let e = SystemSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn text_answers() {
+        assert_eq!(parse_text_answer("u", b" hello\n").unwrap(), " hello\n");
+        assert!(parse_text_answer("u", &[0xff, 0xfe]).is_err());
     }
 }

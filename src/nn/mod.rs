@@ -5,6 +5,8 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod dense_attention;
+pub mod embedding;
+pub mod half;
 pub mod linear;
 pub mod mlp;
 pub mod qlinear;

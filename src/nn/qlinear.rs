@@ -1,5 +1,6 @@
-//! A linear layer whose weight is either Burn's f32 [`Linear`] or packed in GGUF Q8_0 / Q4_0
-//! blocks and multiplied by [`super::qmatmul`]'s own kernels (never dequantized to f32 first).
+//! A linear layer whose weight is Burn's f32 [`Linear`], BF16 / F16 as stored (multiplied by
+//! [`super::half`]'s kernels), or packed in GGUF Q8_0 / Q4_0 blocks and multiplied by
+//! [`super::qmatmul`]'s own kernels (never dequantized to f32 first).
 //!
 //! [`LinearWeight`] is what the models hold where upstream has an `nn.Linear`; its
 //! [`LinearLayer::apply`] is called through [`super::mlp::linear`], the traced entry point (so a
@@ -15,11 +16,13 @@
 //! | `Linear` weights with `n_in % 32 != 0`               | f32 (a block cannot straddle rows) |
 //! | `Linear` biases                                      | f32, added after the product     |
 //! | activations                                          | f32; quantized per block of 32 to 8 bits inside each product ([`super::qmatmul::quantize_activations`]) |
-//! | conv stem, norms, embeddings, tied LM head, attention maths | f32 (not `LinearWeight`s) |
+//! | Voxtral's token table, also its tied LM head          | packed with the linears (`nn::embedding::TokenEmbedding`; voxtral.cpp's converter quantizes `tok_embeddings` too); a lookup dequantizes only its rows |
+//! | conv stem, norms, Whisper's embeddings and tied head, position tables, attention maths | f32 (not `LinearWeight`s) |
 //!
 //! The models decide which of their layers are `LinearWeight`s; the numerically sensitive
-//! ones (conv stem, norms, position tables, the token embedding that is also the LM head) are
-//! plain Burn modules and never packed.
+//! ones (conv stem, norms, position tables) are plain Burn modules and never packed.
+//! Loaded from a BF16 / F16 checkpoint, the same layers (and Voxtral's token table) are used
+//! as stored ([`LinearWeight::Half`]) until packed.
 //!
 //! ## Quantizing
 //!
@@ -43,6 +46,7 @@
 //! device ([`super::qmatmul::qlinear`]): it runs on Flex and ndarray, not on the graph-capture
 //! device (`voxtrace export` works on f32 models only).
 
+use super::half::{HalfMatrix, half_linear};
 use super::qmatmul::{BLOCK, PackedMatrix, QMatmulError, QuantKind, qlinear};
 use crate::quant::GgmlType;
 use crate::quant::blocks::{QuantizeError, quantize};
@@ -122,11 +126,7 @@ impl PackedLinear {
                 rows[o * n_in + i] = v;
             }
         }
-        let ty = match kind {
-            QuantKind::Q8_0 => GgmlType::Q8_0,
-            QuantKind::Q4_0 => GgmlType::Q4_0,
-        };
-        let bytes = quantize(&rows, n_in, ty)?;
+        let bytes = quantize(&rows, n_in, ggml_type(kind))?;
         Ok(Self {
             weight: Arc::new(PackedMatrix::new(kind, n_out, n_in, bytes)?),
             bias: layer.bias.clone(),
@@ -150,11 +150,49 @@ impl PackedLinear {
     }
 }
 
-/// The weight of a linear layer: f32 as loaded, or packed.
+/// A `Linear` with its weight in BF16 / F16 as stored (`nn::half`): `y = x · Wᵀ + b`, `W`
+/// `[n_out, n_in]` widened in registers, f32 bias.
+#[derive(Debug, Clone)]
+pub struct HalfLinear {
+    /// `[n_out, n_in]`, 16-bit (shared bytes: cloning does not copy).
+    pub weight: HalfMatrix,
+    /// `[n_out]`, f32.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl HalfLinear {
+    /// `x · Wᵀ + b` through [`half_linear`].
+    ///
+    /// # Shapes
+    /// - `x`: `[..., n_in]`
+    /// - returns `[..., n_out]`
+    ///
+    /// # Panics
+    /// When the last dimension of `x` is not `n_in` (as Burn's `Linear::forward` does).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let y = half_linear(x, &self.weight).unwrap_or_else(|e| panic!("half linear: {e}"));
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        }
+    }
+}
+
+/// The GGUF tensor type of a block format.
+fn ggml_type(kind: QuantKind) -> GgmlType {
+    match kind {
+        QuantKind::Q8_0 => GgmlType::Q8_0,
+        QuantKind::Q4_0 => GgmlType::Q4_0,
+    }
+}
+
+/// The weight of a linear layer: f32 as loaded, 16-bit as stored, or packed.
 #[derive(Debug, Clone)]
 pub enum LinearWeight {
     /// Burn's `Linear`, weight `[n_in, n_out]` f32.
     F32(Linear),
+    /// BF16 / F16 weight used as stored, f32 bias.
+    Half(HalfLinear),
     /// Packed Q8_0 / Q4_0 weight, f32 bias.
     Packed(PackedLinear),
 }
@@ -173,15 +211,42 @@ impl LinearWeight {
                 let [i, o] = l.weight.val().dims();
                 (i, o)
             }
+            LinearWeight::Half(h) => (h.weight.cols(), h.weight.rows()),
             LinearWeight::Packed(p) => (p.weight.cols(), p.weight.rows()),
         }
     }
 
-    /// The packed weight's format, `None` for f32.
+    /// The packed weight's format, `None` for f32 and 16-bit weights.
     pub fn kind(&self) -> Option<QuantKind> {
         match self {
-            LinearWeight::F32(_) => None,
+            LinearWeight::F32(_) | LinearWeight::Half(_) => None,
             LinearWeight::Packed(p) => Some(p.weight.kind()),
+        }
+    }
+
+    /// Storage of the weight: `f32`, `bf16`, `f16`, `q8_0` or `q4_0`.
+    pub fn precision(&self) -> &'static str {
+        match self {
+            LinearWeight::F32(_) => "f32",
+            LinearWeight::Half(h) => h.weight.kind().name(),
+            LinearWeight::Packed(p) => p.weight.kind().name(),
+        }
+    }
+
+    /// Bytes the weight occupies as stored (bias excluded): what one product reads.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            LinearWeight::F32(l) => l.weight.val().dims().iter().product::<usize>() * 4,
+            LinearWeight::Half(h) => h.weight.bytes().len(),
+            LinearWeight::Packed(p) => p.weight.bytes().len(),
+        }
+    }
+
+    fn bias(&self) -> Option<Param<Tensor<1>>> {
+        match self {
+            LinearWeight::F32(l) => l.bias.clone(),
+            LinearWeight::Half(h) => h.bias.clone(),
+            LinearWeight::Packed(p) => p.bias.clone(),
         }
     }
 
@@ -194,17 +259,22 @@ impl LinearWeight {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             LinearWeight::F32(l) => l.forward(x),
+            LinearWeight::Half(h) => h.forward(x),
             LinearWeight::Packed(p) => p.forward(x),
         }
+    }
+
+    /// Replace the weight by a 16-bit `[n_out, n_in]` matrix used as stored (e.g. a slice of a
+    /// memory-mapped BF16 checkpoint), keeping the bias. The caller checks the shape.
+    pub fn set_half(&mut self, weight: HalfMatrix) {
+        let bias = self.bias();
+        *self = LinearWeight::Half(HalfLinear { weight, bias });
     }
 
     /// Replace the weight by an already packed `[n_out, n_in]` matrix (e.g. read from a GGUF
     /// file), keeping the bias. The caller checks that the shape is the layer's.
     pub fn set_packed(&mut self, weight: PackedMatrix<'static>) {
-        let bias = match self {
-            LinearWeight::F32(l) => l.bias.clone(),
-            LinearWeight::Packed(p) => p.bias.clone(),
-        };
+        let bias = self.bias();
         *self = LinearWeight::Packed(PackedLinear {
             weight: Arc::new(weight),
             bias,
@@ -221,6 +291,18 @@ impl LinearWeight {
     pub fn quantize(&mut self, kind: QuantKind) -> Result<bool, QLinearError> {
         match self {
             LinearWeight::Packed(p) => Ok(p.weight.kind() == kind),
+            LinearWeight::Half(h) => {
+                let (n_out, n_in) = (h.weight.rows(), h.weight.cols());
+                if !n_in.is_multiple_of(BLOCK) {
+                    return Ok(false);
+                }
+                // Already `[n_out, n_in]` rows: quantized as a GGUF converter would.
+                let bytes = quantize(&h.weight.to_f32(), n_in, ggml_type(kind))?;
+                let weight = Arc::new(PackedMatrix::new(kind, n_out, n_in, bytes)?);
+                let bias = h.bias.clone();
+                *self = LinearWeight::Packed(PackedLinear { weight, bias });
+                Ok(true)
+            }
             LinearWeight::F32(l) => {
                 let [n_in, _] = l.weight.val().dims();
                 if !n_in.is_multiple_of(BLOCK) {
@@ -255,96 +337,103 @@ impl LinearLayer for LinearWeight {
     fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             LinearWeight::F32(l) => super::linear::linear(l, x),
+            LinearWeight::Half(h) => h.forward(x),
             LinearWeight::Packed(p) => p.forward(x),
         }
     }
 }
 
-/// Container name under which a packed layer's bias is visited.
+/// Container name under which a packed or 16-bit layer's bias is visited.
 const PACKED_CONTAINER: &str = "Struct:PackedLinear";
+
+impl LinearWeight {
+    /// The same layer with `f` applied to the bias of a packed or 16-bit weight (an f32
+    /// layer is given to `g` whole).
+    fn map_parts(
+        self,
+        g: impl FnOnce(Linear) -> Linear,
+        f: impl FnOnce(Option<Param<Tensor<1>>>) -> Option<Param<Tensor<1>>>,
+    ) -> Self {
+        match self {
+            LinearWeight::F32(l) => LinearWeight::F32(g(l)),
+            LinearWeight::Half(h) => LinearWeight::Half(HalfLinear {
+                bias: f(h.bias),
+                weight: h.weight,
+            }),
+            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
+                bias: f(p.bias),
+                weight: p.weight,
+            }),
+        }
+    }
+
+    fn bias_ref(&self) -> Option<&Option<Param<Tensor<1>>>> {
+        match self {
+            LinearWeight::F32(_) => None,
+            LinearWeight::Half(h) => Some(&h.bias),
+            LinearWeight::Packed(p) => Some(&p.bias),
+        }
+    }
+}
 
 // Written by hand, not derived: the derive would add the variant name to every parameter path
 // (`q_proj.F32.weight`). Here an f32 layer visits as the `Linear` it holds (paths
 // `….weight` / `….bias` with `Struct:Linear`, so burn-store's PyTorch adapter transposes it as
-// before) and a packed one visits only its f32 bias; the packed bytes are not parameters.
+// before) and a packed or 16-bit one visits only its f32 bias; their weight bytes are not
+// parameters.
 impl Module for LinearWeight {
     fn collect_devices(&self, devices: Devices) -> Devices {
-        match self {
-            LinearWeight::F32(l) => l.collect_devices(devices),
-            LinearWeight::Packed(p) => p.bias.collect_devices(devices),
+        match (self, self.bias_ref()) {
+            (LinearWeight::F32(l), _) => l.collect_devices(devices),
+            (_, Some(b)) => b.collect_devices(devices),
+            (_, None) => devices,
         }
     }
 
     fn fork(self, device: &Device) -> Self {
-        match self {
-            LinearWeight::F32(l) => LinearWeight::F32(l.fork(device)),
-            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
-                bias: p.bias.fork(device),
-                ..p
-            }),
-        }
+        self.map_parts(|l| l.fork(device), |b| b.fork(device))
     }
 
     fn to_device(self, device: &Device) -> Self {
-        match self {
-            LinearWeight::F32(l) => LinearWeight::F32(l.to_device(device)),
-            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
-                bias: p.bias.to_device(device),
-                ..p
-            }),
-        }
+        self.map_parts(|l| l.to_device(device), |b| b.to_device(device))
     }
 
     fn train(self) -> Self {
-        match self {
-            LinearWeight::F32(l) => LinearWeight::F32(l.train()),
-            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
-                bias: p.bias.train(),
-                ..p
-            }),
-        }
+        self.map_parts(|l| l.train(), |b| b.train())
     }
 
     fn valid(&self) -> Self {
-        match self {
-            LinearWeight::F32(l) => LinearWeight::F32(l.valid()),
-            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
-                bias: p.bias.valid(),
-                weight: p.weight.clone(),
-            }),
-        }
+        self.clone().map_parts(|l| l.valid(), |b| b.valid())
     }
 
     fn materialize(self) -> Self {
-        match self {
-            LinearWeight::F32(l) => LinearWeight::F32(l.materialize()),
-            LinearWeight::Packed(p) => LinearWeight::Packed(PackedLinear {
-                bias: p.bias.materialize(),
-                ..p
-            }),
-        }
+        self.map_parts(|l| l.materialize(), |b| b.materialize())
     }
 
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        match self {
-            LinearWeight::F32(l) => l.visit(visitor),
-            LinearWeight::Packed(p) => {
+        match (self, self.bias_ref()) {
+            (LinearWeight::F32(l), _) => l.visit(visitor),
+            (_, Some(b)) => {
                 visitor.enter_module("bias", PACKED_CONTAINER);
-                p.bias.visit(visitor);
+                b.visit(visitor);
                 visitor.exit_module("bias", PACKED_CONTAINER);
             }
+            (_, None) => {}
         }
     }
 
     fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
         match self {
             LinearWeight::F32(l) => LinearWeight::F32(l.map(mapper)),
-            LinearWeight::Packed(p) => {
-                mapper.enter_module("bias", PACKED_CONTAINER);
-                let bias = Module::map(p.bias, mapper);
-                mapper.exit_module("bias", PACKED_CONTAINER);
-                LinearWeight::Packed(PackedLinear { bias, ..p })
-            }
+            other => other.map_parts(
+                |l| l,
+                |b| {
+                    mapper.enter_module("bias", PACKED_CONTAINER);
+                    let b = Module::map(b, mapper);
+                    mapper.exit_module("bias", PACKED_CONTAINER);
+                    b
+                },
+            ),
         }
     }
 }
@@ -353,15 +442,16 @@ impl ModuleDisplayDefault for LinearWeight {
     fn content(&self, content: Content) -> Option<Content> {
         match self {
             LinearWeight::F32(l) => l.content(content),
-            LinearWeight::Packed(p) => content
-                .add_formatted(&format!(
-                    "PackedLinear {{kind: {}, n_in: {}, n_out: {}, bias: {}}}",
-                    p.weight.kind().name(),
-                    p.weight.cols(),
-                    p.weight.rows(),
-                    p.bias.is_some()
-                ))
-                .optional(),
+            other => {
+                let (n_in, n_out) = other.dims();
+                content
+                    .add_formatted(&format!(
+                        "LinearWeight {{precision: {}, n_in: {n_in}, n_out: {n_out}, bias: {}}}",
+                        other.precision(),
+                        other.bias_ref().is_some_and(Option::is_some)
+                    ))
+                    .optional()
+            }
         }
     }
 }

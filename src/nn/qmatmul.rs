@@ -21,6 +21,7 @@
 //! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
 
 use burn::tensor::{Tensor, TensorData};
+use bytes::Bytes;
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -124,6 +125,53 @@ pub enum QMatmulError {
     UnknownKind(String),
 }
 
+/// Bytes of a packed weight: borrowed, or shared ([`Bytes`]: an owned buffer or a slice of a
+/// memory-mapped file kept alive by the handle; cloning does not copy).
+#[derive(Debug, Clone)]
+pub enum WeightBytes<'a> {
+    /// Borrowed for `'a`.
+    Borrowed(&'a [u8]),
+    /// Shared, reference-counted.
+    Shared(Bytes),
+}
+
+impl std::ops::Deref for WeightBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WeightBytes::Borrowed(b) => b,
+            WeightBytes::Shared(b) => b,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for WeightBytes<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        WeightBytes::Borrowed(b)
+    }
+}
+
+impl From<Vec<u8>> for WeightBytes<'_> {
+    fn from(b: Vec<u8>) -> Self {
+        WeightBytes::Shared(Bytes::from(b))
+    }
+}
+
+impl From<Bytes> for WeightBytes<'_> {
+    fn from(b: Bytes) -> Self {
+        WeightBytes::Shared(b)
+    }
+}
+
+impl<'a> From<Cow<'a, [u8]>> for WeightBytes<'a> {
+    fn from(b: Cow<'a, [u8]>) -> Self {
+        match b {
+            Cow::Borrowed(b) => WeightBytes::Borrowed(b),
+            Cow::Owned(v) => v.into(),
+        }
+    }
+}
+
 /// A `[rows, cols]` weight (`rows` = outputs `n_out`, `cols` = inputs `n_in`) packed row-major
 /// in GGUF blocks: output row `j` is the `cols / 32` consecutive blocks starting at byte
 /// `j * cols / 32 * kind.block_bytes()`, as a GGUF tensor of shape `[n_in, n_out]` (ggml's
@@ -134,7 +182,7 @@ pub struct PackedMatrix<'a> {
     kind: QuantKind,
     rows: usize,
     cols: usize,
-    data: Cow<'a, [u8]>,
+    data: WeightBytes<'a>,
 }
 
 impl<'a> PackedMatrix<'a> {
@@ -147,7 +195,7 @@ impl<'a> PackedMatrix<'a> {
         kind: QuantKind,
         rows: usize,
         cols: usize,
-        data: impl Into<Cow<'a, [u8]>>,
+        data: impl Into<WeightBytes<'a>>,
     ) -> Result<Self, QMatmulError> {
         let data = data.into();
         if !cols.is_multiple_of(BLOCK) {
@@ -200,10 +248,22 @@ impl<'a> PackedMatrix<'a> {
 
     /// The matrix as f32, `[rows, cols]` row-major (`w = d * q`, `d * (nibble - 8)`).
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for blk in self.data.chunks_exact(self.kind.block_bytes()) {
+        Self::dequantize_blocks(self.kind, &self.data)
+    }
+
+    /// Row `j` as f32 (`cols` values; an embedding lookup), `None` when `j >= rows`.
+    pub fn dequantize_row(&self, j: usize) -> Option<Vec<f32>> {
+        (j < self.rows).then(|| {
+            let rb = self.row_bytes();
+            Self::dequantize_blocks(self.kind, &self.data[j * rb..(j + 1) * rb])
+        })
+    }
+
+    fn dequantize_blocks(kind: QuantKind, data: &[u8]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(data.len() / kind.block_bytes() * BLOCK);
+        for blk in data.chunks_exact(kind.block_bytes()) {
             let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            match self.kind {
+            match kind {
                 QuantKind::Q8_0 => out.extend(blk[2..].iter().map(|&q| d * f32::from(q as i8))),
                 QuantKind::Q4_0 => {
                     let nib = &blk[2..];

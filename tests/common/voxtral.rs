@@ -16,6 +16,31 @@ pub fn stream(
     samples: &[f32],
     chunk: usize,
 ) -> (Vec<i64>, (usize, usize)) {
+    let s = stream_with(model, tok, samples, chunk, None);
+    (s.ids, s.max_caches)
+}
+
+/// What [`stream_with`] returns.
+#[allow(dead_code)]
+pub struct Streamed {
+    /// Prompt and generated ids.
+    pub ids: Vec<i64>,
+    /// Largest (encoder, decoder) KV cache lengths seen after a push, in positions.
+    pub max_caches: (usize, usize),
+    /// Each generated position's logits `[vocab]`.
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// [`stream`] with an encoder chunk (`StreamingSession::set_encoder_chunk`; `None`: the
+/// default) and every generated position's logits.
+#[allow(dead_code)]
+pub fn stream_with(
+    model: &Voxtral,
+    tok: &Tekken,
+    samples: &[f32],
+    chunk: usize,
+    encoder_chunk: Option<usize>,
+) -> Streamed {
     let cfg = tok
         .audio()
         .cloned()
@@ -27,23 +52,37 @@ pub fn stream(
         pad,
         cfg.n_left_pad_tokens().unwrap() + delay,
     ));
-    let mut s = StreamingSession::new(
-        model,
-        cfg,
-        prompt,
-        delay,
-        Some(tok.eos_id().unwrap() as i64),
-        &device(),
-    )
-    .unwrap();
-    let mut max_caches = (0, 0);
-    for c in samples.chunks(chunk) {
-        s.push(c).unwrap();
-        let (e, d) = s.cache_lengths();
-        max_caches = (max_caches.0.max(e), max_caches.1.max(d));
+    let logits = std::cell::RefCell::new(Vec::new());
+    let (ids, max_caches) = {
+        let mut s = StreamingSession::new(
+            model,
+            cfg,
+            prompt,
+            delay,
+            Some(tok.eos_id().unwrap() as i64),
+            &device(),
+        )
+        .unwrap();
+        if let Some(n) = encoder_chunk {
+            s.set_encoder_chunk(n);
+        }
+        s.observe_logits(Box::new(|_, l: &[f32]| {
+            logits.borrow_mut().push(l.to_vec())
+        }));
+        let mut max_caches = (0, 0);
+        for c in samples.chunks(chunk) {
+            s.push(c).unwrap();
+            let (e, d) = s.cache_lengths();
+            max_caches = (max_caches.0.max(e), max_caches.1.max(d));
+        }
+        s.finish(480.0).unwrap();
+        (s.sequence().to_vec(), max_caches)
+    };
+    Streamed {
+        ids,
+        max_caches,
+        logits: logits.into_inner(),
     }
-    s.finish(480.0).unwrap();
-    (s.sequence().to_vec(), max_caches)
 }
 
 /// A test clip as 16 kHz mono: `synthetic` is the fixture's own, any other name a file of the

@@ -10,12 +10,13 @@
 
 use super::config::DecoderConfig;
 use crate::nn::attention::{Attention, AttentionConfig, KvCache, Step, record_rope};
+use crate::nn::embedding::TokenEmbedding;
 use crate::nn::gelu;
 use crate::nn::mlp::linear;
 use crate::nn::{RMSNorm, RopeStyle, RotaryEmbedding, SwiGluMlp};
 use crate::trace::Scope;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 /// ADA RMSNorm time conditioning: `linear2(gelu(linear1(t_cond)))`.
@@ -133,7 +134,7 @@ impl DecoderLayer {
 #[derive(Module, Debug)]
 pub struct TextModel {
     /// Token embedding `[vocab, d_model]` (Mistral `tok_embeddings`), also the tied LM head.
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     /// Decoder layers.
     pub layers: Vec<DecoderLayer>,
     /// Final norm.
@@ -144,7 +145,9 @@ impl TextModel {
     /// Randomly initialised decoder of the given shape.
     pub fn new(cfg: &DecoderConfig, device: &Device) -> Self {
         Self {
-            embed_tokens: EmbeddingConfig::new(cfg.vocab_size, cfg.d_model).init(device),
+            embed_tokens: EmbeddingConfig::new(cfg.vocab_size, cfg.d_model)
+                .init(device)
+                .into(),
             layers: (0..cfg.n_layers)
                 .map(|_| DecoderLayer::new(cfg, device))
                 .collect(),

@@ -60,14 +60,14 @@ pub fn generate_offline(
     }
     let ids = Tensor::<2, Int>::from_data(TensorData::new(prompt[..l].to_vec(), [1, l]), &device);
     let emb = model.embed(ids, &off) + audio.clone().narrow(1, 0, l);
-    let logits = model.decode_step(emb, &t_cond, 0, &mut caches);
+    let logits = model.decode_step_last(emb, &t_cond, 0, &mut caches);
     let mut next = argmax_last(logits);
     sequence.push(next);
     let mut pos = l;
     while sequence.len() < n && Some(next) != eos {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
         let emb = model.embed(ids, &off) + audio.clone().narrow(1, pos, 1);
-        let logits = model.decode_step(emb, &t_cond, pos, &mut caches);
+        let logits = model.decode_step_last(emb, &t_cond, pos, &mut caches);
         next = argmax_last(logits);
         sequence.push(next);
         pos += 1;

@@ -49,6 +49,8 @@ use crate::audio::AudioConfig;
 use crate::models::checkpoint::{
     CheckpointError, ConfigJson, FoundTensor, no_problems, tensor_problems,
 };
+use crate::nn::embedding::TokenEmbedding;
+use crate::nn::half::{HalfKind, HalfMatrix};
 use crate::nn::qlinear::LinearWeight;
 use crate::nn::qmatmul::{PackedMatrix, QuantKind};
 use crate::quant::GgmlType;
@@ -59,7 +61,7 @@ use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter};
 use burn::tensor::{DType, Device, Shape, TensorData};
 use regex::Regex;
 use serde_json::{Map, Value as Json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
@@ -930,6 +932,51 @@ pub fn config_from_gguf(g: &Gguf<'_>, path: &Path) -> Result<VoxtralConfig, Chec
     VoxtralConfig::from_params_value(ConfigJson::from_value(path, params))
 }
 
+/// A 2-D GGUF tensor kept in its stored form.
+enum StoredMatrix {
+    Packed(PackedMatrix<'static>),
+    Half(HalfMatrix),
+}
+
+/// `t` (ggml `ne = [n_in, n_out]`, PyTorch `[n_out, n_in]`) as a slice of `mmap` when it is a
+/// matrix of Q8_0, Q4_0, BF16 or F16; `None` for F32 tensors and vectors.
+fn stored_matrix(
+    mmap: &bytes::Bytes,
+    t: &crate::quant::gguf::TensorInfo<'_>,
+    path: &Path,
+) -> Result<Option<StoredMatrix>, CheckpointError> {
+    let shape = t.shape();
+    if shape.len() != 2 {
+        return Ok(None);
+    }
+    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+    let bytes = mmap.slice(t.range.clone());
+    let bad = |e: String| CheckpointError::file(path, format!("tensor {}: {e}", t.name));
+    Ok(match t.ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 => {
+            let kind = if t.ty == GgmlType::Q8_0 {
+                QuantKind::Q8_0
+            } else {
+                QuantKind::Q4_0
+            };
+            Some(StoredMatrix::Packed(
+                PackedMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
+            ))
+        }
+        GgmlType::BF16 | GgmlType::F16 => {
+            let kind = if t.ty == GgmlType::BF16 {
+                HalfKind::Bf16
+            } else {
+                HalfKind::F16
+            };
+            Some(StoredMatrix::Half(
+                HalfMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
+            ))
+        }
+        _ => None,
+    })
+}
+
 impl Voxtral {
     /// Load a voxtral.cpp GGUF (see the module doc) onto `device`, with its tokenizer.
     ///
@@ -938,8 +985,10 @@ impl Voxtral {
     /// not `voxtral_realtime`, configuration or tokenizer keys missing, tensors missing,
     /// unexpected or mis-shaped (all listed), a tensor type other than F32, F16, BF16, Q8_0, Q4_0.
     pub fn load_gguf(path: &Path, device: &Device) -> Result<(Self, Tekken), CheckpointError> {
-        let mmap =
-            Arc::new(map_file(path).map_err(|e| CheckpointError::file(path, e.to_string()))?);
+        // One shared handle on the mapping: packed and 16-bit matrices keep slices of it.
+        let mmap = bytes::Bytes::from_owner(
+            map_file(path).map_err(|e| CheckpointError::file(path, e.to_string()))?,
+        );
         let g = Gguf::parse(&mmap, path).map_err(|e| CheckpointError::file(path, e.to_string()))?;
         let cfg = config_from_gguf(&g, path)?;
         let tok = tekken_from_gguf(&g, path)?;
@@ -962,6 +1011,8 @@ impl Voxtral {
         no_problems(path, tensor_problems(&expected_tensors(&cfg), &found))?;
 
         let mut model = Voxtral::random(cfg, device);
+        // Tensors used in place (packed or 16-bit), not loaded through Burn.
+        let mut in_place: HashSet<String> = HashSet::new();
         {
             let mut linears: HashMap<String, &mut LinearWeight> = model
                 .linears_mut()
@@ -972,22 +1023,27 @@ impl Voxtral {
                 let Some(hf) = hf_of.get(t.name) else {
                     continue;
                 };
-                let kind = match t.ty {
-                    GgmlType::Q8_0 => QuantKind::Q8_0,
-                    GgmlType::Q4_0 => QuantKind::Q4_0,
-                    _ => continue,
-                };
-                let Some(l) = linears.get_mut(hf) else {
+                let Some(stored) = stored_matrix(&mmap, t, path)? else {
                     continue;
                 };
-                let shape = t.shape();
-                let m =
-                    PackedMatrix::new(kind, shape[0] as usize, shape[1] as usize, t.data.to_vec())
-                        .map_err(|e| {
-                            CheckpointError::file(path, format!("tensor {}: {e}", t.name))
-                        })?;
-                l.set_packed(m);
+                if let Some(l) = linears.get_mut(hf) {
+                    match stored {
+                        StoredMatrix::Packed(m) => l.set_packed(m),
+                        StoredMatrix::Half(m) => l.set_half(m),
+                    }
+                    in_place.insert(t.name.to_string());
+                }
             }
+        }
+        // The token table (also the tied head) as stored too.
+        if let Some(t) = g.tensor("tok_embeddings.weight")
+            && let Some(stored) = stored_matrix(&mmap, t, path)?
+        {
+            model.net.model.language_model.embed_tokens = match stored {
+                StoredMatrix::Packed(m) => TokenEmbedding::Packed(Arc::new(m)),
+                StoredMatrix::Half(m) => TokenEmbedding::Half(m),
+            };
+            in_place.insert(t.name.to_string());
         }
         // Everything not packed: widened to f32 when Burn asks for it.
         let mut snapshots = Vec::new();
@@ -995,9 +1051,12 @@ impl Voxtral {
             let Some(hf) = hf_of.get(t.name) else {
                 continue;
             };
+            if in_place.contains(t.name) {
+                continue;
+            }
             let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
             let (ty, range) = (t.ty, t.range.clone());
-            let map = Arc::clone(&mmap);
+            let map = mmap.clone();
             let name = t.name.to_string();
             snapshots.push(burn::store::bridge::deferred(
                 hf.clone(),

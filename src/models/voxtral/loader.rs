@@ -1,6 +1,11 @@
 //! Weight loading for Voxtral Realtime from Mistral `consolidated.safetensors` + `params.json`
-//! or HF `model.safetensors` + `config.json`, through burn-store (memory-mapped, BF16/F16 cast to
-//! F32).
+//! or HF `model.safetensors` + `config.json`.
+//!
+//! The file is memory-mapped. BF16 / F16 linear weights and the token table (the released
+//! checkpoint is BF16: 8.9 GB) are used as stored ([`crate::nn::half`]): no f32 copy, no
+//! widening pass, 2 bytes read per weight. Everything else (norms, conv stem, biases, f32
+//! tensors) is loaded through burn-store and cast to f32. On the graph-capture device
+//! (`voxtrace export`) every tensor is widened to f32, as the exporter needs plain matmuls.
 //!
 //! Before any tensor is applied the safetensors header is checked against the tensors the
 //! configuration implies (names in HF form, PyTorch shapes): a missing, extra or mis-shaped
@@ -18,10 +23,23 @@ use crate::models::checkpoint::{
     self, CheckpointError, ExpectedTensors, LayoutSpec, load_safetensors_into, no_problems,
     read_safetensors_header, tensor_problems,
 };
+use crate::nn::embedding::TokenEmbedding;
+use crate::nn::half::{HalfKind, HalfMatrix};
 use burn::tensor::Device;
 use regex::Regex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// How BF16 / F16 matrices of a checkpoint are held once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightStorage {
+    /// Linear weights and the token table used as stored, memory-mapped (`nn::half`); the
+    /// default. On the graph-capture device this falls back to [`WeightStorage::F32`].
+    #[default]
+    AsStored,
+    /// Every tensor widened to f32 Burn parameters (what graph export needs).
+    F32,
+}
 
 /// Which checkpoint layout a folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +320,20 @@ impl Voxtral {
         layout: WeightLayout,
         device: &Device,
     ) -> Result<Self, CheckpointError> {
+        Self::load_layout_as(dir, layout, WeightStorage::AsStored, device)
+    }
+
+    /// Load a checkpoint folder of the given layout with `storage` (e.g.
+    /// [`WeightStorage::F32`] for `voxtrace export`, whose graph capture needs f32 matmuls).
+    ///
+    /// # Errors
+    /// See [`Voxtral::load`].
+    pub fn load_layout_as(
+        dir: &Path,
+        layout: WeightLayout,
+        storage: WeightStorage,
+        device: &Device,
+    ) -> Result<Self, CheckpointError> {
         let (cfg, weights) = match layout {
             WeightLayout::Mistral => (
                 VoxtralConfig::from_params_json(&dir.join("params.json"))?,
@@ -312,7 +344,7 @@ impl Voxtral {
                 dir.join("model.safetensors"),
             ),
         };
-        Self::load_weights(cfg, &weights, layout, device)
+        Self::load_weights_as(cfg, &weights, layout, storage, device)
     }
 
     /// Build a model of shape `cfg` and fill it from `weights` (a safetensors file in
@@ -326,11 +358,81 @@ impl Voxtral {
         layout: WeightLayout,
         device: &Device,
     ) -> Result<Self, CheckpointError> {
+        Self::load_weights_as(cfg, weights, layout, WeightStorage::AsStored, device)
+    }
+
+    /// [`Voxtral::load_weights`] with a choice of [`WeightStorage`].
+    ///
+    /// # Errors
+    /// See [`Voxtral::load`].
+    pub fn load_weights_as(
+        cfg: VoxtralConfig,
+        weights: &Path,
+        layout: WeightLayout,
+        storage: WeightStorage,
+        device: &Device,
+    ) -> Result<Self, CheckpointError> {
         check_header(weights, &cfg, layout)?;
         let mut model = Voxtral::random(cfg, device);
+        if storage == WeightStorage::AsStored && !crate::nn::linear::is_capture(device) {
+            model.use_stored_matrices(weights, layout)?;
+        }
         let rules = (layout == WeightLayout::Mistral).then(mistral_to_hf_rules);
         load_safetensors_into(&mut model.net, weights, rules.as_deref())?;
         Ok(model)
+    }
+
+    /// Point every linear weight and the token table that `weights` stores in BF16 / F16 at its
+    /// bytes in the memory-mapped file (the matrices then hold the mapping open); they are no
+    /// longer Burn parameters, so burn-store loads only the rest. The header was checked.
+    fn use_stored_matrices(
+        &mut self,
+        weights: &Path,
+        layout: WeightLayout,
+    ) -> Result<(), CheckpointError> {
+        let file = std::fs::File::open(weights)
+            .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
+        // SAFETY: the file is opened read-only; as every memory-mapped loader (burn-store's
+        // included), we rely on it not being truncated while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
+        let bytes = bytes::Bytes::from_owner(map);
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
+        let base = bytes.as_ptr() as usize;
+        let hf_name = |name: &str| match layout {
+            WeightLayout::Hf => Some(name.to_string()),
+            WeightLayout::Mistral => mistral_to_hf(name),
+        };
+        let mut stored: HashMap<String, HalfMatrix> = HashMap::new();
+        for (name, view) in st.tensors() {
+            let kind = match view.dtype() {
+                safetensors::Dtype::BF16 => HalfKind::Bf16,
+                safetensors::Dtype::F16 => HalfKind::F16,
+                _ => continue,
+            };
+            let (&[rows, cols], Some(hf)) = (view.shape(), hf_name(&name)) else {
+                continue;
+            };
+            let start = view.data().as_ptr() as usize - base;
+            let m = HalfMatrix::new(
+                kind,
+                rows,
+                cols,
+                bytes.slice(start..start + view.data().len()),
+            )
+            .map_err(|e| CheckpointError::file(weights, format!("tensor {name}: {e}")))?;
+            stored.insert(hf, m);
+        }
+        for (name, l) in self.linears_mut() {
+            if let Some(m) = stored.remove(&format!("{name}.weight")) {
+                l.set_half(m);
+            }
+        }
+        if let Some(m) = stored.remove("model.language_model.embed_tokens.weight") {
+            self.net.model.language_model.embed_tokens = TokenEmbedding::Half(m);
+        }
+        Ok(())
     }
 }
 

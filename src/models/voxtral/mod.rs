@@ -29,6 +29,6 @@ pub mod streaming;
 pub mod time_embedding;
 
 pub use config::{DecoderConfig, EncoderConfig, VoxtralConfig};
-pub use loader::WeightLayout;
+pub use loader::{WeightLayout, WeightStorage};
 pub use model::{Voxtral, VoxtralRealtime};
 pub use prompt::{PromptTokens, StreamingPrompt, streaming_prompt};

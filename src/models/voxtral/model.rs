@@ -132,7 +132,43 @@ impl Voxtral {
                 packed += 1;
             }
         }
+        if self.net.lm_head.is_none()
+            && self.net.model.language_model.embed_tokens.quantize(kind)?
+        {
+            packed += 1;
+        }
         Ok(packed)
+    }
+
+    /// Weight bytes one decoder step reads, as stored: every decoder layer's attention and MLP
+    /// projections plus the LM head (the tied token table unless the checkpoint has its own).
+    /// Divided by the memory bandwidth, the lower bound of a step's time.
+    pub fn decoder_step_weight_bytes(&self) -> usize {
+        let lm = &self.net.model.language_model;
+        let layers: usize = lm
+            .layers
+            .iter()
+            .map(|l| {
+                let (a, m) = (&l.self_attn, &l.mlp);
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .iter()
+                .map(|w| w.weight_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        layers
+            + match &self.net.lm_head {
+                Some(h) => h.weight_bytes(),
+                None => lm.embed_tokens.weight_bytes(),
+            }
     }
 
     /// Audio embeddings from log-mel features: encoder, frame grouping, projector (upstream
@@ -189,17 +225,7 @@ impl Voxtral {
         let h = s.fed_input(h);
         let logits = match &self.net.lm_head {
             Some(head) => crate::nn::LinearLayer::apply(head, h),
-            None if crate::nn::linear::is_capture(&h.device()) => {
-                let w = self.net.model.language_model.embed_tokens.weight.val();
-                h.matmul(w.transpose().unsqueeze::<3>())
-            }
-            None => {
-                let [b, n, d] = h.dims();
-                let w = self.net.model.language_model.embed_tokens.weight.val();
-                let vocab = w.dims()[0];
-                crate::nn::linear::matmul_transposed(h.reshape([b * n, d]), w)
-                    .reshape([b, n, vocab])
-            }
+            None => self.net.model.language_model.embed_tokens.logits(h),
         };
         s.output(logits)
     }
@@ -269,5 +295,32 @@ impl Voxtral {
             &off,
         );
         self.lm_head(h, &off)
+    }
+
+    /// [`Self::decode_step`] with logits for the last position only (what greedy decoding
+    /// reads): a prefill of `seq` positions costs one LM-head product, not `seq` (at the
+    /// released size the head is 131072 x 3072).
+    ///
+    /// # Shapes
+    /// As [`Self::decode_step`]; returns logits `[1, 1, vocab]`.
+    pub fn decode_step_last(
+        &self,
+        inputs_embeds: Tensor<3>,
+        t_cond: &Tensor<2>,
+        pos0: usize,
+        caches: &mut [KvCache],
+    ) -> Tensor<3> {
+        let off = Scope::off();
+        let h = self.net.model.language_model.forward(
+            inputs_embeds,
+            t_cond,
+            pos0,
+            &self.config.decoder,
+            self.config.rope_style,
+            Some(caches),
+            &off,
+        );
+        let seq = h.dims()[1];
+        self.lm_head(h.narrow(1, seq - 1, 1), &off)
     }
 }

@@ -57,8 +57,36 @@ pub type LogitsObserver<'a> = Box<dyn FnMut(usize, &[f32]) + 'a>;
 
 /// Called at the end of every audio step (one per 80 ms audio token, prompt steps and the
 /// end-of-audio drain included) with (audio token index `k`, the id that step generated, if
-/// any). A step's work is done when it is called, so a clock read here times the step.
+/// any). A step's work is done when it is called, so a clock read here times the step. When
+/// several audio tokens are waiting (the drain of [`StreamingSession::finish`], a large push),
+/// their encoder runs in one call ([`StreamingSession::set_encoder_chunk`]) before the first
+/// of their steps, whose reading then carries the whole batch's encoder time.
 pub type StepObserver<'a> = Box<dyn FnMut(usize, Option<i64>) + 'a>;
+
+/// Where a stream's time went, measured with the wall clock as it runs (seconds and
+/// milliseconds of wall time, not of audio).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTimings {
+    /// Log-mel, conv stem, encoder and adapter over every audio token, seconds.
+    pub encoder_s: f64,
+    /// The decoder prefill of the prompt (one batched pass, last logits only), seconds.
+    pub prefill_s: f64,
+    /// Each decoder step after the prefill (one token each), milliseconds.
+    pub steps_ms: Vec<f64>,
+}
+
+impl StreamTimings {
+    /// The `q`-quantile (0..=1, nearest rank) of [`Self::steps_ms`]; `None` without steps.
+    pub fn step_ms_quantile(&self, q: f64) -> Option<f64> {
+        if self.steps_ms.is_empty() {
+            return None;
+        }
+        let mut v = self.steps_ms.clone();
+        v.sort_by(f64::total_cmp);
+        let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
+}
 
 /// One streaming transcription.
 pub struct StreamingSession<'a> {
@@ -91,7 +119,14 @@ pub struct StreamingSession<'a> {
     budget: TokenBudget,
     observer: Option<LogitsObserver<'a>>,
     step_observer: Option<StepObserver<'a>>,
+    timings: StreamTimings,
+    /// Most audio tokens encoded in one call when more audio is available than one step needs.
+    encoder_chunk: usize,
 }
+
+/// Default for [`StreamingSession::set_encoder_chunk`]: up to 256 audio tokens (20.48 s of
+/// audio, 1024 encoder frames) encoded in one call.
+pub const DEFAULT_ENCODER_CHUNK: usize = 256;
 
 impl<'a> StreamingSession<'a> {
     /// Start a stream: `prompt` = `[BOS] + [STREAMING_PAD] x (left_pad + delay)`, audio settings
@@ -128,6 +163,8 @@ impl<'a> StreamingSession<'a> {
             budget: TokenBudget::Generate,
             observer: None,
             step_observer: None,
+            timings: StreamTimings::default(),
+            encoder_chunk: DEFAULT_ENCODER_CHUNK,
             cfg,
         };
         let left = s.cfg.n_left_pad_tokens()? * s.cfg.raw_audio_length_per_tok();
@@ -168,6 +205,21 @@ impl<'a> StreamingSession<'a> {
             self.enc_caches.iter().map(KvCache::len).max().unwrap_or(0),
             self.dec_caches.iter().map(KvCache::len).max().unwrap_or(0),
         )
+    }
+
+    /// Encode up to `tokens` audio tokens (80 ms each; at least 1) in one call when that much
+    /// audio is waiting (a file, or a live stream that fell behind): the log-mel, the conv stem
+    /// and the sliding-window encoder then run over `8 * tokens` mel frames at once, with the
+    /// state the one-token schedule keeps (conv context, encoder KV cache), so every weight is
+    /// read once per call instead of once per token. `1` is the one-token (8-frame) schedule.
+    /// Tokens are identical either way (tested); the decoder still takes one step per token.
+    pub fn set_encoder_chunk(&mut self, tokens: usize) {
+        self.encoder_chunk = tokens.max(1);
+    }
+
+    /// Wall time spent so far, by phase.
+    pub fn timings(&self) -> &StreamTimings {
+        &self.timings
     }
 
     /// Whether EOS was generated (later audio is ignored).
@@ -216,25 +268,39 @@ impl<'a> StreamingSession<'a> {
         self.pushed += samples.len();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let mut out = Vec::new();
-        while !self.done && self.pushed >= per_tok * (self.next_audio + 1) + LOOK_AHEAD {
-            let k = self.next_audio;
-            let t = self.audio_step();
-            if let Some(observe) = self.step_observer.as_mut() {
-                observe(k, t);
+        // Audio token k is ready once samples up to per_tok * (k + 1) + LOOK_AHEAD exist.
+        while !self.done {
+            let ready = self.pushed.saturating_sub(LOOK_AHEAD) / per_tok;
+            if ready <= self.next_audio {
+                break;
             }
-            if let Some(t) = t {
-                out.push(t);
+            let k0 = self.next_audio;
+            let n = (ready - k0).min(self.encoder_chunk);
+            let audio = self.audio_tokens(n);
+            for i in 0..n {
+                if self.done {
+                    break;
+                }
+                let t = self.decode(audio.clone().narrow(1, i, 1), k0 + i);
+                if let Some(observe) = self.step_observer.as_mut() {
+                    observe(k0 + i, t);
+                }
+                if let Some(t) = t {
+                    out.push(t);
+                }
             }
         }
         out
     }
 
-    /// Compute audio token `next_audio` and, when due, one decoder step.
-    fn audio_step(&mut self) -> Option<i64> {
+    /// Compute audio tokens `next_audio .. next_audio + n` (their samples exist): the log-mel of
+    /// their window, then [`Self::encode_tokens`]. Returns `[1, n, d_dec]`.
+    fn audio_tokens(&mut self, n: usize) -> Tensor<3> {
+        let t0 = std::time::Instant::now();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let k = self.next_audio;
         let win_start = (per_tok * k) as isize - LOOK_BACK as isize;
-        let win_len = per_tok + 400;
+        let win_len = per_tok * n + 400;
         let mut window = vec![0.0f32; win_len];
         for (j, w) in window.iter_mut().enumerate() {
             let abs = win_start + j as isize;
@@ -253,8 +319,8 @@ impl<'a> StreamingSession<'a> {
             TensorData::new(mel.data, [1, mel.n_mels, mel.n_frames]),
             &self.device,
         );
-        let audio = self.encode_token(feats, k);
-        self.next_audio += 1;
+        let audio = self.encode_tokens(feats, k);
+        self.next_audio += n;
         // Drop samples no later window needs.
         let keep_from = (per_tok * self.next_audio).saturating_sub(LOOK_BACK);
         if keep_from > self.buf_start {
@@ -262,12 +328,13 @@ impl<'a> StreamingSession<'a> {
             self.buf.drain(..drop);
             self.buf_start += drop;
         }
-        self.decode(audio, k)
+        self.timings.encoder_s += t0.elapsed().as_secs_f64();
+        audio
     }
 
-    /// Conv stem with carried context, encoder with KV cache, adapter: 8 mel frames `[1, mels, 8]`
-    /// of audio token `k` -> audio embedding `[1, 1, d_dec]`.
-    fn encode_token(&mut self, feats: Tensor<3>, k: usize) -> Tensor<3> {
+    /// Conv stem with carried context, encoder with KV cache, adapter: `8 n` mel frames
+    /// `[1, mels, 8 n]` of audio tokens `k .. k + n` -> audio embeddings `[1, n, d_dec]`.
+    fn encode_tokens(&mut self, feats: Tensor<3>, k: usize) -> Tensor<3> {
         let m = &self.model.net.model;
         let e = &self.model.config.encoder;
         let frames = feats.dims()[2];
@@ -278,8 +345,9 @@ impl<'a> StreamingSession<'a> {
         let x = Tensor::cat(vec![self.conv2_ctx.clone(), h.clone()], 2);
         self.conv2_ctx = h.narrow(2, n1 - 1, 1);
         let h = gelu(m.audio_tower.embedder.conv2.forward_padded(x)).swap_dims(1, 2);
+        // Encoder frames per audio token (4): positions continue from token k's first frame.
         let n = h.dims()[1];
-        let pos0 = k * n;
+        let pos0 = k * self.model.config.downsample_factor;
         let rope = RotaryEmbedding {
             theta: e.rope_theta,
             head_dim: e.head_dim,
@@ -315,6 +383,8 @@ impl<'a> StreamingSession<'a> {
             self.done = true;
             return None;
         }
+        let t0 = std::time::Instant::now();
+        let prefill = k + 1 == l;
         let logits = if k + 1 < l {
             self.prompt_embeds.push(audio);
             return None;
@@ -326,12 +396,12 @@ impl<'a> StreamingSession<'a> {
                 .embed(ids(self.prompt.clone(), &self.device), &off)
                 + audio;
             self.model
-                .decode_step(emb, &self.t_cond, 0, &mut self.dec_caches)
+                .decode_step_last(emb, &self.t_cond, 0, &mut self.dec_caches)
         } else {
             let last = *self.sequence.last().expect("non-empty sequence");
             let emb = self.model.embed(ids(vec![last], &self.device), &off) + audio;
             self.model
-                .decode_step(emb, &self.t_cond, k, &mut self.dec_caches)
+                .decode_step_last(emb, &self.t_cond, k, &mut self.dec_caches)
         };
         if let Some(observe) = self.observer.as_mut() {
             let [_, s, v] = logits.dims();
@@ -346,6 +416,12 @@ impl<'a> StreamingSession<'a> {
             observe(self.sequence.len() - self.prompt.len(), &last);
         }
         let next = super::generate::argmax_last(logits);
+        let dt = t0.elapsed().as_secs_f64();
+        if prefill {
+            self.timings.prefill_s += dt;
+        } else {
+            self.timings.steps_ms.push(dt * 1e3);
+        }
         self.sequence.push(next);
         if Some(next) == self.eos {
             self.done = true;
