@@ -99,6 +99,16 @@ compare reference actual *args:
 export model part out *args:
     cargo run -q -- export --model {{model}} --part {{part}} --out {{out}} {{args}}
 
+# Every module's inputs/outputs of any transformers model (hub id or folder) as a trace-v1 dump; INPUT = audio file (feature extractor) or .safetensors of model inputs; args to reference/dump_torch.py (--ids NAME=SPEC, --kwarg NAME=JSON, --dtype f32|bf16|f16, --filter P, --exclude P, --repeats first). Needs `just setup-reference`.
+dump-torch model input out *args:
+    case "{{input}}" in *.safetensors) kind=--inputs ;; *) kind=--audio ;; esac; \
+    {{ref_py}} reference/dump_torch.py --model "{{model}}" "$kind" "{{input}}" --out "{{out}}" {{args}}
+
+# Prove reference/dump_torch.py (not part of `just test`: it needs the torch venv of `just setup-reference`): Whisper tiny.en dump vs `voxtrace trace` at the chained parity tolerances, tiny Kyutai STT f32 vs bf16 drift report. Extra args go to reference/dump_torch_check.py (--keep DIR keeps the dumps and the HTML report).
+dump-torch-check *args: models
+    cargo build -q --bin voxtrace
+    VOXTRACE_AUDIO_DIR="{{audio_dir}}" {{ref_py}} reference/dump_torch_check.py --voxtrace target/debug/voxtrace --audio-dir "{{audio_dir}}" --whisper {{models}}/whisper-tiny.en {{args}}
+
 # Check and run an exported model in ONNX Runtime on a dump's inputs, writing a trace-v1 dump: just onnx-run model.onnx fixtures/voxtral_tiny/dumps/cards-001.safetensors ort.safetensors
 onnx-run model inputs out *args:
     {{py}} reference/onnx_run.py {{model}} --inputs {{inputs}} --out {{out}} {{args}}
