@@ -44,9 +44,36 @@ def run_shard(voxtrace, cwd, k, n, out, run_id, eval_args):
     }
 
 
+def deterministic_latency(o):
+    """Streaming figures (`latency`, `stream`) reduced to what two runs share: step audio
+    positions and texts, emitted words and their steps, counts, delay and basis (as
+    tests/eval_shards.rs `deterministic_latency`)."""
+    t = o.get("stream")
+    if t is not None:
+        o["stream"] = {
+            "step_s": t["step_s"], "delay_ms": t["delay_ms"], "audio_s": t["audio_s"],
+            "steps": [[s["audio_s"], s.get("text")] for s in t["steps"]],
+        }
+    lat = o.get("latency")
+    if lat is not None:
+        n = lambda s: None if s is None else s.get("n")
+        if "words" in lat:
+            o["latency"] = {
+                "words": [[w["word"], w["step"], w["audio_s"]] for w in lat["words"]],
+                "first_token": lat["first_token_ms"] is not None,
+                "steps": n(lat["step_ms"]), "basis": lat["word_delay_basis"],
+            }
+        else:
+            o["latency"] = {
+                "n_clips": lat["n_clips"], "delay_ms": lat["delay_ms"],
+                "basis": lat["word_delay_basis"],
+                "n": [n(lat[k]) for k in ("first_token_ms", "finalization_ms", "step_ms", "word_delay_ms")],
+            }
+
+
 def comparable(path):
     """results.json without what differs between two runs of one corpus: run id, time,
-    command line, wall-clock seconds and the merge's shard list."""
+    command line, wall-clock seconds, measured streaming times and the merge's shard list."""
     with open(path) as f:
         r = json.load(f)
     for k in ("run_id", "time", "merged_from"):
@@ -55,9 +82,11 @@ def comparable(path):
     for s in r["systems"]:
         for k in ("processing_s", "rtf", "rtfx"):
             s["totals"].pop(k, None)
+        deterministic_latency(s["totals"])
         for u in s["utterances"]:
-            u.pop("seconds", None)
-            u.pop("rtf", None)
+            for k in ("seconds", "rtf", "rtfx"):
+                u.pop(k, None)
+            deterministic_latency(u)
     return r
 
 

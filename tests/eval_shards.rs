@@ -121,8 +121,9 @@ fn eval(d: &Path, run_id: &str, extra: &[&str]) -> std::process::Output {
 }
 
 /// results.json as JSON without what differs between two runs of the same corpus: run id,
-/// time, command line, wall-clock seconds (per clip and totals: seconds, rtf, processing_s,
-/// rtfx) and the merge's list of shard runs.
+/// time, command line, wall-clock seconds (per clip and totals: seconds, rtf, rtfx,
+/// processing_s) and the merge's list of shard runs. Streaming figures are measured times too:
+/// only what the schedule fixes is kept ([`deterministic_latency`]).
 fn comparable(d: &Path, run: &str) -> serde_json::Value {
     let p = d.join("reports").join(run).join("results.json");
     let mut v: serde_json::Value =
@@ -133,16 +134,54 @@ fn comparable(d: &Path, run: &str) -> serde_json::Value {
     }
     o["provenance"].as_object_mut().unwrap().remove("command");
     for s in o["systems"].as_array_mut().unwrap() {
+        let t = s["totals"].as_object_mut().unwrap();
         for k in ["processing_s", "rtf", "rtfx"] {
-            s["totals"].as_object_mut().unwrap().remove(k);
+            t.remove(k);
         }
+        deterministic_latency(t);
         for u in s["utterances"].as_array_mut().unwrap() {
-            for k in ["seconds", "rtf"] {
-                u.as_object_mut().unwrap().remove(k);
+            let u = u.as_object_mut().unwrap();
+            for k in ["seconds", "rtf", "rtfx"] {
+                u.remove(k);
             }
+            deterministic_latency(u);
         }
     }
     v
+}
+
+/// Replace the streaming figures of a clip or of a system's totals (`latency`, `stream`) by
+/// what two runs of the same corpus share: the steps' audio positions and texts, the emitted
+/// words and their steps, the counts behind every summary, the delay and the basis; `null`
+/// stays `null`.
+fn deterministic_latency(o: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::{Value, json};
+    let n = |s: &Value| s.get("n").cloned().unwrap_or(Value::Null);
+    if let Some(t) = o.get_mut("stream").filter(|t| !t.is_null()) {
+        let steps: Vec<Value> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| json!([s["audio_s"], s.get("text")]))
+            .collect();
+        *t = json!({"step_s": t["step_s"], "delay_ms": t["delay_ms"], "audio_s": t["audio_s"], "steps": steps});
+    }
+    if let Some(l) = o.get_mut("latency").filter(|l| !l.is_null()) {
+        *l = match l.get("words") {
+            // Per clip.
+            Some(w) => json!({
+                "words": w.as_array().unwrap().iter().map(|w| json!([w["word"], w["step"], w["audio_s"]])).collect::<Vec<_>>(),
+                "first_token": !l["first_token_ms"].is_null(),
+                "steps": n(&l["step_ms"]),
+                "basis": l["word_delay_basis"],
+            }),
+            // Totals.
+            None => json!({
+                "n_clips": l["n_clips"], "delay_ms": l["delay_ms"], "basis": l["word_delay_basis"],
+                "n": [n(&l["first_token_ms"]), n(&l["finalization_ms"]), n(&l["step_ms"]), n(&l["word_delay_ms"])],
+            }),
+        };
+    }
 }
 
 #[test]
@@ -221,6 +260,8 @@ fn three_shards_merge_to_the_single_run() {
         for f in r.systems.values_mut() {
             f.rtf = None;
             f.rtfx = None;
+            // Measured: present or absent alike, values differ.
+            f.latency = f.latency.as_ref().map(|_| Default::default());
         }
         r
     };
@@ -242,6 +283,93 @@ fn three_shards_merge_to_the_single_run() {
         ],
     );
     ok(&o);
+}
+
+/// A streaming system's figures survive the merge: each merged clip keeps its shard's measured
+/// timeline and figures exactly, the merged corpus figures are the pure aggregate of the merged
+/// clips (not of one shard), and everything the schedule fixes equals the single run's.
+#[test]
+fn merge_keeps_streaming_latency() {
+    use voxtrace::eval::latency::latency_totals;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let clips = ["LJ002-0020", "goforward", "001", "002", "003"];
+    let mut m = String::from("id\tfile\treference\n");
+    for c in clips {
+        m.push_str(&format!("{c}\t{c}.wav\tgo forward\n"));
+    }
+    write(&d.join("manifest.tsv"), &m);
+    for k in 1..=2 {
+        assert!(clips.iter().any(|c| shard_of(c, 2) == k), "shard {k} empty");
+    }
+    let model = format!(
+        "tiny=voxtral:{}",
+        common::voxtral_fixture("mistral").display()
+    );
+    let root = common::shared_audio().display().to_string();
+    let run = |id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--manifest",
+            "manifest.tsv",
+            "--audio-root",
+            &root,
+            "--system",
+            &model,
+            "--system",
+            "echo=cmd:test -f {audio} && echo go forward",
+            "--run-id",
+            id,
+            "--quiet",
+        ];
+        args.extend(extra);
+        ok(&voxtrace(d, &args));
+    };
+    run("single", &[]);
+    run("s1", &["--shard", "1/2"]);
+    run("s2", &["--shard", "2/2"]);
+    ok(&voxtrace(
+        d,
+        &[
+            "eval-merge",
+            "reports/s1",
+            "reports/s2",
+            "--run-id",
+            "merged",
+        ],
+    ));
+    let merged = results(d, "merged");
+    let shards = [results(d, "s1"), results(d, "s2")];
+    let tiny = &merged.systems[0];
+    for u in &tiny.utterances {
+        let from = shards
+            .iter()
+            .flat_map(|r| &r.systems[0].utterances)
+            .find(|s| s.id == u.id)
+            .unwrap();
+        assert!(u.stream.is_some() && u.latency.is_some(), "{}", u.id);
+        assert_eq!((&u.stream, &u.latency), (&from.stream, &from.latency));
+    }
+    let lt = tiny.totals.latency.as_ref().expect("merged corpus latency");
+    assert_eq!(lt.n_clips, clips.len());
+    assert_eq!(
+        Some(lt),
+        latency_totals(
+            tiny.utterances
+                .iter()
+                .map(|u| (u.stream.as_ref().unwrap(), u.latency.as_ref().unwrap()))
+        )
+        .as_ref()
+    );
+    assert!(merged.systems[1].totals.latency.is_none());
+    assert!(merged.systems[1].totals.rtfx.is_some());
+    // The deterministic part (steps, audio positions, texts, words, counts) is the single run's.
+    assert_eq!(comparable(d, "merged"), comparable(d, "single"));
+    let h = history::read(&d.join("reports/history.jsonl")).unwrap();
+    assert_eq!(h.len(), 2);
+    assert!(h.iter().all(|r| r.systems["tiny"].latency.is_some()));
+    let html = std::fs::read_to_string(d.join("reports/merged/report.html")).unwrap();
+    assert!(html.contains("Streaming latency"));
 }
 
 fn merge_err(d: &Path, runs: &[&str], id: &str) -> String {

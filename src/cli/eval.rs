@@ -164,6 +164,35 @@ pub fn nothing_scored_exit(run: &RunResults) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
+/// The terminal line of a streaming system's latency figures (ms, p50/p95; see
+/// [`crate::eval::latency`]).
+fn latency_line(l: &crate::eval::latency::LatencyTotals) -> String {
+    let f = |s: Option<crate::eval::latency::Summary>| {
+        s.map_or("n/a".to_string(), |s| format!("{:.0}/{:.0}", s.p50, s.p95))
+    };
+    let step = l
+        .step_ms
+        .map_or("n/a".to_string(), |s| format!("{:.1}/{:.1}", s.p50, s.p95));
+    let reference = l
+        .reference_word_delay_ms
+        .map(|s| {
+            format!(
+                "  word delay vs reference word ends {:.0}/{:.0}",
+                s.p50, s.p95
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "  {:<16} streaming (ms, p50/p95): first token {}  finalization {}  step {step}  word delay {} (vs the step's audio; model delay {:.0} ms){reference}  {} clips",
+        "",
+        f(l.first_token_ms),
+        f(l.finalization_ms),
+        f(l.word_delay_ms),
+        l.delay_ms,
+        l.n_clips
+    )
+}
+
 /// Print a finished run's headline figures: one JSON object (`json`) or a table.
 pub fn print_run(run: &RunResults, dir: &Path, json: bool) {
     if json {
@@ -225,6 +254,9 @@ pub fn print_run(run: &RunResults, dir: &Path, json: bool) {
                 ));
             }
             println!("{line}");
+            if let Some(l) = &t.latency {
+                println!("{}", latency_line(l));
+            }
         }
         for m in &run.missing_clips {
             println!("  missing audio: {} ({})", m.id, m.path);

@@ -186,6 +186,7 @@ fn records(s: &SystemResult) -> HashMap<String, UttRecord> {
                     error: u.error.clone(),
                     seconds: u.seconds,
                     audio_s: u.audio_s,
+                    stream: u.stream.clone(),
                 },
             )
         })

@@ -6,6 +6,9 @@
 //! * [`normalize`]: a faithful port of Whisper's `EnglishTextNormalizer` / `BasicTextNormalizer`.
 //! * [`align`]: word (or character) Levenshtein alignment with jiwer- and sclite-compatible
 //!   tie-breaking.
+//! * [`latency`]: streaming latency (first token, finalization, per-step time, per-word
+//!   emission delay) from a measured step timeline, by pure functions; [`stream`] runs and
+//!   times the streaming decode of a streaming model.
 //! * [`metrics`]: per-utterance and corpus scores ([`metrics::UtteranceScore`],
 //!   [`metrics::CorpusScore`], [`metrics::score_corpus`]).
 //! * [`systems`]: what turns a clip into text (`voxtral:`, `whisper:`, `transcripts:`, `cmd:`,
@@ -23,6 +26,7 @@
 pub mod align;
 pub mod corpus_formats;
 mod error;
+pub mod latency;
 pub mod manifest;
 pub mod merge;
 pub mod metrics;
@@ -30,6 +34,7 @@ pub mod normalize;
 pub mod results;
 pub mod runner;
 pub mod shard;
+pub mod stream;
 pub mod systems;
 
 pub use error::{Cause, EvalError, error_chain};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EvalError;
 use super::align::{AlignedWord, ErrorCounts};
+use super::latency::{ClipLatency, LatencyTotals, StreamTrace};
 use super::metrics::{Confusion, TextScore, WordCount};
 use super::shard::ShardInfo;
 use super::systems::SystemInfo;
@@ -62,6 +63,17 @@ pub struct UttResult {
     pub audio_s: f64,
     /// seconds / audio_s.
     pub rtf: Option<f64>,
+    /// audio_s / seconds (RTFx, the Open ASR Leaderboard's speed figure).
+    #[serde(default)]
+    pub rtfx: Option<f64>,
+    /// Streaming figures of this clip ([`super::latency::clip_latency`] of [`Self::stream`]);
+    /// `None` for a system that does not stream, a failed or a missing clip.
+    #[serde(default)]
+    pub latency: Option<ClipLatency>,
+    /// The measured step timeline the streaming figures come from (what a merge of shard runs
+    /// recomputes them from); `None` as [`Self::latency`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamTrace>,
 }
 
 /// Corpus totals of one system.
@@ -101,6 +113,10 @@ pub struct Totals {
     pub rtf: Option<f64>,
     /// audio / processing.
     pub rtfx: Option<f64>,
+    /// Streaming figures over the clips with a step timeline
+    /// ([`super::latency::latency_totals`]); `None` for a system that does not stream.
+    #[serde(default)]
+    pub latency: Option<LatencyTotals>,
     /// Most frequent (reference, hypothesis) substitutions.
     pub top_confusions: Vec<Confusion>,
     /// Most inserted words.
@@ -308,6 +324,11 @@ pub fn headline(run: &RunResults) -> BTreeMap<String, serde_json::Value> {
                     "ser": s.totals.ser,
                     "rtf": s.totals.rtf,
                     "rtfx": s.totals.rtfx,
+                    "first_token_ms_p50": s.totals.latency.as_ref().and_then(|l| l.first_token_ms).map(|x| x.p50),
+                    "finalization_ms_p50": s.totals.latency.as_ref().and_then(|l| l.finalization_ms).map(|x| x.p50),
+                    "step_ms_p50": s.totals.latency.as_ref().and_then(|l| l.step_ms).map(|x| x.p50),
+                    "step_ms_p95": s.totals.latency.as_ref().and_then(|l| l.step_ms).map(|x| x.p95),
+                    "word_delay_ms_p50": s.totals.latency.as_ref().and_then(|l| l.word_delay_ms).map(|x| x.p50),
                     "n_scored": s.totals.n_scored,
                     "n_ok": s.totals.n_ok,
                     "n_failed": s.totals.n_failed,

@@ -29,6 +29,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::latency::{
+    StreamTrace, WORD_END_COLUMN, clip_latency_with_reference, latency_totals, parse_word_ends,
+};
 use super::manifest::{Manifest, ManifestEntry};
 use super::metrics::{self, ScoreInput};
 use super::normalize::NORMALIZER_VERSION;
@@ -58,6 +61,10 @@ pub struct UttRecord {
     /// Audio seconds (decoded length when the system decoded it, else the manifest's
     /// `duration_s` or the length read from the audio; 0 when neither is known).
     pub audio_s: f64,
+    /// The measured step timeline of a streaming system's decode
+    /// ([`System::take_stream_trace`]); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamTrace>,
 }
 
 /// Options of [`run_eval`].
@@ -332,6 +339,9 @@ pub fn system_result_named(
                     seconds: None,
                     audio_s: e.duration_s.unwrap_or(0.0),
                     rtf: None,
+                    rtfx: None,
+                    latency: None,
+                    stream: None,
                 });
             }
             Some(r) => {
@@ -365,6 +375,19 @@ pub fn system_result_named(
                     seconds: r.seconds,
                     audio_s: r.audio_s,
                     rtf: r.seconds.and_then(|s| metrics::rtf(s, r.audio_s)),
+                    rtfx: r.seconds.and_then(|s| metrics::rtfx(s, r.audio_s)),
+                    latency: r.stream.as_ref().map(|t| {
+                        let ends = e
+                            .extra
+                            .get(WORD_END_COLUMN)
+                            .filter(|v| !v.trim().is_empty())
+                            .and_then(|v| parse_word_ends(v, &e.reference).ok());
+                        clip_latency_with_reference(
+                            t,
+                            ends.as_deref().map(|w| (e.reference.as_str(), w)),
+                        )
+                    }),
+                    stream: r.stream.clone(),
                 });
             }
         }
@@ -400,6 +423,11 @@ pub fn system_result_named(
     totals.top_confusions = score.top_confusions;
     totals.top_insertions = score.top_insertions;
     totals.top_deletions = score.top_deletions;
+    totals.latency = latency_totals(
+        utterances
+            .iter()
+            .filter_map(|u| u.stream.as_ref().zip(u.latency.as_ref())),
+    );
     SystemResult {
         name: name.to_string(),
         spec: spec.to_string(),
@@ -408,6 +436,27 @@ pub fn system_result_named(
         agreement: None,
         utterances,
     }
+}
+
+/// Check the reference word end times ([`WORD_END_COLUMN`]) of every entry that has them (an
+/// empty cell: none).
+///
+/// # Errors
+/// [`EvalError::BadFile`] naming the manifest, the line and the problem.
+pub fn check_word_ends(manifest: &Manifest, path: &Path) -> Result<(), EvalError> {
+    for e in &manifest.entries {
+        if let Some(v) = e
+            .extra
+            .get(WORD_END_COLUMN)
+            .filter(|v| !v.trim().is_empty())
+        {
+            parse_word_ends(v, &e.reference).map_err(|m| EvalError::BadFile {
+                path: path.to_path_buf(),
+                problem: format!("line {}: {WORD_END_COLUMN}: {m}", e.line),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Check that a run id is a plain folder name (no `/` or `\`, no leading `.`, not empty).
@@ -597,6 +646,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
     }
     // Durations the manifest does not give, from the audio of the clips this run runs.
     manifest.read_durations();
+    check_word_ends(&manifest, &opts.manifest)?;
     if opts.systems.is_empty() {
         return Err(EvalError::BadRun("no --system given".into()));
     }
@@ -708,6 +758,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
             let t0 = Instant::now();
             let out = sys.transcribe(e);
             let secs = t0.elapsed().as_secs_f64();
+            let stream = sys.take_stream_trace();
             let timed = sys.needs_audio();
             let rec = match out {
                 Ok(t) => UttRecord {
@@ -718,6 +769,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                     error: None,
                     seconds: timed.then_some(secs),
                     audio_s: t.audio_s.or(e.duration_s).unwrap_or(0.0),
+                    stream,
                 },
                 Err(err) => {
                     let msg = error_chain(&err);
@@ -730,6 +782,7 @@ pub fn run_eval(opts: &RunOptions) -> Result<(RunResults, PathBuf), EvalError> {
                         error: Some(msg),
                         seconds: timed.then_some(secs),
                         audio_s: e.duration_s.unwrap_or(0.0),
+                        stream: None,
                     }
                 }
             };

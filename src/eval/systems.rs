@@ -5,7 +5,7 @@
 //!
 //! | SPEC                    | what runs                                                                 |
 //! |-------------------------|---------------------------------------------------------------------------|
-//! | `voxtral:DIR`           | the Burn Voxtral Realtime port, offline greedy schedule, 480 ms delay      |
+//! | `voxtral:DIR`           | the Burn Voxtral Realtime port, streaming greedy in 80 ms steps (timed: [`super::latency`]), 480 ms delay |
 //! | `voxtral-q8_0:DIR`      | the same with its linear layers packed as Q8_0 (`nn::qlinear`; conv stem, norms, ADA-norm conditioning, embeddings, tied LM head f32) |
 //! | `voxtral-q4_0:DIR`      | the same, packed as Q4_0                                                   |
 //! | `whisper:DIR`           | the Burn Whisper tiny.en port, greedy; up to 30 s without timestamps (transformers short-form), longer long-form with timestamps (`models::whisper::longform`) |
@@ -293,6 +293,11 @@ pub trait System {
     fn needs_audio(&self) -> bool {
         true
     }
+    /// The step timeline of the last [`System::transcribe`] of a streaming system (taken: a
+    /// second call gives `None`); `None` for a system that does not stream.
+    fn take_stream_trace(&mut self) -> Option<super::latency::StreamTrace> {
+        None
+    }
 }
 
 impl SystemSpec {
@@ -553,13 +558,15 @@ pub fn weights_file(dir: &Path) -> Option<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // voxtral:DIR
 
-/// The Burn Voxtral Realtime port (offline greedy, [`crate::models::voxtral::pipeline`]), with a
-/// 480 ms transcription delay (the released default).
+/// The Burn Voxtral Realtime port, streaming greedy in 80 ms steps
+/// ([`super::stream::transcribe_streaming`]; the offline schedule's ids), with a 480 ms
+/// transcription delay (the released default); each clip's steps are timed.
 pub struct VoxtralSystem {
     info: SystemInfo,
     device: burn::tensor::Device,
     model: crate::models::voxtral::Voxtral,
     tok: crate::tokenizer::Tekken,
+    trace: Option<super::latency::StreamTrace>,
 }
 
 impl VoxtralSystem {
@@ -595,7 +602,7 @@ impl VoxtralSystem {
                 weights_file: wf.map(|p| p.display().to_string()),
                 weights_sha256: sha,
                 backend: format!(
-                    "burn 0.22.1 {device}, offline greedy, delay {} ms, linear layers {}",
+                    "burn 0.22.1 {device}, streaming greedy (80 ms steps), delay {} ms, linear layers {}",
                     Self::DELAY_MS,
                     quant.map_or("f32", |q| q.name())
                 ),
@@ -603,6 +610,7 @@ impl VoxtralSystem {
             device: dev,
             model,
             tok,
+            trace: None,
         })
     }
 }
@@ -612,17 +620,26 @@ impl System for VoxtralSystem {
         &self.info
     }
     fn transcribe(&mut self, entry: &ManifestEntry) -> Result<Transcription, EvalError> {
-        use crate::models::voxtral::pipeline::{prepare_offline, transcribe_offline};
+        self.trace = None;
         let s = crate::audio::load_mono_16k(&entry.path)
             .map_err(load_err(&entry.path, "cannot decode audio"))?;
-        let inp = prepare_offline(&s, &self.tok, Self::DELAY_MS, &self.device)
-            .map_err(|e| EvalError::Model(e.into()))?;
-        let (_, text) = transcribe_offline(&self.model, &self.tok, &inp)
-            .map_err(|e| EvalError::Model(e.into()))?;
+        let (text, trace) = super::stream::transcribe_streaming(
+            &self.model,
+            &self.tok,
+            &s,
+            Self::DELAY_MS,
+            &mut super::stream::WallClock::default(),
+            &self.device,
+        )
+        .map_err(|e| EvalError::Model(e.into()))?;
+        self.trace = Some(trace);
         Ok(Transcription {
-            text: text.trim().to_string(),
+            text,
             audio_s: Some(s.len() as f64 / 16_000.0),
         })
+    }
+    fn take_stream_trace(&mut self) -> Option<super::latency::StreamTrace> {
+        self.trace.take()
     }
 }
 

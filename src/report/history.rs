@@ -39,6 +39,42 @@ pub struct SystemFigures {
     pub n_missing: usize,
     /// Word agreement with the reference system, if any.
     pub word_agreement: Option<f64>,
+    /// Streaming latency of a streaming system (absent for the others and in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFigures>,
+}
+
+/// Headline streaming figures of one system in one run, ms
+/// ([`crate::eval::latency::LatencyTotals`]; `None` where the run had none, e.g. no word).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Median first-token latency over clips.
+    pub first_token_ms_p50: Option<f64>,
+    /// Median finalization delay over clips.
+    pub finalization_ms_p50: Option<f64>,
+    /// Median step time over all steps.
+    pub step_ms_p50: Option<f64>,
+    /// 95th percentile step time over all steps.
+    pub step_ms_p95: Option<f64>,
+    /// Median per-word emission delay over all words (against the emitting step's audio).
+    pub word_delay_ms_p50: Option<f64>,
+    /// Median per-word emission delay against reference word end times, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_word_delay_ms_p50: Option<f64>,
+}
+
+impl LatencyFigures {
+    /// The headline figures of `t`.
+    pub fn from_totals(t: &crate::eval::latency::LatencyTotals) -> Self {
+        Self {
+            first_token_ms_p50: t.first_token_ms.map(|s| s.p50),
+            finalization_ms_p50: t.finalization_ms.map(|s| s.p50),
+            step_ms_p50: t.step_ms.map(|s| s.p50),
+            step_ms_p95: t.step_ms.map(|s| s.p95),
+            word_delay_ms_p50: t.word_delay_ms.map(|s| s.p50),
+            reference_word_delay_ms_p50: t.reference_word_delay_ms.map(|s| s.p50),
+        }
+    }
 }
 
 /// One line of `history.jsonl`.
@@ -90,6 +126,7 @@ impl HistoryRow {
                             n_failed: s.totals.n_failed,
                             n_missing: s.totals.n_missing,
                             word_agreement: s.agreement.as_ref().map(|a| a.word_agreement),
+                            latency: s.totals.latency.as_ref().map(LatencyFigures::from_totals),
                         },
                     )
                 })

@@ -45,6 +45,9 @@ struct UttView {
     i: u64,
     n: u64,
     rtf: String,
+    /// Streaming figures of the clip (ms; "–" when none).
+    first_token: String,
+    finalization: String,
     has_errors: bool,
     reference: String,
     hypothesis: String,
@@ -96,6 +99,47 @@ struct SysView {
     deletions: Vec<Pair>,
     utts: Vec<UttView>,
     n_error_utts: usize,
+    /// Streaming figures of a streaming system.
+    latency: Option<LatView>,
+}
+
+#[derive(Serialize)]
+struct LatRow {
+    what: &'static str,
+    n: usize,
+    p50: String,
+    p95: String,
+    mean: String,
+    max: String,
+}
+
+#[derive(Serialize)]
+struct Dot {
+    x: f64,
+    y: f64,
+    title: String,
+}
+
+#[derive(Serialize)]
+struct LatChart {
+    width: f64,
+    height: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    yticks: Vec<Tick>,
+    xticks: Vec<Tick>,
+    first: Vec<Dot>,
+    last: Vec<Dot>,
+}
+
+#[derive(Serialize)]
+struct LatView {
+    n_clips: usize,
+    delay_ms: String,
+    rows: Vec<LatRow>,
+    chart: LatChart,
 }
 
 #[derive(Serialize)]
@@ -158,6 +202,121 @@ fn opt(x: Option<f64>, digits: usize) -> String {
         Some(v) if v.is_finite() => format!("{v:.digits$}"),
         _ => "–".into(),
     }
+}
+
+/// "Nice" tick step for a range of `span` split in about 5 (1, 2 or 5 times a power of 10).
+fn tick_step(span: f64) -> f64 {
+    let raw = (span / 5.0).max(1e-9);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * p)
+}
+
+/// The streaming view of a system: corpus figures and a chart of each clip's first-token
+/// latency and finalization delay against its duration.
+fn latency_view(s: &crate::eval::results::SystemResult) -> Option<LatView> {
+    use crate::eval::latency::Summary;
+    let l = s.totals.latency.as_ref()?;
+    let row = |what, x: Option<Summary>| {
+        let f = |v: f64| format!("{v:.1}");
+        LatRow {
+            what,
+            n: x.map_or(0, |x| x.n),
+            p50: x.map_or("–".into(), |x| f(x.p50)),
+            p95: x.map_or("–".into(), |x| f(x.p95)),
+            mean: x.map_or("–".into(), |x| f(x.mean)),
+            max: x.map_or("–".into(), |x| f(x.max)),
+        }
+    };
+    let mut rows = vec![
+        row(
+            "first-token latency (ms from the start of the audio)",
+            l.first_token_ms,
+        ),
+        row(
+            "finalization delay (ms from the end of the audio to the final text)",
+            l.finalization_ms,
+        ),
+        row("per-step time (ms of compute per 80 ms step)", l.step_ms),
+        row(
+            "per-word emission delay (ms after the emitting step's audio)",
+            l.word_delay_ms,
+        ),
+    ];
+    if l.reference_word_delay_ms.is_some() {
+        rows.push(row(
+            "per-word emission delay (ms after the reference word's end; correct words)",
+            l.reference_word_delay_ms,
+        ));
+    }
+    let pts: Vec<(&str, f64, Option<f64>, f64)> = s
+        .utterances
+        .iter()
+        .filter_map(|u| {
+            u.latency.as_ref().map(|c| {
+                (
+                    u.id.as_str(),
+                    u.audio_s,
+                    c.first_token_ms,
+                    c.finalization_ms,
+                )
+            })
+        })
+        .collect();
+    let (width, height, left, right, top, bottom) = (680.0, 260.0, 56.0, 664.0, 12.0, 224.0);
+    let xmax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-3);
+    let vals = pts.iter().flat_map(|p| p.2.into_iter().chain([p.3]));
+    let (lo, hi) = vals.fold((0.0f64, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let ystep = tick_step(hi - lo);
+    let (ylo, yhi) = ((lo / ystep).floor() * ystep, (hi / ystep).ceil() * ystep);
+    let sx = |x: f64| left + x / xmax * (right - left);
+    let sy = |y: f64| bottom - (y - ylo) / (yhi - ylo).max(1e-9) * (bottom - top);
+    let yticks = (0..=((yhi - ylo) / ystep).round() as usize)
+        .map(|i| ylo + i as f64 * ystep)
+        .map(|v| Tick {
+            pos: sy(v),
+            label: format!("{v:.0}"),
+        })
+        .collect();
+    let xstep = tick_step(xmax);
+    let xticks = (0..=(xmax / xstep).floor() as usize)
+        .map(|i| i as f64 * xstep)
+        .map(|v| Tick {
+            pos: sx(v),
+            label: format!("{v} s"),
+        })
+        .collect();
+    let dot = |id: &str, a: f64, v: f64, what: &str| Dot {
+        x: sx(a),
+        y: sy(v),
+        title: format!("{id} ({a:.2} s): {what} {v:.1} ms"),
+    };
+    Some(LatView {
+        n_clips: l.n_clips,
+        delay_ms: format!("{:.0}", l.delay_ms),
+        rows,
+        chart: LatChart {
+            width,
+            height,
+            left,
+            right,
+            top,
+            bottom,
+            yticks,
+            xticks,
+            first: pts
+                .iter()
+                .filter_map(|p| p.2.map(|v| dot(p.0, p.1, v, "first token")))
+                .collect(),
+            last: pts
+                .iter()
+                .map(|p| dot(p.0, p.1, p.3, "finalization"))
+                .collect(),
+        },
+    })
 }
 
 /// Build the trend chart over the last `max_runs` history rows (one polyline per system).
@@ -346,6 +505,8 @@ pub fn render(
                         i: c.insertions,
                         n: c.ref_len(),
                         rtf: opt(u.rtf, 3),
+                        first_token: opt(u.latency.as_ref().and_then(|l| l.first_token_ms), 1),
+                        finalization: opt(u.latency.as_ref().map(|l| l.finalization_ms), 1),
                         has_errors: u.status != UttStatus::Ok || c.errors() > 0,
                         reference: u.reference.clone(),
                         hypothesis: u.hypothesis.clone().unwrap_or_default(),
@@ -425,6 +586,7 @@ pub fn render(
                     })
                     .collect(),
                 n_error_utts: utts.iter().filter(|u| u.has_errors).count(),
+                latency: latency_view(s),
                 utts,
             }
         })
@@ -475,6 +637,7 @@ pub fn render(
             nothing_scored => run.nothing_scored,
             any_agreement => !run.reference_pairs.is_empty(),
             reference_pairs => run.reference_pairs.iter().map(|(a, b)| format!("{a} → {b}")).collect::<Vec<_>>(),
+            any_latency => systems.iter().any(|s| s.latency.is_some()),
             systems => systems,
             chart => chart,
             check => check,

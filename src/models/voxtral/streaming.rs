@@ -55,6 +55,14 @@ pub enum TokenBudget {
 /// generated id, before the id is appended.
 pub type LogitsObserver<'a> = Box<dyn FnMut(usize, &[f32]) + 'a>;
 
+/// Called at the end of every audio step (one per 80 ms audio token, prompt steps and the
+/// end-of-audio drain included) with (audio token index `k`, the id that step generated, if
+/// any). A step's work is done when it is called, so a clock read here times the step. When
+/// several audio tokens are waiting (the drain of [`StreamingSession::finish`], a large push),
+/// their encoder runs in one call ([`StreamingSession::set_encoder_chunk`]) before the first
+/// of their steps, whose reading then carries the whole batch's encoder time.
+pub type StepObserver<'a> = Box<dyn FnMut(usize, Option<i64>) + 'a>;
+
 /// Where a stream's time went, measured with the wall clock as it runs (seconds and
 /// milliseconds of wall time, not of audio).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +118,7 @@ pub struct StreamingSession<'a> {
     max_len: Option<usize>,
     budget: TokenBudget,
     observer: Option<LogitsObserver<'a>>,
+    step_observer: Option<StepObserver<'a>>,
     timings: StreamTimings,
     /// Most audio tokens encoded in one call when more audio is available than one step needs.
     encoder_chunk: usize,
@@ -153,6 +162,7 @@ impl<'a> StreamingSession<'a> {
             max_len: None,
             budget: TokenBudget::Generate,
             observer: None,
+            step_observer: None,
             timings: StreamTimings::default(),
             encoder_chunk: DEFAULT_ENCODER_CHUNK,
             cfg,
@@ -171,6 +181,12 @@ impl<'a> StreamingSession<'a> {
     /// Costs one copy of the `[vocab]` logits per step.
     pub fn observe_logits(&mut self, observer: LogitsObserver<'a>) {
         self.observer = Some(observer);
+    }
+
+    /// Call `observer` at the end of every audio step from now on (see [`StepObserver`]); the
+    /// steps of the left padding run in [`Self::new`], before any observer can be set.
+    pub fn observe_steps(&mut self, observer: StepObserver<'a>) {
+        self.step_observer = Some(observer);
     }
 
     /// The prompt followed by the tokens generated so far.
@@ -265,7 +281,11 @@ impl<'a> StreamingSession<'a> {
                 if self.done {
                     break;
                 }
-                if let Some(t) = self.decode(audio.clone().narrow(1, i, 1), k0 + i) {
+                let t = self.decode(audio.clone().narrow(1, i, 1), k0 + i);
+                if let Some(observe) = self.step_observer.as_mut() {
+                    observe(k0 + i, t);
+                }
+                if let Some(t) = t {
                     out.push(t);
                 }
             }
