@@ -82,6 +82,7 @@ full-size-checkpoint dir:
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py
     {{py}} reference/gguf_check.py
+    {{ref_py}} reference/bench_realtime_torch.py --checkpoint fixtures/voxtral_tiny/mistral --audio {{audio_dir}}/001.wav --dtype f32 --attn eager --expect fixtures/voxtral_tiny/dumps/cards-001.safetensors > /dev/null
 
 # Does a Voxtral checkpoint (Mistral or HF folder) reproduce the golden records? Streaming decode of every clip: ids, first logits, WER; exit 1 on a mismatch. Extra args go to `voxtrace verify-real` (e.g. --tokenizer F, --audio-dir D, --json F).
 verify-real model golden=golden_dir *args:
@@ -147,6 +148,10 @@ bench-release:
 # Real time at the real size, end to end (release): on the checkpoint of `just full-size-checkpoint DIR`, one 11 s clip, per type (bf16 as stored, q8_0, q4_0 GGUF written once by `voxtrace quantize` next to it): cold and warm whole-process wall, load, encoder, prefill, decoder step p50/p95 against the memory-bandwidth bound measured in the same run, RTF, peak RSS. JSON in reports/bench/realtime.json.
 bench-realtime dir *args: bench-release
     {{py}} reference/bench_realtime.py --voxtrace target/release/voxtrace --checkpoint {{dir}} --audio {{audio_dir}}/jfk.wav --out reports/bench/realtime.json {{args}}
+
+# The PyTorch peer of bench-realtime: upstream transformers eager, BF16 on CPU, 2 threads (--threads N), the same Mistral-layout folder and clip; whole-process wall, load, encoder, prefill, per-token step p50/p95, peak RSS, ids. JSON in reports/bench/realtime-torch.json.
+bench-realtime-torch dir *args:
+    {{ref_py}} reference/bench_realtime_torch.py --checkpoint {{dir}} --audio {{audio_dir}}/jfk.wav --out reports/bench/realtime-torch.json {{args}}
 
 # Tracing overhead: capture all (memory, file) vs off, and off vs a build without the `record` feature.
 bench-trace *args: bench-build
