@@ -19,7 +19,7 @@
 //! BF16 → f32 is exact (the 16 bits become the high half of the f32); F16 → f32 is exact
 //! (`vcvtph2ps`, or `half::f16::to_f32` in the portable path).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use bytes::Bytes;
 use rayon::prelude::*;
 
@@ -615,25 +615,7 @@ pub fn half_linear<const D: usize>(
     x: Tensor<D>,
     w: &HalfMatrix,
 ) -> Result<Tensor<D>, HalfMatmulError> {
-    let dims = x.dims();
-    let device = x.device();
-    let m: usize = dims[..D - 1].iter().product();
-    if dims[D - 1] != w.cols {
-        return Err(HalfMatmulError::InputLength {
-            m,
-            n_in: w.cols,
-            found: m * dims[D - 1],
-        });
-    }
-    let values: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default();
-    let y = half_matmul(&values, m, w)?;
-    let mut out = dims;
-    out[D - 1] = w.rows;
-    Ok(Tensor::from_data(TensorData::new(y, out), &device))
+    super::linear::on_host_rows(x, w.rows, |v, m| half_matmul(v, m, w))
 }
 
 #[cfg(test)]

@@ -431,3 +431,31 @@ unsafe fn kn_block(
 unsafe fn nk_block(_: usize, _: usize, _: &[f32], _: &[f32], _: usize, _: usize, _: &mut [f32]) {
     unreachable!("avx2_fma() is false off x86_64")
 }
+
+/// `f(values, m)` on the host over the values of `x [..., n_in]` (`m` = the product of the
+/// leading dimensions), the result `[m, n_out]` returned as `[..., n_out]` on `x`'s device:
+/// the bridge between Burn tensors and the hand-written products (`nn::qmatmul`,
+/// `nn::half`), which check `values.len() == m * n_in` themselves.
+///
+/// # Errors
+/// What `f` returns.
+pub fn on_host_rows<const D: usize, E>(
+    x: Tensor<D>,
+    n_out: usize,
+    f: impl FnOnce(&[f32], usize) -> Result<Vec<f32>, E>,
+) -> Result<Tensor<D>, E> {
+    let dims = x.dims();
+    let device = x.device();
+    let m: usize = dims[..D - 1].iter().product();
+    // After `convert::<f32>()` the element type matches, so this cannot fail; an empty vector
+    // would be refused by `f` as an input-length error, not a panic.
+    let values: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
+    let y = f(&values, m)?;
+    let mut out = dims;
+    out[D - 1] = n_out;
+    Ok(Tensor::from_data(TensorData::new(y, out), &device))
+}

@@ -20,7 +20,7 @@
 //! the f32 sums over blocks differs. Output rows are split across Rayon threads when the
 //! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use bytes::Bytes;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -459,27 +459,7 @@ pub fn qlinear<const D: usize>(
     x: Tensor<D>,
     w: &PackedMatrix<'_>,
 ) -> Result<Tensor<D>, QMatmulError> {
-    let dims = x.dims();
-    let device = x.device();
-    let m: usize = dims[..D - 1].iter().product();
-    if dims[D - 1] != w.cols {
-        return Err(QMatmulError::InputLength {
-            m,
-            n_in: w.cols,
-            found: m * dims[D - 1],
-        });
-    }
-    // After `convert::<f32>()` the element type matches, so this cannot fail; an empty
-    // vector would be refused by `qmatmul` as an input-length error, not a panic.
-    let values: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default();
-    let y = qmatmul(&values, m, w)?;
-    let mut out = dims;
-    out[D - 1] = w.rows;
-    Ok(Tensor::from_data(TensorData::new(y, out), &device))
+    super::linear::on_host_rows(x, w.rows, |v, m| qmatmul(v, m, w))
 }
 
 /// `out[i] = dot(wrow, activation row r0 + i)` for `i < out.len() <= X_ROWS`.

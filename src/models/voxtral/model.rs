@@ -284,17 +284,8 @@ impl Voxtral {
         pos0: usize,
         caches: &mut [KvCache],
     ) -> Tensor<3> {
-        let off = Scope::off();
-        let h = self.net.model.language_model.forward(
-            inputs_embeds,
-            t_cond,
-            pos0,
-            &self.config.decoder,
-            self.config.rope_style,
-            Some(caches),
-            &off,
-        );
-        self.lm_head(h, &off)
+        let h = self.decode_hidden(inputs_embeds, t_cond, pos0, caches);
+        self.lm_head(h, &Scope::off())
     }
 
     /// [`Self::decode_step`] with logits for the last position only (what greedy decoding
@@ -310,17 +301,28 @@ impl Voxtral {
         pos0: usize,
         caches: &mut [KvCache],
     ) -> Tensor<3> {
-        let off = Scope::off();
-        let h = self.net.model.language_model.forward(
+        let h = self.decode_hidden(inputs_embeds, t_cond, pos0, caches);
+        let seq = h.dims()[1];
+        self.lm_head(h.narrow(1, seq - 1, 1), &Scope::off())
+    }
+
+    /// The decoder and its final norm over `inputs_embeds` with the KV caches, untraced:
+    /// hidden states `[1, seq, d_dec]`.
+    fn decode_hidden(
+        &self,
+        inputs_embeds: Tensor<3>,
+        t_cond: &Tensor<2>,
+        pos0: usize,
+        caches: &mut [KvCache],
+    ) -> Tensor<3> {
+        self.net.model.language_model.forward(
             inputs_embeds,
             t_cond,
             pos0,
             &self.config.decoder,
             self.config.rope_style,
             Some(caches),
-            &off,
-        );
-        let seq = h.dims()[1];
-        self.lm_head(h.narrow(1, seq - 1, 1), &off)
+            &Scope::off(),
+        )
     }
 }
