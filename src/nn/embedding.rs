@@ -12,7 +12,6 @@ use super::half::{HalfMatrix, half_linear};
 use super::linear::{is_capture, matmul_transposed};
 use super::qlinear::QLinearError;
 use super::qmatmul::{BLOCK, PackedMatrix, QuantKind, qlinear};
-use crate::quant::GgmlType;
 use crate::quant::blocks::quantize;
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
@@ -78,13 +77,13 @@ impl TokenEmbedding {
     /// # Panics
     /// An id outside `0..vocab` (as `nn.Embedding` raises).
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let (vocab, d) = self.dims();
-        let [b, n] = ids.dims();
-        let device = ids.device();
         let table = match self {
             TokenEmbedding::F32(e) => return e.forward(ids),
             other => other,
         };
+        let (vocab, d) = self.dims();
+        let [b, n] = ids.dims();
+        let device = ids.device();
         let ids: Vec<i64> = ids
             .into_data()
             .convert::<i64>()
@@ -162,11 +161,7 @@ impl TokenEmbedding {
                     reason: format!("{err:?}"),
                 })?,
         };
-        let ty = match kind {
-            QuantKind::Q8_0 => GgmlType::Q8_0,
-            QuantKind::Q4_0 => GgmlType::Q4_0,
-        };
-        let bytes = quantize(&values, d, ty)?;
+        let bytes = quantize(&values, d, kind.ggml_type())?;
         *self = TokenEmbedding::Packed(Arc::new(PackedMatrix::new(kind, vocab, d, bytes)?));
         Ok(true)
     }

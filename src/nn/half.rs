@@ -19,6 +19,7 @@
 //! BF16 → f32 is exact (the 16 bits become the high half of the f32); F16 → f32 is exact
 //! (`vcvtph2ps`, or `half::f16::to_f32` in the portable path).
 
+use super::qmatmul::{over_output_rows, untranspose};
 use burn::tensor::Tensor;
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -285,10 +286,7 @@ pub fn half_matmul_with(
             found: x.len(),
         });
     }
-    if m == 0 || n_out == 0 {
-        return Ok(vec![0.0; m * n_out]);
-    }
-    if n_in == 0 {
+    if m == 0 || n_out == 0 || n_in == 0 {
         return Ok(vec![0.0; m * n_out]);
     }
     let kernel = if kernel.available() {
@@ -296,12 +294,12 @@ pub fn half_matmul_with(
     } else {
         HalfKernel::Scalar
     };
-    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1;
+    let threads = rayon::current_num_threads();
+    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS && threads > 1;
     // Output transposed, `[n_out, m]`: each task owns a contiguous range of weight rows.
     let mut yt = vec![0f32; n_out * m];
     if m >= gemm_min_rows {
         let rows_per_block = (GEMM_BLOCK_VALUES / n_in).clamp(1, n_out);
-        let threads = rayon::current_num_threads();
         let mut wf = vec![0f32; rows_per_block * n_in];
         for (t, chunk) in yt.chunks_mut(rows_per_block * m).enumerate() {
             let j0 = t * rows_per_block;
@@ -336,7 +334,7 @@ pub fn half_matmul_with(
                     false,
                     false,
                     false,
-                    if parallel && threads > 1 {
+                    if parallel {
                         gemm::Parallelism::Rayon(threads)
                     } else {
                         gemm::Parallelism::None
@@ -365,26 +363,9 @@ pub fn half_matmul_with(
                 }
             }
         };
-        if parallel {
-            let threads = rayon::current_num_threads();
-            let rows_per_task = n_out.div_ceil(threads * 4).max(8);
-            yt.par_chunks_mut(rows_per_task * m)
-                .enumerate()
-                .for_each(|(t, chunk)| run(t * rows_per_task, chunk));
-        } else {
-            run(0, &mut yt);
-        }
+        over_output_rows(&mut yt, m, parallel, 8, run);
     }
-    if m == 1 {
-        return Ok(yt);
-    }
-    let mut y = vec![0f32; m * n_out];
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n_out + j] = *v;
-        }
-    }
-    Ok(y)
+    Ok(untranspose(yt, m, n_out))
 }
 
 /// `out[i] = dot(widen(wrow), x[i * n .. (i + 1) * n])` for `i < out.len() <= 4`.

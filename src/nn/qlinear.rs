@@ -48,7 +48,6 @@
 
 use super::half::{HalfMatrix, half_linear};
 use super::qmatmul::{BLOCK, PackedMatrix, QMatmulError, QuantKind, qlinear};
-use crate::quant::GgmlType;
 use crate::quant::blocks::{QuantizeError, quantize};
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
@@ -126,7 +125,7 @@ impl PackedLinear {
                 rows[o * n_in + i] = v;
             }
         }
-        let bytes = quantize(&rows, n_in, ggml_type(kind))?;
+        let bytes = quantize(&rows, n_in, kind.ggml_type())?;
         Ok(Self {
             weight: Arc::new(PackedMatrix::new(kind, n_out, n_in, bytes)?),
             bias: layer.bias.clone(),
@@ -175,14 +174,6 @@ impl HalfLinear {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
         }
-    }
-}
-
-/// The GGUF tensor type of a block format.
-fn ggml_type(kind: QuantKind) -> GgmlType {
-    match kind {
-        QuantKind::Q8_0 => GgmlType::Q8_0,
-        QuantKind::Q4_0 => GgmlType::Q4_0,
     }
 }
 
@@ -297,7 +288,7 @@ impl LinearWeight {
                     return Ok(false);
                 }
                 // Already `[n_out, n_in]` rows: quantized as a GGUF converter would.
-                let bytes = quantize(&h.weight.to_f32(), n_in, ggml_type(kind))?;
+                let bytes = quantize(&h.weight.to_f32(), n_in, kind.ggml_type())?;
                 let weight = Arc::new(PackedMatrix::new(kind, n_out, n_in, bytes)?);
                 let bias = h.bias.clone();
                 *self = LinearWeight::Packed(PackedLinear { weight, bias });

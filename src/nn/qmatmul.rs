@@ -61,6 +61,14 @@ impl QuantKind {
         }
     }
 
+    /// The GGUF tensor type of this block format.
+    pub const fn ggml_type(self) -> crate::quant::GgmlType {
+        match self {
+            QuantKind::Q8_0 => crate::quant::GgmlType::Q8_0,
+            QuantKind::Q4_0 => crate::quant::GgmlType::Q4_0,
+        }
+    }
+
     /// The GGUF name (`q8_0`, `q4_0`).
     pub const fn name(self) -> &'static str {
         match self {
@@ -429,17 +437,37 @@ pub fn qmatmul_with(
             }
         }
     };
-    if n_out * n_in >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
-        let threads = rayon::current_num_threads();
-        let rows_per_task = n_out.div_ceil(threads * 4).max(ROWS_PER_TASK_MIN);
+    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS;
+    over_output_rows(&mut yt, m, parallel, ROWS_PER_TASK_MIN, run);
+    Ok(untranspose(yt, m, n_out))
+}
+
+/// `run(j0, chunk)` over `yt [n_out, m]` (output rows first) in chunks of whole output rows,
+/// `j0` the chunk's first row: on the Rayon threads, about four tasks per thread of at least
+/// `min_rows` rows each, when `parallel` and there is more than one thread; else in one call.
+pub(crate) fn over_output_rows(
+    yt: &mut [f32],
+    m: usize,
+    parallel: bool,
+    min_rows: usize,
+    run: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    if parallel && threads > 1 {
+        let n_out = yt.len() / m.max(1);
+        let rows_per_task = n_out.div_ceil(threads * 4).max(min_rows);
         yt.par_chunks_mut(rows_per_task * m)
             .enumerate()
             .for_each(|(t, chunk)| run(t * rows_per_task, chunk));
     } else {
-        run(0, &mut yt);
+        run(0, yt);
     }
+}
+
+/// `yt [n_out, m]` as the row-major product `[m, n_out]` (no copy when `m == 1`).
+pub(crate) fn untranspose(yt: Vec<f32>, m: usize, n_out: usize) -> Vec<f32> {
     if m == 1 {
-        return Ok(yt);
+        return yt;
     }
     let mut y = vec![0f32; m * n_out];
     for (j, col) in yt.chunks_exact(m).enumerate() {
@@ -447,7 +475,7 @@ pub fn qmatmul_with(
             y[i * n_out + j] = *v;
         }
     }
-    Ok(y)
+    y
 }
 
 /// `layer(x)` for a packed weight: `x [..., n_in]` -> `[..., n_out]` through [`qmatmul`]

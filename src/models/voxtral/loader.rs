@@ -162,6 +162,16 @@ pub fn mistral_to_hf_rules() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+impl WeightLayout {
+    /// The HF name of a tensor named `name` in this layout (`None`: no Mistral rule matches).
+    pub fn hf_name(self, name: &str) -> Option<String> {
+        match self {
+            WeightLayout::Hf => Some(name.to_string()),
+            WeightLayout::Mistral => mistral_to_hf(name),
+        }
+    }
+}
+
 /// Map one Mistral tensor name to its HF name (`None` when no rule matches).
 pub fn mistral_to_hf(name: &str) -> Option<String> {
     static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
@@ -293,10 +303,7 @@ pub fn check_header(
     cfg: &VoxtralConfig,
     layout: WeightLayout,
 ) -> Result<(), CheckpointError> {
-    let found = read_safetensors_header(path, |name| match layout {
-        WeightLayout::Hf => Some(name.to_string()),
-        WeightLayout::Mistral => mistral_to_hf(name),
-    })?;
+    let found = read_safetensors_header(path, |name| layout.hf_name(name))?;
     no_problems(path, tensor_problems(&expected_tensors(cfg), &found))
 }
 
@@ -400,10 +407,6 @@ impl Voxtral {
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
         let base = bytes.as_ptr() as usize;
-        let hf_name = |name: &str| match layout {
-            WeightLayout::Hf => Some(name.to_string()),
-            WeightLayout::Mistral => mistral_to_hf(name),
-        };
         let mut stored: HashMap<String, HalfMatrix> = HashMap::new();
         for (name, view) in st.tensors() {
             let kind = match view.dtype() {
@@ -411,7 +414,7 @@ impl Voxtral {
                 safetensors::Dtype::F16 => HalfKind::F16,
                 _ => continue,
             };
-            let (&[rows, cols], Some(hf)) = (view.shape(), hf_name(&name)) else {
+            let (&[rows, cols], Some(hf)) = (view.shape(), layout.hf_name(&name)) else {
                 continue;
             };
             let start = view.data().as_ptr() as usize - base;
