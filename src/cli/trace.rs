@@ -4,7 +4,8 @@
 //! Like `reference/voxtral_tiny.py`: greedy offline generation first, then one teacher-forced
 //! forward pass on the generated sequence with capture on, so the dump joins name by name with
 //! the upstream dump. Top-level entries `input_features`, `input_ids`, `generated_ids`,
-//! `logits` are recorded too.
+//! `logits` are recorded too. `--no-generate` skips the generation (the full-size parity run:
+//! `just parity-full-size`), `--names-from DUMP` records exactly a reference dump's names.
 //!
 //! Whisper folders (CTranslate2 or transformers layout, see [`crate::models::whisper`]) are
 //! traced the way `reference/whisper_reference.py` dumps transformers' Whisper: greedy decoding
