@@ -78,7 +78,7 @@ reference: models
 full-size-checkpoint dir:
     {{ref_py}} reference/full_size_checkpoint.py {{dir}}
 
-# Full-size parity (issue 22): upstream's hook dump of DIR (`just full-size-checkpoint DIR`; f32, and f64 for upstream's own f32 error) vs `voxtrace trace` on the same inputs (encoder, adapter, one decoder pass over CLIP's positions); HTML report reports/parity-full-size/report.html, then the ignored test tests/voxtral_fullsize_parity.rs. Needs `just setup-reference`, ~14 GB free RAM, ~10 min. Dumps in target/parity-full-size/.
+# Full-size parity (issue 22): upstream's hook dump of DIR (`just full-size-checkpoint DIR`; f32, and f64 for upstream's own f32 error) vs `voxtrace trace` on the same inputs (encoder, adapter, one decoder pass over CLIP's positions); HTML report reports/parity-full-size/report.html, then the ignored test tests/voxtral_fullsize_parity.rs. Needs `just setup-reference`, ~14 GB free RAM, ~15 min. Dumps in target/parity-full-size/.
 parity-full-size dir clip=(audio_dir / "001.wav"):
     #!/usr/bin/env bash
     set -euo pipefail
