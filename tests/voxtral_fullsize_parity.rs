@@ -6,8 +6,8 @@
 //! computing in f32 (`reference/voxtral_fullsize_parity.py`: weights held in BF16 and upcast
 //! per module, proven bit-identical to a plain f32 model on the tiny fixture).
 //!
-//! Ignored by default: it needs the ~8.9 GB checkpoint, upstream's dump (~11 GB RAM and ~2 min
-//! to make) and ~10 GB RAM here. `just parity-full-size DIR` makes the dumps and runs it with
+//! Ignored by default: it needs the ~8.9 GB checkpoint, upstream's f32 and f64 dumps (peak RSS
+//! 10.9 / 12.9 GiB, 2 and 5 min to make) and 8.9 GiB here. `just parity-full-size DIR` makes the dumps and runs it with
 //! `--ignored`. Inputs (a missing one fails the test, naming it):
 //! - `VOXTRACE_FULLSIZE_DIR`: the checkpoint folder;
 //! - `VOXTRACE_FULLSIZE_DUMP`: upstream's f32 dump; its `input_features` / `input_ids` /
@@ -112,7 +112,7 @@ struct Row {
 }
 
 #[test]
-#[ignore = "needs the full-size checkpoint and upstream's dump (~18 GB, minutes): just parity-full-size DIR"]
+#[ignore = "needs the full-size checkpoint and upstream's dump (~13 GB RAM, ~15 min): just parity-full-size DIR"]
 fn fullsize_encoder_adapter_and_decoder_pass_match_upstream() {
     let dir = env_path(
         "VOXTRACE_FULLSIZE_DIR",
