@@ -470,12 +470,14 @@ fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [
         let mut a0 = 0;
         while a0 < m {
             let a1 = (a0 + act_block).min(m);
-            let mut k0 = 0;
-            while k0 < n {
-                let len = BF16_KC.min(n - k0);
-                let mut jj = 0;
-                while jj < rows {
-                    let jw = 4.min(rows - jj);
+            let mut jj = 0;
+            while jj < rows {
+                let jw = 4.min(rows - jj);
+                // The tile's weight rows are read front to back (prefetch-friendly streams);
+                // each 256-column slice stays in L1 while it meets every activation tile.
+                let mut k0 = 0;
+                while k0 < n {
+                    let len = BF16_KC.min(n - k0);
                     let mut r = a0;
                     while r < a1 {
                         let rr = 4.min(a1 - r);
@@ -508,9 +510,9 @@ fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [
                         }
                         r += rr;
                     }
-                    jj += jw;
+                    k0 += len;
                 }
-                k0 += len;
+                jj += jw;
             }
             a0 = a1;
         }
