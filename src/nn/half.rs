@@ -788,6 +788,10 @@ mod x86 {
     /// As [`bf16_tile`] with `jw = JW`, `rr = R`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "acc[t][i] crosses two register arrays: the indices say which tile entry"
+    )]
     unsafe fn bf16_tile_n<const JW: usize, const R: usize>(
         w: *const u16,
         x: *const u16,
