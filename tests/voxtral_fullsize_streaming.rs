@@ -15,7 +15,7 @@
 mod common;
 
 use common::device;
-use common::voxtral::{clip, stream_with};
+use common::voxtral::{clip, max_logit_diff, stream_with};
 use voxtrace::models::voxtral::Voxtral;
 use voxtrace::nn::half::{HalfCompute, bf16_compute_available};
 
@@ -39,12 +39,7 @@ fn batched_encoder_gives_the_one_token_schedule_tokens_at_full_size() {
         let batched = stream_with(&model, &tok, &x, x.len(), Some(256));
         assert!(one.ids.len() > 40, "{mode:?}: {} ids", one.ids.len());
         assert_eq!(batched.ids, one.ids, "{mode:?}: encoder chunk 256 vs 1");
-        let mut max = 0f32;
-        for (p, q) in batched.logits.iter().zip(&one.logits) {
-            for (a, c) in p.iter().zip(q) {
-                max = max.max((a - c).abs());
-            }
-        }
+        let max = max_logit_diff(&batched.logits, &one.logits);
         eprintln!(
             "{mode:?}: {} ids equal, {} generated positions, logits max |diff| {max:.3e}",
             one.ids.len(),

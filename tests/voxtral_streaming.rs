@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::voxtral::{clip, stream, stream_with};
+use common::voxtral::{clip, max_logit_diff, stream, stream_with};
 use common::*;
 use voxtrace::models::voxtral::{Voxtral, WeightLayout};
 use voxtrace::tokenizer::Tekken;
@@ -99,12 +99,7 @@ fn batched_encoder_gives_the_one_token_schedule_tokens() {
                 let b = stream_with(&model, &tok, &x, x.len(), Some(enc_chunk));
                 assert_eq!(b.ids, one.ids, "{dir} {name}: encoder chunk {enc_chunk}");
                 assert_eq!(b.logits.len(), one.logits.len());
-                let mut max = 0f32;
-                for (p, q) in b.logits.iter().zip(&one.logits) {
-                    for (a, c) in p.iter().zip(q) {
-                        max = max.max((a - c).abs());
-                    }
-                }
+                let max = max_logit_diff(&b.logits, &one.logits);
                 assert!(
                     max <= 1e-4,
                     "{dir} {name}: chunk {enc_chunk}: logits differ by {max}"
@@ -143,24 +138,14 @@ fn bf16_compute_keeps_batched_and_one_token_schedules_equal() {
             b.ids, one.ids,
             "{name}: bf16 compute, encoder chunk 256 vs 1"
         );
-        let mut max = 0f32;
-        for (p, q) in b.logits.iter().zip(&one.logits) {
-            for (a, c) in p.iter().zip(q) {
-                max = max.max((a - c).abs());
-            }
-        }
+        let max = max_logit_diff(&b.logits, &one.logits);
         assert!(
             max <= 1e-4,
             "{name}: bf16 compute, chunk 256 vs 1: logits differ by {max}"
         );
         let f = stream_with(&f32_model, &tok, &x, x.len(), Some(256));
         let common = f.ids.iter().zip(&b.ids).take_while(|(a, c)| a == c).count();
-        let mut drift = 0f32;
-        for (p, q) in b.logits.iter().zip(&f.logits).take(1) {
-            for (a, c) in p.iter().zip(q) {
-                drift = drift.max((a - c).abs());
-            }
-        }
+        let drift = max_logit_diff(&b.logits[..1], &f.logits[..1]);
         eprintln!(
             "{name}: bf16 vs f32 compute: {common} of {} / {} ids in common prefix, first logits max diff {drift:.3e}",
             b.ids.len(),

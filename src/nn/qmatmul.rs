@@ -861,31 +861,21 @@ mod x86 {
         t
     };
 
-    /// `vpermb` indices: the four f16 scales of a Q4_0 group (bytes `18k`, `18k + 1`) into
-    /// bytes 0..8.
-    const Q4_SCALES: [u8; 64] = {
+    /// Byte-shuffle indices putting the four f16 scales of a group of blocks `bb` bytes apart
+    /// (bytes `bb * k`, `bb * k + 1`) into bytes 0..8: for Q4_0 (`vpermb` on `p[0..64]`) and
+    /// Q8_0 (`vpermt2b` on `p[0..64]`, `p[64..128]`, where the index is the byte offset).
+    const fn scale_indices(bb: usize) -> [u8; 64] {
         let mut t = [0u8; 64];
         let mut k = 0;
         while k < 4 {
-            t[2 * k] = (18 * k) as u8;
-            t[2 * k + 1] = (18 * k + 1) as u8;
+            t[2 * k] = (bb * k) as u8;
+            t[2 * k + 1] = (bb * k + 1) as u8;
             k += 1;
         }
         t
-    };
-
-    /// `vpermt2b` indices: the four f16 scales of a Q8_0 group (bytes `34k`, `34k + 1` of
-    /// `p[0..64]` and `p[64..128]`) into bytes 0..8.
-    const Q8_SCALES: [u8; 64] = {
-        let mut t = [0u8; 64];
-        let mut k = 0;
-        while k < 4 {
-            t[2 * k] = (34 * k) as u8;
-            t[2 * k + 1] = (34 * k + 1) as u8;
-            k += 1;
-        }
-        t
-    };
+    }
+    const Q4_SCALES: [u8; 64] = scale_indices(18);
+    const Q8_SCALES: [u8; 64] = scale_indices(34);
 
     /// Lane `l` of a product of a Q4_0 group belongs to block `l / 4`; of a Q8_0 register
     /// pair to block `l / 8` (first register) and `2 + l / 8` (second).

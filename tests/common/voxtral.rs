@@ -95,3 +95,12 @@ pub fn clip(name: &str) -> Vec<f32> {
     };
     voxtrace::audio::load_mono_16k(&path).unwrap()
 }
+
+/// Largest `|a - b|` over two runs' per-position logits (positions zipped).
+#[allow(dead_code)]
+pub fn max_logit_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(p, q)| p.iter().zip(q).map(|(x, y)| (x - y).abs()))
+        .fold(0f32, f32::max)
+}
