@@ -94,15 +94,9 @@ pub fn build_profile() -> &'static str {
 /// An unreadable model, tokenizer or audio file.
 pub fn whisper(model_dir: &Path, audio: &[PathBuf], device: &Device) -> Result<String, BenchError> {
     use crate::models::whisper::Whisper;
-    use crate::tokenizer::WhisperTokenizer;
     let t0 = Instant::now();
-    let model = Whisper::load(model_dir, device).map_err(|e| BenchError::File {
+    let (model, tok) = Whisper::open(model_dir, None, device).map_err(|e| BenchError::File {
         path: model_dir.to_path_buf(),
-        cause: e.to_string(),
-    })?;
-    let tok_path = model_dir.join("tokenizer.json");
-    let tok = WhisperTokenizer::from_file(&tok_path).map_err(|e| BenchError::File {
-        path: tok_path.clone(),
         cause: e.to_string(),
     })?;
     let load_s = t0.elapsed().as_secs_f64();

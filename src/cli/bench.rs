@@ -22,7 +22,8 @@ pub enum BenchMode {
     /// Load Whisper once and transcribe files (greedy, no timestamps); JSON with load time,
     /// transcription time and every transcript.
     Whisper {
-        /// Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`).
+        /// Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`) or
+        /// Whisper GGUF file.
         #[arg(long)]
         model: PathBuf,
         /// Audio files.
