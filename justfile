@@ -88,6 +88,10 @@ reference-check:
 verify-real model golden=golden_dir *args:
     cargo run -q -- verify-real --model {{model}} --golden {{golden}} {{args}}
 
+# Whisper tiny.en as one self-contained GGUF (weights, config, tokenizer): just whisper-gguf q8_0 whisper-q8_0.gguf (f32|f16|bf16|q8_0|q4_0); any --model takes the file.
+whisper-gguf type out: models
+    cargo run -q -- quantize --model {{models}}/whisper-tiny.en --type {{type}} --out {{out}}
+
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:
     cargo run -q -- trace --model {{model}} {{audio}} --out {{out}} {{args}}
