@@ -149,6 +149,11 @@ bench-voxtral *args: bench-build
 bench-release:
     cargo build --release --bin voxtrace
 
+# voxtrace's packed Q4_0 / Q8_0 kernels against candle-core's QMatMul on the same bytes (release, 2 threads): m=1 at 9216x3072 and 3072x3072, m=256 at 3072x3072; ratio table, output checked; JSON in reports/bench/candle.json. The peer (peers/candle-qmatmul) is its own crate, never built by `just test`.
+bench-candle *args: bench-release
+    cd peers/candle-qmatmul && CARGO_TARGET_DIR={{justfile_directory()}}/target/candle-qmatmul cargo build --release -q
+    {{py}} reference/bench_candle.py --voxtrace target/release/voxtrace --candle target/candle-qmatmul/release/candle-qmatmul --out reports/bench/candle.json {{args}}
+
 # Real time at the real size, end to end (release): on the checkpoint of `just full-size-checkpoint DIR`, one 11 s clip, per type (bf16 as stored, q8_0, q4_0 GGUF written once by `voxtrace quantize` next to it): cold and warm whole-process wall, load, encoder, prefill, decoder step p50/p95 against the memory-bandwidth bound measured in the same run, RTF, peak RSS. JSON in reports/bench/realtime.json.
 bench-realtime dir *args: bench-release
     {{py}} reference/bench_realtime.py --voxtrace target/release/voxtrace --checkpoint {{dir}} --audio {{audio_dir}}/jfk.wav --out reports/bench/realtime.json {{args}}

@@ -104,6 +104,11 @@ pub enum BenchMode {
         /// Timed repetitions (median reported).
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Also write the run's inputs and output to this folder, for a peer to multiply the
+        /// same bytes (`peers/candle-qmatmul`): `weight.bin` (the packed blocks),
+        /// `x.bin` and `y.bin` (the detected kernel's output), f32 little-endian, row-major.
+        #[arg(long)]
+        dump: Option<std::path::PathBuf>,
     },
 }
 
@@ -136,7 +141,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             n_out,
             n_in,
             reps,
-        } => bench::qmatmul_bench(kind.parse()?, *m, *n_out, *n_in, *reps, &device)?,
+            dump,
+        } => bench::qmatmul_bench(
+            kind.parse()?,
+            (*m, *n_out, *n_in),
+            *reps,
+            dump.as_deref(),
+            &device,
+        )?,
     };
     println!("{out}");
     Ok(ExitCode::SUCCESS)
