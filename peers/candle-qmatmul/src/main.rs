@@ -16,14 +16,23 @@
 //! is reported. Threads: rayon's pool, `RAYON_NUM_THREADS` (both programs read it).
 //!
 //! ## The check
-//! Both compute, per output, `y_j = sum_b d_w(b) d_x(b) S_b`: the activation row quantized per
-//! block of 32 to 8 bits (`d_x = max|x| / 127`, `q = round(x / d_x)`), `S_b` the exact integer
-//! dot product of the block. They differ in that ggml and candle store `d_x` as f16 (relative
-//! rounding at most 2^-11) where voxtrace keeps it in f32, and in the order of their f32 sums.
-//! So, with `T_j = sum_b |d_w(b) d_x(b) S_b|` computed here in f64 from the same bytes,
-//! `|y_candle - y_voxtrace| <= (2^-11 + 2 (n_blocks + 2) 2^-24) T_j` must hold for every
-//! output; the JSON gives the largest ratio to that bound (`max_err_over_bound`) and the check
-//! fails (exit 1) above 1.
+//! Both quantize each activation row to 8 bits and sum exact integer block products scaled in
+//! f32, but not with the same activation blocks: voxtrace (as ggml's reference
+//! `quantize_row_q8_0`) rounds per block of 32 (`d = max|x| / 127`, `q = round(x / d)`, `d`
+//! kept in f32); candle's generic path (`k_quants`, every Q4_0 product on x86) rounds the same
+//! way but stores `d` as f16; its repacked AVX-512 VNNI / AVX-VNNI path for Q8_0 weights
+//! (`repack_x86`, from mistral.rs) rounds per block of 256 (ggml's Q8_K, `d = max / -127` with
+//! the signed extreme). This program replays each of those quantizations exactly (f32
+//! arithmetic as there) and computes each scheme's result `Y_p` exactly in f64 from the same
+//! bytes, with `T_p` the sum of the magnitudes of its block terms. Per output,
+//!
+//! `|y_candle - y_voxtrace| <= max_p |Y_p - Y_voxtrace| + 2 (n_blocks + 3) 2^-24 (T_p + T_voxtrace)`
+//!
+//! over the candle schemes `p` that can apply (Q4_0: the generic one; Q8_0: either): the
+//! difference of the schemes themselves plus the f32 rounding of each side's block products and
+//! sums, checked on every activation row up to 8 rows (else the first 4 and the last 4). The
+//! JSON gives the largest ratio of the difference to that bound
+//! (`max_err_over_bound`) and the largest scheme difference; the check fails (exit 1) above 1.
 
 use candle_core::quantized::{GgmlDType, QMatMul, ggml_file};
 use candle_core::{Device, Module, Tensor};
@@ -63,7 +72,11 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    if a.m == 0 || a.n_out == 0 || a.n_in == 0 || a.n_in % 32 != 0 || a.dump.as_os_str().is_empty()
+    if a.m == 0
+        || a.n_out == 0
+        || a.n_in == 0
+        || !a.n_in.is_multiple_of(32)
+        || a.dump.as_os_str().is_empty()
     {
         return Err("--m, --n-out, --n-in (a multiple of 32) and --dump are required".into());
     }
@@ -99,48 +112,128 @@ fn f16_to_f64(b: [u8; 2]) -> f64 {
     if sign == 1 { -v } else { v }
 }
 
-/// `T_j` of the module doc for every output: per block, ggml's activation quantization
-/// (`quantize_row_q8_0_ref`: `d = amax / 127`, `q = round(x / d)`, in f32) and the exact
-/// integer dot with the weight block.
-fn magnitudes(kind: &str, w: &[u8], x: &[f32], m: usize, n_out: usize, n_in: usize) -> Vec<f64> {
+/// Weight value `t` (0..32) of a block as its integer `q` (`w = d * q`).
+fn wq(kind: &str, blk: &[u8], t: usize) -> i32 {
+    if kind == "q8_0" {
+        i32::from(blk[2 + t] as i8)
+    } else if t < 16 {
+        i32::from(blk[2 + t] & 0x0f) - 8
+    } else {
+        i32::from(blk[2 + t - 16] >> 4) - 8
+    }
+}
+
+/// One activation quantization: per element its integer and the f64 scale applied to it.
+struct Scheme {
+    q: Vec<i32>,
+    d: Vec<f64>,
+}
+
+/// ggml's `quantize_row_q8_0` (voxtrace's; candle's with `f16_scale`): per block of 32,
+/// `d = amax / 127`, `q = round(x * (1 / d))` in f32.
+fn q8_0_scheme(x: &[f32], f16_scale: bool) -> Scheme {
+    let (mut q, mut d) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    for blk in x.chunks(32) {
+        let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let s = amax / 127.0;
+        let id = if s != 0.0 { 1.0 / s } else { 0.0 };
+        let stored = if f16_scale {
+            f64::from(half::f16::from_f32(s).to_f32())
+        } else {
+            f64::from(s)
+        };
+        for &v in blk {
+            q.push((v * id).round() as i32);
+            d.push(stored);
+        }
+    }
+    Scheme { q, d }
+}
+
+/// ggml's / candle's `quantize_row_q8_K`: per block of 256, `iscale = -127 / max` (the signed
+/// extreme), `q = clamp(round(iscale * x), -128, 127)`, `d = 1 / iscale`, in f32.
+fn q8_k_scheme(x: &[f32]) -> Scheme {
+    let (mut q, mut d) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    for blk in x.chunks(256) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in blk {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let (iscale, s) = if amax == 0.0 {
+            (0.0, 0.0)
+        } else {
+            let i = -127f32 / max;
+            (i, 1.0 / i)
+        };
+        for &v in blk {
+            q.push((iscale * v).round().clamp(-128.0, 127.0) as i32);
+            d.push(f64::from(s));
+        }
+    }
+    Scheme { q, d }
+}
+
+/// Activation rows checked: all of them up to 8, else the first 4 and the last 4 (the exact
+/// replay costs `n_out * n_in` per row and scheme).
+fn checked_rows(m: usize) -> Vec<usize> {
+    if m <= 8 {
+        (0..m).collect()
+    } else {
+        (0..4).chain(m - 4..m).collect()
+    }
+}
+
+/// `(bound, scheme difference)` of the module doc (The check) for every output of `rows`
+/// (`[rows.len(), n_out]`).
+fn bounds(
+    kind: &str,
+    w: &[u8],
+    x: &[f32],
+    rows: &[usize],
+    n_out: usize,
+    n_in: usize,
+) -> Vec<(f64, f64)> {
     let nb = n_in / 32;
     let bb = if kind == "q8_0" { 34 } else { 18 };
-    let mut out = vec![0f64; m * n_out];
-    for r in 0..m {
+    let rel = 2.0 * (nb as f64 + 3.0) * 2f64.powi(-24);
+    let mut out = Vec::with_capacity(rows.len() * n_out);
+    for &r in rows {
         let xr = &x[r * n_in..(r + 1) * n_in];
-        let qx: Vec<(f64, [i32; 32])> = xr
-            .chunks_exact(32)
-            .map(|blk| {
-                let amax = blk.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
-                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                let mut q = [0i32; 32];
-                for (qi, &v) in q.iter_mut().zip(blk) {
-                    *qi = (v * id).round() as i32;
-                }
-                (f64::from(d), q)
-            })
-            .collect();
+        let vox = q8_0_scheme(xr, false);
+        let mut candle = vec![q8_0_scheme(xr, true)];
+        if kind == "q8_0" && n_in.is_multiple_of(256) {
+            candle.push(q8_k_scheme(xr));
+        }
         for j in 0..n_out {
             let row = &w[j * nb * bb..(j + 1) * nb * bb];
-            let mut t = 0f64;
-            for (b, (dx, qx)) in qx.iter().enumerate() {
+            // (Y, T) per scheme: voxtrace first.
+            let mut yt = vec![(0f64, 0f64); 1 + candle.len()];
+            for b in 0..nb {
                 let blk = &row[b * bb..(b + 1) * bb];
                 let dw = f16_to_f64([blk[0], blk[1]]);
-                let s: i32 = if kind == "q8_0" {
-                    (0..32).map(|i| i32::from(blk[2 + i] as i8) * qx[i]).sum()
-                } else {
-                    (0..16)
-                        .map(|i| {
-                            let lo = i32::from(blk[2 + i] & 0x0f) - 8;
-                            let hi = i32::from(blk[2 + i] >> 4) - 8;
-                            lo * qx[i] + hi * qx[i + 16]
-                        })
-                        .sum()
-                };
-                t += (dw * dx * f64::from(s)).abs();
+                for (k, s) in std::iter::once(&vox).chain(&candle).enumerate() {
+                    // Per 32-block term: d_w * sum_t q_w q_x d_x (d_x constant within a
+                    // 32-block in every scheme).
+                    let i0 = b * 32;
+                    let sum: i64 = (0..32)
+                        .map(|t| i64::from(wq(kind, blk, t)) * i64::from(s.q[i0 + t]))
+                        .sum();
+                    let term = dw * s.d[i0] * sum as f64;
+                    yt[k].0 += term;
+                    yt[k].1 += term.abs();
+                }
             }
-            out[r * n_out + j] = t;
+            let (yv, tv) = yt[0];
+            let mut bound = 0f64;
+            let mut diff = 0f64;
+            for &(yc, tc) in &yt[1..] {
+                diff = diff.max((yc - yv).abs());
+                bound = bound.max((yc - yv).abs() + rel * (tc + tv));
+            }
+            out.push((bound, diff));
         }
     }
     out
@@ -189,15 +282,20 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             y_vox.len()
         ));
     }
-    let nb = (a.n_in / 32) as f64;
-    let rel = 2f64.powi(-11) + 2.0 * (nb + 2.0) * 2f64.powi(-24);
-    let t = magnitudes(&a.kind, &w, &x, a.m, a.n_out, a.n_in);
-    let (mut max_abs, mut worst, mut y_max) = (0f64, 0f64, 0f64);
-    for ((&c, &v), &tj) in y_candle.iter().zip(&y_vox).zip(&t) {
+    let rows = checked_rows(a.m);
+    let t = bounds(&a.kind, &w, &x, &rows, a.n_out, a.n_in);
+    let pick = |y: &[f32]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&r| y[r * a.n_out..(r + 1) * a.n_out].iter().copied())
+            .collect()
+    };
+    let (yc, yv) = (pick(&y_candle), pick(&y_vox));
+    let (mut max_abs, mut worst, mut y_max, mut scheme_diff) = (0f64, 0f64, 0f64, 0f64);
+    for ((&c, &v), &(bound, sd)) in yc.iter().zip(&yv).zip(&t) {
+        scheme_diff = scheme_diff.max(sd);
         let d = (f64::from(c) - f64::from(v)).abs();
         max_abs = max_abs.max(d);
         y_max = y_max.max(f64::from(v).abs());
-        let bound = rel * tj;
         let r = if bound > 0.0 {
             d / bound
         } else if d == 0.0 {
@@ -220,7 +318,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             "weight_gb_per_s": w.len() as f64 / med / 1e9,
             "check": {
                 "against": "voxtrace bench qmatmul y (detected kernel), same weight bytes and x",
-                "bound": "|y_candle - y_voxtrace| <= (2^-11 + 2 (n_blocks + 2) 2^-24) * sum_b |d_w d_x S_b| per output",
+                "bound": "|y_candle - y_voxtrace| <= max_p |Y_p - Y_voxtrace| + 2 (n_blocks + 3) 2^-24 (T_p + T_voxtrace) per output (Y_p: each activation-quantization scheme replayed exactly; candle's 32-block f16-scale scheme, and for Q8_0 its 256-block Q8_K one)",
+                "max_scheme_diff": scheme_diff,
+                "rows_checked": rows,
                 "max_abs_diff": max_abs, "max_abs_y": y_max,
                 "max_err_over_bound": worst, "pass": pass,
             },
