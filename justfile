@@ -106,6 +106,10 @@ parity-full-size dir clip=(audio_dir / "001.wav"):
     VOXTRACE_FULLSIZE_DIR="{{dir}}" VOXTRACE_FULLSIZE_DUMP="$out/upstream-f32.safetensors" VOXTRACE_FULLSIZE_FLOOR="$out/floor.json" \
         cargo test -q --features ndarray --test voxtral_fullsize_parity -- --ignored --nocapture
 
+# The batched encoder at the real size (issue 28): streaming with up to 256 audio tokens per encoder call gives the one-token schedule's ids and logits (within 1e-4) on the checkpoint of `just full-size-checkpoint DIR`, f32 and (with AVX512_BF16) bf16 compute. ~9 GiB RSS, a few minutes.
+fullsize-streaming dir:
+    VOXTRACE_FULLSIZE_DIR="{{dir}}" cargo test -q --features ndarray --test voxtral_fullsize_streaming -- --ignored --nocapture
+
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py

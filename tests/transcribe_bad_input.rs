@@ -324,3 +324,39 @@ fn fifo_without_writer_and_folder_are_refused_not_waited_on() {
         assert_eq!(out[0]["file"], good.display().to_string());
     }
 }
+
+/// `--compute bf16` on a model without BF16 linear weights (the f32 HF fixture) is refused
+/// with exit 2 and a message naming the model and why, before any audio is read; on the BF16
+/// Mistral fixture it runs where the CPU has AVX512_BF16 and is refused the same way where it
+/// does not.
+#[test]
+fn compute_bf16_needs_bf16_weights_and_the_instructions() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("tone.wav");
+    let tone: Vec<f32> = (0..16000)
+        .map(|i| 0.3 * (i as f32 * 440.0 * std::f32::consts::TAU / 16000.0).sin())
+        .collect();
+    write_wav(&wav, 16000, &tone);
+    let hf = Path::new(ROOT).join("fixtures/voxtral_tiny/hf");
+    let out = Command::new(env!("CARGO_BIN_EXE_voxtrace"))
+        .args(["transcribe", "--compute", "bf16", "--model"])
+        .arg(&hf)
+        .arg("--tokenizer")
+        .arg(Path::new(ROOT).join("fixtures/voxtral_tiny/mistral/tekken.json"))
+        .arg(&wav)
+        .output()
+        .expect("run voxtrace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(
+        err.contains("--compute bf16 needs BF16") && err.contains("voxtral_tiny/hf"),
+        "stderr: {err}"
+    );
+    let out = transcribe(&["--compute", "bf16", wav.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if voxtrace::nn::half::bf16_compute_available() {
+        assert_eq!(out.status.code(), Some(0), "stderr: {err}");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    }
+}

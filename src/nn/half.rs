@@ -447,10 +447,15 @@ pub fn half_matmul_with(
 /// before the next block ([`bf16_products`]): an L2-sized share.
 const BF16_ACT_BLOCK_BYTES: usize = 256 << 10;
 
+/// Input columns per pass of [`bf16_products`]: a tile's 4 weight-row slices (2 kB) stay in
+/// L1 while it meets every activation-row slice of the block (from L2).
+const BF16_KC: usize = 256;
+
 /// `yt [n_out, m] = w · bf16(x)ᵀ` by [`HalfCompute::Bf16`]: the activations rounded to bf16
 /// once, then tiles of up to 4 weight rows x 4 activation rows (16 accumulators, each weight
-/// and activation vector loaded once per tile), activation rows in L2-sized blocks, output
-/// rows across Rayon threads when `parallel`.
+/// and activation vector loaded once per tile) over [`BF16_KC`] columns at a time (each
+/// pass's sums added to the output in column order, the same order for any `m`), activation
+/// rows in L2-sized blocks, output rows across Rayon threads when `parallel`.
 #[cfg(target_arch = "x86_64")]
 fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [f32]) {
     let n = w.cols;
@@ -458,7 +463,7 @@ fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [
         .iter()
         .map(|&v| half::bf16::from_f32(v).to_bits())
         .collect();
-    let act_block = (BF16_ACT_BLOCK_BYTES / (2 * n)).max(4) / 4 * 4;
+    let act_block = (BF16_ACT_BLOCK_BYTES / (2 * BF16_KC.min(n))).max(4) / 4 * 4;
     let data: &[u8] = &w.data;
     let run = |j0: usize, chunk: &mut [f32]| {
         let rows = chunk.len() / m;
@@ -468,29 +473,44 @@ fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [
             let mut jj = 0;
             while jj < rows {
                 let jw = 4.min(rows - jj);
-                let mut r = a0;
-                while r < a1 {
-                    let rr = 4.min(a1 - r);
-                    let mut tile = [[0f32; 4]; 4];
-                    // SAFETY: `bf16_products` runs only when `computes_in_bf16()` (the CPU has
-                    // AVX-512F/BW/BF16); weight rows j0 + jj .. + jw < n_out and activation
-                    // rows r .. r + rr <= m each hold `n` values (`data` is `n_out * n * 2`
-                    // bytes, `xb` is `m * n` values).
-                    unsafe {
-                        x86::bf16_tile(
-                            data.as_ptr().add((j0 + jj) * n * 2).cast(),
-                            jw,
-                            xb.as_ptr().add(r * n),
-                            rr,
-                            n,
-                            &mut tile,
-                        );
+                // The tile's weight rows are read front to back (prefetch-friendly streams);
+                // each 256-column slice stays in L1 while it meets every activation tile.
+                let mut k0 = 0;
+                while k0 < n {
+                    let len = BF16_KC.min(n - k0);
+                    let mut r = a0;
+                    while r < a1 {
+                        let rr = 4.min(a1 - r);
+                        let mut tile = [[0f32; 4]; 4];
+                        // SAFETY: `bf16_products` runs only when `computes_in_bf16()` (the CPU
+                        // has AVX-512F/BW/BF16); weight rows j0 + jj .. + jw < n_out and
+                        // activation rows r .. r + rr <= m each hold `n` values (`data` is
+                        // `n_out * n * 2` bytes, `xb` is `m * n` values), of which columns
+                        // k0 .. k0 + len <= n are read.
+                        unsafe {
+                            x86::bf16_tile(
+                                data.as_ptr().add(((j0 + jj) * n + k0) * 2).cast(),
+                                jw,
+                                xb.as_ptr().add(r * n + k0),
+                                rr,
+                                n,
+                                len,
+                                &mut tile,
+                            );
+                        }
+                        for (t, trow) in tile.iter().enumerate().take(jw) {
+                            let y = &mut chunk[(jj + t) * m + r..(jj + t) * m + r + rr];
+                            if k0 == 0 {
+                                y.copy_from_slice(&trow[..rr]);
+                            } else {
+                                for (o, v) in y.iter_mut().zip(trow) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                        r += rr;
                     }
-                    for (t, trow) in tile.iter().enumerate().take(jw) {
-                        let y = &mut chunk[(jj + t) * m + r..(jj + t) * m + r + rr];
-                        y.copy_from_slice(&trow[..rr]);
-                    }
-                    r += rr;
+                    k0 += len;
                 }
                 jj += jw;
             }
@@ -718,25 +738,27 @@ mod x86 {
         out.copy_from_slice(&sums);
     }
 
-    /// `tile[t][i] = dot(w row t, x row i)` for `t < jw <= 4`, `i < rr <= 4`, rows of `n`
-    /// bf16 values (weights from `w`, activations from `x`, each row after the other), by
-    /// `vdpbf16ps`: 32 values per step, the last `n % 32` by masked loads.
+    /// `tile[t][i] = dot(w row t, x row i)` over `len` columns, for `t < jw <= 4`,
+    /// `i < rr <= 4`, rows `stride` bf16 values apart (weights from `w`, activations from
+    /// `x`), by `vdpbf16ps`: 32 values per step, the last `len % 32` by masked loads.
     ///
     /// # Safety
-    /// AVX-512F/BW/BF16 available; `jw * n` values readable at `w`, `rr * n` at `x`.
+    /// AVX-512F/BW/BF16 available; `len` values readable at `w + t * stride` (`t < jw`) and
+    /// at `x + i * stride` (`i < rr`).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub(super) unsafe fn bf16_tile(
         w: *const u16,
         jw: usize,
         x: *const u16,
         rr: usize,
-        n: usize,
+        stride: usize,
+        len: usize,
         tile: &mut [[f32; 4]; 4],
     ) {
         macro_rules! tile {
             ($JW:literal, $R:literal) => {
                 // SAFETY: the caller's contract, with jw == $JW and rr == $R.
-                unsafe { bf16_tile_n::<$JW, $R>(w, x, n, tile) }
+                unsafe { bf16_tile_n::<$JW, $R>(w, x, stride, len, tile) }
             };
         }
         match (jw, rr) {
@@ -769,6 +791,7 @@ mod x86 {
     unsafe fn bf16_tile_n<const JW: usize, const R: usize>(
         w: *const u16,
         x: *const u16,
+        stride: usize,
         n: usize,
         tile: &mut [[f32; 4]; 4],
     ) {
@@ -780,11 +803,11 @@ mod x86 {
             unsafe {
                 let mut wv = [_mm512_setzero_si512(); JW];
                 for (t, v) in wv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_si512(w.add(t * n + k).cast());
+                    *v = _mm512_loadu_si512(w.add(t * stride + k).cast());
                 }
                 for i in 0..R {
                     let xv: __m512bh =
-                        std::mem::transmute(_mm512_loadu_si512(x.add(i * n + k).cast()));
+                        std::mem::transmute(_mm512_loadu_si512(x.add(i * stride + k).cast()));
                     for t in 0..JW {
                         acc[t][i] = _mm512_dpbf16_ps(
                             acc[t][i],
@@ -801,12 +824,12 @@ mod x86 {
             unsafe {
                 let mut wv = [_mm512_setzero_si512(); JW];
                 for (t, v) in wv.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_epi16(mask, w.add(t * n + k).cast());
+                    *v = _mm512_maskz_loadu_epi16(mask, w.add(t * stride + k).cast());
                 }
                 for i in 0..R {
                     let xv: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi16(
                         mask,
-                        x.add(i * n + k).cast(),
+                        x.add(i * stride + k).cast(),
                     ));
                     for t in 0..JW {
                         acc[t][i] = _mm512_dpbf16_ps(

@@ -14,9 +14,10 @@
 //! unsigned-times-signed instructions (the per-block `sum(q_x)` is computed once per
 //! activation row).
 //!
-//! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI
-//! (`vpdpbusd`, two blocks per 512-bit register), AVX2 (`vpmaddubsw` with the sign trick for
-//! Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
+//! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI + VBMI
+//! (groups of four blocks: quants and scales gathered by byte shuffles from two loads,
+//! `vpdpbusd` into per-block lanes, activations laid out once per product to match), AVX2
+//! (`vpmaddubsw` with the sign trick for Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
 //! the f32 sums over blocks differs. Output rows are split across Rayon threads when the
 //! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
 
@@ -39,6 +40,10 @@ const ROWS_PER_TASK_MIN: usize = 8;
 /// Activation rows computed together against one weight row (each weight block loaded once
 /// for all of them).
 const X_ROWS: usize = 4;
+
+/// Weight rows run together against each group of [`X_ROWS`] activation rows (a few tens of
+/// kB of packed weights: they stay in L2 while the group stays in L1).
+const W_ROWS: usize = 16;
 
 /// Quantized activation bytes (`rows * n_in`) run against a task's weight rows before the
 /// next rows are taken ([`qmatmul_with`]'s loop order for many rows).
@@ -512,24 +517,30 @@ pub fn qmatmul_with(
         let mut a0 = 0;
         while a0 < m {
             let a1 = (a0 + act_block).min(m);
-            for jj in 0..rows {
-                let j = j0 + jj;
-                let wrow = &w.data[j * row_bytes..(j + 1) * row_bytes];
-                let yrow = &mut chunk[jj * m..(jj + 1) * m];
+            // Weight rows in blocks of `W_ROWS` (in L2), each X_ROWS group of activation rows
+            // (in L1) against every row of the block.
+            let mut jb = 0;
+            while jb < rows {
+                let je = (jb + W_ROWS).min(rows);
                 let mut r0 = a0;
                 while r0 < a1 {
                     let g = X_ROWS.min(a1 - r0);
-                    row_dot(
-                        kernel,
-                        w.kind,
-                        wrow,
-                        &acts,
-                        grouped.as_ref(),
-                        r0,
-                        &mut yrow[r0..r0 + g],
-                    );
+                    for jj in jb..je {
+                        let j = j0 + jj;
+                        let wrow = &w.data[j * row_bytes..(j + 1) * row_bytes];
+                        row_dot(
+                            kernel,
+                            w.kind,
+                            wrow,
+                            &acts,
+                            grouped.as_ref(),
+                            r0,
+                            &mut chunk[jj * m + r0..jj * m + r0 + g],
+                        );
+                    }
                     r0 += g;
                 }
+                jb = je;
             }
             a0 = a1;
         }
@@ -561,16 +572,35 @@ pub(crate) fn over_output_rows(
     }
 }
 
-/// `yt [n_out, m]` as the row-major product `[m, n_out]` (no copy when `m == 1`).
+/// `yt [n_out, m]` as the row-major product `[m, n_out]` (no copy when `m == 1`): a blocked
+/// transpose (32 x 32 tiles, so reads and writes stay within a few cache lines each), bands
+/// of 32 output rows on the Rayon threads when the product is large.
 pub(crate) fn untranspose(yt: Vec<f32>, m: usize, n_out: usize) -> Vec<f32> {
-    if m == 1 {
+    const T: usize = 32;
+    if m == 1 || n_out == 0 {
         return yt;
     }
     let mut y = vec![0f32; m * n_out];
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n_out + j] = *v;
+    let band = |bi: usize, ych: &mut [f32]| {
+        let i0 = bi * T;
+        let rows = ych.len() / n_out;
+        for j0 in (0..n_out).step_by(T) {
+            for j in j0..(j0 + T).min(n_out) {
+                let col = &yt[j * m + i0..j * m + i0 + rows];
+                for (ii, v) in col.iter().enumerate() {
+                    ych[ii * n_out + j] = *v;
+                }
+            }
         }
+    };
+    if m * n_out >= PARALLEL_MIN_WEIGHTS {
+        y.par_chunks_mut(T * n_out)
+            .enumerate()
+            .for_each(|(bi, c)| band(bi, c));
+    } else {
+        y.chunks_mut(T * n_out)
+            .enumerate()
+            .for_each(|(bi, c)| band(bi, c));
     }
     y
 }
@@ -983,6 +1013,26 @@ mod x86 {
         }
         for ((o, a), t) in out.iter_mut().zip(acc).zip(tail) {
             *o = _mm512_reduce_add_ps(a) + hsum256(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untranspose;
+
+    /// The blocked (and, from 65536 values, parallel) transpose equals the plain one, with
+    /// partial tiles in both directions.
+    #[test]
+    fn untranspose_is_the_transpose() {
+        for (m, n_out) in [(1, 5), (2, 3), (33, 70), (100, 1000), (65, 1025)] {
+            let yt: Vec<f32> = (0..m * n_out).map(|v| v as f32).collect();
+            let y = untranspose(yt.clone(), m, n_out);
+            for i in 0..m {
+                for j in 0..n_out {
+                    assert_eq!(y[i * n_out + j], yt[j * m + i], "[{m},{n_out}] ({i},{j})");
+                }
+            }
         }
     }
 }
