@@ -120,6 +120,10 @@ reference-check:
 verify-real model golden=golden_dir *args:
     cargo run -q -- verify-real --model {{model}} --golden {{golden}} {{args}}
 
+# Whisper tiny.en as one self-contained GGUF (weights, config, tokenizer): just whisper-gguf q8_0 whisper-q8_0.gguf (f32|f16|bf16|q8_0|q4_0); any --model takes the file.
+whisper-gguf type out: models
+    cargo run -q -- quantize --model {{models}}/whisper-tiny.en --type {{type}} --out {{out}}
+
 # Record every intermediate tensor of one forward pass: just trace fixtures/voxtral_tiny/mistral AUDIO run.safetensors
 trace model audio out *args:
     cargo run -q -- trace --model {{model}} {{audio}} --out {{out}} {{args}}
@@ -176,6 +180,11 @@ bench-voxtral *args: bench-build
 # The release binary (target/release/voxtrace; ~20-30 min from clean on 2 cores, then incremental).
 bench-release:
     cargo build --release --bin voxtrace
+
+# voxtrace's packed Q4_0 / Q8_0 kernels against candle-core's QMatMul on the same bytes (release, 2 threads): m=1 at 9216x3072 and 3072x3072, m=256 at 3072x3072; ratio table, output checked; JSON in reports/bench/candle.json. The peer (peers/candle-qmatmul) is its own crate, never built by `just test`.
+bench-candle *args: bench-release
+    cd peers/candle-qmatmul && CARGO_TARGET_DIR={{justfile_directory()}}/target/candle-qmatmul cargo build --release -q
+    {{py}} reference/bench_candle.py --voxtrace target/release/voxtrace --candle target/candle-qmatmul/release/candle-qmatmul --out reports/bench/candle.json {{args}}
 
 # Real time at the real size, end to end (release): on the checkpoint of `just full-size-checkpoint DIR`, one 11 s clip, per type (bf16 as stored, q8_0, q4_0 GGUF written once by `voxtrace quantize` next to it): cold and warm whole-process wall, load, encoder, prefill, decoder step p50/p95 against the memory-bandwidth bound measured in the same run, RTF, peak RSS. JSON in reports/bench/realtime.json.
 bench-realtime dir *args: bench-release

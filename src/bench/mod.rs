@@ -94,15 +94,9 @@ pub fn build_profile() -> &'static str {
 /// An unreadable model, tokenizer or audio file.
 pub fn whisper(model_dir: &Path, audio: &[PathBuf], device: &Device) -> Result<String, BenchError> {
     use crate::models::whisper::Whisper;
-    use crate::tokenizer::WhisperTokenizer;
     let t0 = Instant::now();
-    let model = Whisper::load(model_dir, device).map_err(|e| BenchError::File {
+    let (model, tok) = Whisper::open(model_dir, None, device).map_err(|e| BenchError::File {
         path: model_dir.to_path_buf(),
-        cause: e.to_string(),
-    })?;
-    let tok_path = model_dir.join("tokenizer.json");
-    let tok = WhisperTokenizer::from_file(&tok_path).map_err(|e| BenchError::File {
-        path: tok_path.clone(),
         cause: e.to_string(),
     })?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -580,16 +574,19 @@ pub fn trace(modes: &str, reps: usize, device: &Device) -> Result<String, BenchE
 /// kernel this CPU has (the scalar one over at most 3 repetitions), and the same shape in f32
 /// through [`crate::nn::linear::matmul_transposed`] (the few-rows kernel up to
 /// [`crate::nn::linear::SMALL_ROWS_MAX`] rows on Flex, Burn's matmul above). GB/s counts the
-/// weight bytes read once per product.
+/// weight bytes read once per product. `(m, n_out, n_in)` is the shape. With `dump`, the
+/// packed weight (`weight.bin`), `x` (`x.bin`) and the detected kernel's `y [m, n_out]`
+/// (`y.bin`, f32 little-endian) are written there, so that a peer can multiply the same bytes
+/// and check its output (`peers/candle-qmatmul`).
 ///
 /// # Errors
-/// `n_in` not a positive multiple of 32, `m` or `n_out` zero, more than 2^31 weights.
+/// `n_in` not a positive multiple of 32, `m` or `n_out` zero, more than 2^31 weights; a dump
+/// file that cannot be written.
 pub fn qmatmul_bench(
     kind: crate::nn::qmatmul::QuantKind,
-    m: usize,
-    n_out: usize,
-    n_in: usize,
+    (m, n_out, n_in): (usize, usize, usize),
     reps: usize,
+    dump: Option<&Path>,
     device: &Device,
 ) -> Result<String, BenchError> {
     use crate::nn::qmatmul::{BLOCK, PackedMatrix, QKernel, qmatmul_with};
@@ -619,6 +616,18 @@ pub fn qmatmul_bench(
         .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
         .collect();
     let weight_bytes = bytes.len() as f64;
+    if let Some(dir) = dump {
+        let y = qmatmul_with(&x, m, &w, QKernel::detect())
+            .map_err(|e| BenchError::Check(e.to_string()))?;
+        let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|f| f.to_le_bytes()).collect() };
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::File {
+            path: dir.to_path_buf(),
+            cause: e.to_string(),
+        })?;
+        crate::io::write_atomic(&dir.join("weight.bin"), &bytes)?;
+        crate::io::write_atomic(&dir.join("x.bin"), &f32s(&x))?;
+        crate::io::write_atomic(&dir.join("y.bin"), &f32s(&y))?;
+    }
     let mut kernels = serde_json::Map::new();
     for kernel in QKernel::ALL.into_iter().filter(|k| k.available()) {
         let n = if kernel == QKernel::Scalar {

@@ -22,7 +22,8 @@ pub enum BenchMode {
     /// Load Whisper once and transcribe files (greedy, no timestamps); JSON with load time,
     /// transcription time and every transcript.
     Whisper {
-        /// Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`).
+        /// Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`) or
+        /// Whisper GGUF file.
         #[arg(long)]
         model: PathBuf,
         /// Audio files.
@@ -103,6 +104,11 @@ pub enum BenchMode {
         /// Timed repetitions (median reported).
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Also write the run's inputs and output to this folder, for a peer to multiply the
+        /// same bytes (`peers/candle-qmatmul`): `weight.bin` (the packed blocks),
+        /// `x.bin` and `y.bin` (the detected kernel's output), f32 little-endian, row-major.
+        #[arg(long)]
+        dump: Option<std::path::PathBuf>,
     },
 }
 
@@ -135,7 +141,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             n_out,
             n_in,
             reps,
-        } => bench::qmatmul_bench(kind.parse()?, *m, *n_out, *n_in, *reps, &device)?,
+            dump,
+        } => bench::qmatmul_bench(
+            kind.parse()?,
+            (*m, *n_out, *n_in),
+            *reps,
+            dump.as_deref(),
+            &device,
+        )?,
     };
     println!("{out}");
     Ok(ExitCode::SUCCESS)

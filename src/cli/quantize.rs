@@ -1,7 +1,9 @@
 //! `voxtrace quantize`: write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0).
 //!
 //! Voxtral Realtime (Mistral layout) is written in voxtral.cpp's names and metadata
-//! ([`crate::models::voxtral::gguf`]); the file loads in every command that takes `--model`.
+//! ([`crate::models::voxtral::gguf`]); Whisper (CTranslate2 folder) in transformers' names with
+//! its configuration and tokenizer ([`crate::models::whisper::gguf`]). The file loads in every
+//! command that takes `--model`.
 
 use crate::models::voxtral::gguf::{OutType, write_gguf};
 use std::path::PathBuf;
@@ -12,11 +14,13 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
     /// Checkpoint folder: Voxtral Realtime in the Mistral layout (`consolidated.safetensors`,
-    /// `params.json`, `tekken.json`).
+    /// `params.json`, `tekken.json`), or Whisper in the CTranslate2 layout (`model.bin`,
+    /// `config.json`, `tokenizer.json`).
     #[arg(long)]
     pub model: PathBuf,
     /// Tensor type: f32, f16, bf16 (matrices; 1-D tensors stay f32), q8_0 or q4_0 (the linear
-    /// layers and embeddings voxtral.cpp's quantizer packs; other matrices f16).
+    /// layers and embeddings voxtral.cpp's quantizer packs; other matrices f16). Whisper: the
+    /// linear layers' weights in this type, everything else f32.
     #[arg(long = "type", value_parser = |s: &str| s.parse::<OutType>())]
     pub ty: OutType,
     /// Output GGUF file (written atomically).
@@ -29,14 +33,12 @@ pub struct QuantizeArgs {
 /// # Errors
 /// An unreadable or invalid checkpoint, a non-Mistral layout, an unwritable output (all named).
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<ExitCode> {
-    if crate::models::whisper::is_whisper_dir(&args.model) {
-        anyhow::bail!(
-            "{}: GGUF export is implemented for Voxtral Realtime only; Whisper runs packed with `transcribe --quant q8_0|q4_0`",
-            args.model.display()
-        );
-    }
     let t0 = Instant::now();
-    let s = write_gguf(&args.model, args.ty, &args.out)?;
+    let s = if crate::models::whisper::is_whisper_dir(&args.model) {
+        crate::models::whisper::gguf::write_gguf(&args.model, args.ty, &args.out)?
+    } else {
+        write_gguf(&args.model, args.ty, &args.out)?
+    };
     let types: Vec<String> = s.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
     println!(
         "{}: {} tensors ({}), {:.1} MiB of tensor data, {:.2} s",

@@ -9,8 +9,8 @@ use crate::serve::{ServeConfig, parse_model_arg};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A model to serve: PATH (its id is the folder or file name) or NAME=PATH; Whisper
-    /// (CTranslate2 or transformers folder) or Voxtral Realtime (folder with tekken.json, or a
-    /// voxtral.cpp GGUF file). Repeat for several.
+    /// (CTranslate2 or transformers folder, or a Whisper GGUF file) or Voxtral Realtime (folder
+    /// with tekken.json, or a voxtral.cpp GGUF file). Repeat for several.
     #[arg(long = "model", required = true)]
     pub models: Vec<String>,
     /// Address to listen on.

@@ -26,7 +26,8 @@ use std::process::ExitCode;
 pub struct TraceArgs {
     /// Checkpoint folder: Voxtral Realtime in Mistral (consolidated.safetensors + params.json +
     /// tekken.json) or HF layout (model.safetensors + config.json, tekken.json for audio input),
-    /// a voxtral.cpp GGUF file, or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers).
+    /// a voxtral.cpp GGUF file, or Whisper (CTranslate2 model.bin + config.json + tokenizer.json, or transformers,
+    /// or a Whisper GGUF file from `voxtrace quantize`).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio file (WAV, FLAC, MP3, OGG/Vorbis; any rate, mixed to mono, resampled to 16 kHz).
@@ -93,7 +94,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         Some(dump) => filter.and_names(names_of(dump)?),
         None => filter,
     };
-    if crate::models::whisper::is_whisper_dir(&args.model) {
+    if crate::models::whisper::is_whisper_model(&args.model) {
         anyhow::ensure!(
             !args.no_generate,
             "--no-generate is for Voxtral checkpoints (a Whisper trace needs the decoded ids)"
@@ -263,7 +264,7 @@ fn run_whisper(
 ) -> anyhow::Result<ExitCode> {
     use crate::models::whisper::{Whisper, decode::features, decode::greedy_decode};
     use crate::trace::Scope;
-    let mut model = Whisper::load(&args.model, device)?;
+    let (mut model, _tok) = Whisper::open(&args.model, None, device)?;
     if let Some(q) = args.quant {
         model
             .quantize(q)

@@ -27,7 +27,7 @@ use std::time::Instant;
 pub struct TranscribeArgs {
     /// Checkpoint: a Voxtral Realtime folder (Mistral or HF layout) or voxtral.cpp GGUF file,
     /// or a Whisper folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`, or
-    /// transformers).
+    /// transformers) or Whisper GGUF file (`voxtrace quantize`).
     #[arg(long)]
     pub model: PathBuf,
     /// Audio files.
@@ -183,7 +183,7 @@ pub fn run(args: &TranscribeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.format
     };
-    if crate::models::whisper::is_whisper_dir(&args.model) {
+    if crate::models::whisper::is_whisper_model(&args.model) {
         return run_whisper(args, format, &device);
     }
     if matches!(format, OutputFormat::Srt | OutputFormat::Vtt) {
@@ -430,24 +430,18 @@ fn run_whisper(
     use crate::models::whisper::{
         LongFormOptions, Whisper, segments_text, subtitles, transcribe_long,
     };
-    use crate::tokenizer::WhisperTokenizer;
     if matches!(format, OutputFormat::Srt | OutputFormat::Vtt) && args.audio.len() != 1 {
         anyhow::bail!(
             "--format srt/vtt writes the subtitles of one audio file; {} files given",
             args.audio.len()
         );
     }
-    let mut model = Whisper::load(&args.model, device)?;
+    let (mut model, tok) = Whisper::open(&args.model, args.tokenizer.as_deref(), device)?;
     if let Some(q) = args.quant {
         model
             .quantize(q)
             .map_err(|e| anyhow::anyhow!("{}: --quant {}: {e}", args.model.display(), q.name()))?;
     }
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| args.model.join("tokenizer.json"));
-    let tok = WhisperTokenizer::from_file(&tok_path)?;
     let opts = LongFormOptions {
         condition_on_previous_text: !args.no_condition_on_previous_text,
         ..LongFormOptions::default()

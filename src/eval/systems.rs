@@ -114,7 +114,8 @@ pub enum SystemKind {
     /// Burn Voxtral Realtime checkpoint folder (Mistral or HF layout, with `tekken.json`).
     Voxtral(PathBuf),
     /// Burn Whisper tiny.en folder (CTranslate2 `model.bin` + `tokenizer.json` + `config.json`,
-    /// or transformers layout).
+    /// or transformers layout), or a Whisper GGUF file from `voxtrace quantize` (its linear
+    /// layers in the file's precision).
     Whisper(PathBuf),
     /// Burn Whisper tiny.en folder as [`SystemKind::Whisper`], linear layers packed as Q8_0.
     #[serde(rename = "whisper_q8_0")]
@@ -664,19 +665,29 @@ impl WhisperSystem {
     /// Unknown device, unreadable checkpoint or tokenizer, weights that cannot be packed.
     pub fn open(dir: &Path, device: &str, quant: Option<QuantKind>) -> Result<Self, EvalError> {
         let dev = crate::backend::device(device)?;
-        let mut model = crate::models::whisper::Whisper::load(dir, &dev)
+        let (mut model, tok) = crate::models::whisper::Whisper::open(dir, None, &dev)
             .map_err(load_err(dir, "cannot load the Whisper checkpoint"))?;
         if let Some(q) = quant {
             model
                 .quantize(q)
                 .map_err(load_err(dir, "cannot pack the Whisper linear layers"))?;
         }
-        let tok = crate::tokenizer::WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
-            .map_err(load_err(dir, "cannot load tokenizer.json"))?;
-        let wf = ["model.bin", "model.safetensors"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file());
+        // The linear layers' storage: the --quant kind, or what a GGUF file holds.
+        let precision = model
+            .net
+            .model
+            .encoder
+            .layers
+            .first()
+            .map_or("f32", |l| l.fc1.precision());
+        let wf = if dir.is_file() {
+            Some(dir.to_path_buf())
+        } else {
+            ["model.bin", "model.safetensors"]
+                .iter()
+                .map(|f| dir.join(f))
+                .find(|p| p.is_file())
+        };
         let sha = match &wf {
             Some(p) => Some(sha256_file(p)?),
             None => None,
@@ -690,11 +701,15 @@ impl WhisperSystem {
                 model_path: Some(dir.display().to_string()),
                 weights_file: wf.map(|p| p.display().to_string()),
                 weights_sha256: sha,
-                backend: match quant {
-                    None => format!("burn 0.22.1 {device}, greedy, f32"),
-                    Some(q) => format!(
-                        "burn 0.22.1 {device}, greedy, linear layers {} (voxtrace qmatmul)",
-                        q.name()
+                backend: match precision {
+                    "f32" => format!("burn 0.22.1 {device}, greedy, f32"),
+                    p => format!(
+                        "burn 0.22.1 {device}, greedy, linear layers {p} (voxtrace {})",
+                        if p.starts_with('q') {
+                            "qmatmul"
+                        } else {
+                            "nn::half"
+                        }
                     ),
                 },
             },

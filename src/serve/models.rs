@@ -179,7 +179,8 @@ fn whisper_transcript(
 }
 
 impl LoadedModel {
-    /// Load `dir`: a Whisper folder when [`crate::models::whisper::is_whisper_dir`] says so,
+    /// Load `dir`: Whisper (a folder or a Whisper GGUF file) when
+    /// [`crate::models::whisper::is_whisper_model`] says so,
     /// else Voxtral Realtime through [`Voxtral::open`] (a checkpoint folder with `tekken.json`,
     /// or a voxtral.cpp GGUF file); `delay_ms` is Voxtral's transcription delay.
     ///
@@ -190,10 +191,9 @@ impl LoadedModel {
             path: dir.to_path_buf(),
             cause: format!("{what}: {e}"),
         };
-        if crate::models::whisper::is_whisper_dir(dir) {
-            let model = Whisper::load(dir, device).map_err(|e| load("Whisper checkpoint", &e))?;
-            let tok = WhisperTokenizer::from_file(&dir.join("tokenizer.json"))
-                .map_err(|e| load("tokenizer.json", &e))?;
+        if crate::models::whisper::is_whisper_model(dir) {
+            let (model, tok) =
+                Whisper::open(dir, None, device).map_err(|e| load("Whisper checkpoint", &e))?;
             Ok(LoadedModel::Whisper {
                 model,
                 tok,

@@ -47,6 +47,23 @@ impl WhisperTokenizer {
         })
     }
 
+    /// Parse the bytes of a `tokenizer.json` (e.g. embedded in a Whisper GGUF file); `source`
+    /// names where they came from in errors.
+    ///
+    /// # Errors
+    /// [`WhisperTokenizerError`] naming `source`.
+    pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Self, WhisperTokenizerError> {
+        let inner =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| WhisperTokenizerError {
+                path: source.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            path: source.to_owned(),
+        })
+    }
+
     /// Text of `ids` with special tokens skipped, trimmed (as the reference
     /// `tokenizer.decode(ids, skip_special_tokens=True).strip()`).
     ///

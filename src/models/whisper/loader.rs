@@ -21,13 +21,15 @@ use crate::models::checkpoint::{
     no_problems, read_safetensors_header, tensor_problems,
 };
 use crate::nn::conv::Conv1d;
-use crate::nn::qlinear::{LinearWeight, QLinearError};
-use crate::nn::qmatmul::QuantKind;
+use crate::nn::half::HalfMatrix;
+use crate::nn::qlinear::{HalfLinear, LinearWeight, PackedLinear, QLinearError};
+use crate::nn::qmatmul::{PackedMatrix, QuantKind};
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Which checkpoint layout a folder holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +155,22 @@ pub struct Whisper {
     pub generation: GenerationSettings,
 }
 
-/// Builds Burn modules from a transformers-named f32 state dict.
+/// A linear weight `[n_out, n_in]` kept as stored (a slice of a memory-mapped GGUF file):
+/// packed Q8_0 / Q4_0 or BF16 / F16, multiplied in place by [`crate::nn::qmatmul`] /
+/// [`crate::nn::half`].
+#[derive(Debug)]
+pub enum StoredLinear {
+    /// Packed GGUF blocks.
+    Packed(PackedMatrix<'static>),
+    /// 16-bit values.
+    Half(HalfMatrix),
+}
+
+/// Builds Burn modules from a transformers-named f32 state dict, plus linear weights kept as
+/// stored (`stored`, by weight name; their f32 copy is then absent from `map`).
 struct Builder<'a> {
     map: HashMap<String, HfTensor>,
+    stored: HashMap<String, StoredLinear>,
     device: &'a Device,
 }
 
@@ -182,6 +197,16 @@ impl Builder<'_> {
     }
 
     fn linear(&mut self, p: &str, bias: bool) -> LinearWeight {
+        if let Some(w) = self.stored.remove(&format!("{p}.weight")) {
+            let bias = bias.then(|| self.t1(&format!("{p}.bias")));
+            return match w {
+                StoredLinear::Packed(m) => LinearWeight::Packed(PackedLinear {
+                    weight: Arc::new(m),
+                    bias,
+                }),
+                StoredLinear::Half(m) => LinearWeight::Half(HalfLinear { weight: m, bias }),
+            };
+        }
         // PyTorch [out, in] -> Burn [in, out], transposed on the host so the tensor is contiguous.
         let t = self.take(&format!("{p}.weight"));
         let (o, i) = (t.shape[0], t.shape[1]);
@@ -378,9 +403,25 @@ impl Whisper {
             }
         }
         no_problems(source, problems)?;
+        Ok(Self::build_checked(config, tensors, HashMap::new(), device))
+    }
+
+    /// Build the network from tensors already checked against [`expected_tensors`]: f32
+    /// `tensors` plus linear weights kept as stored (`stored`, by weight name, shapes checked
+    /// by the caller; their names are absent from `tensors`).
+    pub(crate) fn build_checked(
+        config: &WhisperConfig,
+        tensors: Vec<HfTensor>,
+        stored: HashMap<String, StoredLinear>,
+        device: &Device,
+    ) -> WhisperForConditionalGeneration {
         let map = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let mut b = Builder { map, device };
-        Ok(b.build(WhisperForConditionalGeneration::new(config, device)))
+        let mut b = Builder {
+            map,
+            stored,
+            device,
+        };
+        b.build(WhisperForConditionalGeneration::new(config, device))
     }
 
     /// Load a transformers folder: `config.json`, `model.safetensors` (through burn-store,

@@ -24,6 +24,10 @@
 //! * [`model`]: the Burn modules; attention maths from [`crate::nn::attention`].
 //! * [`loader`]: [`Whisper::load`] from a CTranslate2 or a transformers folder;
 //!   [`is_whisper_dir`] for the CLI.
+//! * [`gguf`]: one self-contained GGUF file (weights in f32, f16, bf16, q8_0 or q4_0,
+//!   configuration, generation settings, tokenizer): [`gguf::write_gguf`] (`voxtrace quantize`),
+//!   [`Whisper::load_gguf`] (packed matrices used in place), [`Whisper::open`] (folder or file,
+//!   with the tokenizer) and [`is_whisper_model`] for the CLI.
 //! * [`decode`]: greedy decoding exactly as transformers `generate` for tiny.en without
 //!   timestamps (token-exact on clips up to 30 s; longer audio in fixed 30 s windows).
 //! * [`longform`]: [`transcribe_long`], audio of any length into timestamped [`Segment`]s as
@@ -48,6 +52,7 @@
 pub mod config;
 pub mod ct2;
 pub mod decode;
+pub mod gguf;
 pub mod loader;
 pub mod longform;
 pub mod model;
@@ -55,6 +60,7 @@ pub mod subtitles;
 
 pub use config::{GenerationSettings, WhisperConfig};
 pub use decode::{GreedyOutput, Transcript, greedy_decode};
+pub use gguf::{is_whisper_gguf, is_whisper_model};
 pub use loader::{Whisper, WhisperLayout, is_whisper_dir};
 pub use longform::{LongFormOptions, Segment, segments_text, transcribe_long};
 pub use model::WhisperForConditionalGeneration;
