@@ -43,7 +43,7 @@ def corpus(manifest, root):
 # ---------------------------------------------------------------- workers (print one JSON line)
 
 
-def worker_faster_whisper(model_dir, files, threads):
+def worker_faster_whisper(model_dir, files, threads, compute_type="float32"):
     t0 = time.perf_counter()
     import faster_whisper
     from faster_whisper import WhisperModel
@@ -61,7 +61,7 @@ def worker_faster_whisper(model_dir, files, threads):
     n = len(id_to_tok)
     tokens = [id_to_tok[i] for i in range(n)] + ["<|%.2f|>" % (i * 0.02) for i in range(51864 - n)]
     (mdir / "vocabulary.json").write_text(json.dumps(tokens, ensure_ascii=False))
-    model = WhisperModel(str(mdir), device="cpu", compute_type="float32", cpu_threads=threads, num_workers=1)
+    model = WhisperModel(str(mdir), device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)
     load_s = time.perf_counter() - t0
     rows = []
     t1 = time.perf_counter()
@@ -82,7 +82,7 @@ def worker_faster_whisper(model_dir, files, threads):
         text = "".join(s.text for s in segments).strip()
         rows.append({"file": f, "text": text, "seconds": time.perf_counter() - t})
     return {
-        "system": f"faster-whisper {faster_whisper.__version__} (float32, cpu_threads {threads})",
+        "system": f"faster-whisper {faster_whisper.__version__} ({compute_type}, cpu_threads {threads})",
         "load_s": load_s,
         "transcribe_s": time.perf_counter() - t1,
         "files": rows,
@@ -164,21 +164,29 @@ def norm(t):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", choices=["faster-whisper", "transformers"])
+    ap.add_argument("--worker", choices=["faster-whisper", "faster-whisper-int8", "transformers"])
     ap.add_argument("--model", default=str(REPO / "models-cache" / "whisper-tiny.en"))
     ap.add_argument("--manifest", default=str(REPO / "audio_samples" / "manifest.tsv"))
     ap.add_argument("--audio-root", default=str(REPO.parent / "shared" / "audio"))
     ap.add_argument("--voxtrace", default=str(REPO / "target" / "debug" / "voxtrace"))
     ap.add_argument("--profile", default="dev", help="cargo profile of --voxtrace (recorded in the JSON)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--systems", default="voxtrace,faster-whisper,transformers")
+    ap.add_argument("--systems", default="voxtrace,faster-whisper,transformers",
+                    help="comma list of voxtrace, voxtrace-q8_0, voxtrace-q4_0 (GGUF written once by "
+                         "`voxtrace quantize` into --gguf-dir), faster-whisper (float32), "
+                         "faster-whisper-int8, transformers")
+    ap.add_argument("--gguf-dir", default=str(REPO / "target" / "bench-whisper"),
+                    help="where the voxtrace-q8_0 / voxtrace-q4_0 GGUF files are written")
     ap.add_argument("--out", default=str(REPO / "reports" / "bench" / "whisper.json"))
     ap.add_argument("files", nargs="*", help="(worker mode) audio files")
     args = ap.parse_args()
 
+    if args.worker == "transformers":
+        print(json.dumps(worker_transformers(args.model, args.files, args.threads)))
+        return
     if args.worker:
-        fn = worker_faster_whisper if args.worker == "faster-whisper" else worker_transformers
-        print(json.dumps(fn(args.model, args.files, args.threads)))
+        ct = "int8" if args.worker == "faster-whisper-int8" else "float32"
+        print(json.dumps(worker_faster_whisper(args.model, args.files, args.threads, ct)))
         return
 
     clips = corpus(args.manifest, args.audio_root)
@@ -192,8 +200,16 @@ def main():
     cmds = {
         "voxtrace": [args.voxtrace, "bench", "whisper", "--model", args.model, *files],
         "faster-whisper": [sys.executable, __file__, "--worker", "faster-whisper", "--model", args.model, "--threads", t, *files],
+        "faster-whisper-int8": [sys.executable, __file__, "--worker", "faster-whisper-int8", "--model", args.model, "--threads", t, *files],
         "transformers": [sys.executable, __file__, "--worker", "transformers", "--model", args.model, "--threads", t, *files],
     }
+    for q in ("q8_0", "q4_0"):
+        if f"voxtrace-{q}" in args.systems.split(","):
+            gguf = Path(args.gguf_dir) / f"whisper-tiny.en-{q}.gguf"
+            gguf.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([args.voxtrace, "quantize", "--model", args.model, "--type", q, "--out", str(gguf)],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+            cmds[f"voxtrace-{q}"] = [args.voxtrace, "bench", "whisper", "--model", str(gguf), *files]
     results = {}
     for name in args.systems.split(","):
         print(f"running {name} on {len(files)} clips ...", file=sys.stderr, flush=True)
