@@ -47,6 +47,22 @@ impl WhisperTokenizer {
         })
     }
 
+    /// [`WhisperTokenizer::from_file`] of the file's bytes (a browser's `fetch`); `path` only
+    /// names it in errors.
+    ///
+    /// # Errors
+    /// [`WhisperTokenizerError`] naming `path`: not a valid `tokenizer.json`.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, WhisperTokenizerError> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| WhisperTokenizerError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            inner,
+            path: path.to_owned(),
+        })
+    }
+
     /// Text of `ids` with special tokens skipped, trimmed (as the reference
     /// `tokenizer.decode(ids, skip_special_tokens=True).strip()`).
     ///
