@@ -12,14 +12,14 @@
    `generated_ids`; Voxtral: the streaming sequence against `transcribe --json`), and `voxtrace
    compare NATIVE BROWSER` passes at the tolerance below for every trace.
 
-Tolerance (both models, every tensor): |browser - native| <= ATOL + RTOL * |native| with
-ATOL = 1e-3, RTOL = 1e-3. Why: both builds run the same f32 code, but wasm simd128 has no fused
-multiply-add and Flex/gemm block their sums differently for 128-bit lanes than for AVX2/AVX-512,
-so each dot product of length K rounds differently; the error of an f32 sum of K products is
-bounded by about K * 2^-24 * sum|a_i b_i| (Higham), ~ 1e-5 relative for the K = 384..1536 of
-Whisper tiny, compounded through 4 + 4 layers with LayerNorm and softmax. The measured drift
-(printed, and in the README) sits two orders of magnitude below the tolerance; a real bug (a
-wrong weight, a skipped layer, a changed mask) moves tensors by O(1) and fails it.
+Tolerances: the project's cross-backend ones (README, Tolerances), since wasm against native is
+the same kind of change as Flex against ndarray: the same f32 model code with other summation
+orders (wasm simd128 has no fused multiply-add, and Flex/gemm block their sums for 128-bit
+lanes differently than for AVX2/AVX-512). Per element |browser - native| <= atol + rtol *
+|native|. Whisper tiny.en: the chained 5e-4 / 1e-4, atol raised tensor by tensor to twice
+upstream's own f32 error where that is larger (fixtures/whisper_tiny_en/f32_error.json, which
+covers exactly the two Whisper clips used here). Tiny Voxtral: 1e-5 / 1e-4, as for Flex vs
+ndarray. Greedy ids must be equal.
 
 Exit status: 0 when everything matches, 1 on a mismatch, 2 when the run itself failed.
 Prints the figures for the README (wasm size, load time, RTF browser vs native).
@@ -37,9 +37,12 @@ import sys
 import tempfile
 import time
 
-ATOL = 1e-3
-RTOL = 1e-3
-WHISPER_CLIPS = [("whisper-jfk", "jfk.wav"), ("whisper-1272", "1272-128104-0000.wav")]
+WHISPER_TOL = (5e-4, 1e-4)
+VOXTRAL_TOL = (1e-5, 1e-4)
+F32_ERROR_FACTOR = 2.0
+# (name, clip file, f32_error.json clip id)
+WHISPER_CLIPS = [("whisper-goforward", "goforward.wav", "goforward"),
+                 ("whisper-1272-128104-0000", "1272-128104-0000.wav", "1272-128104-0000")]
 VOXTRAL_CLIPS = [("voxtral-cards-001", "001.wav"), ("voxtral-cards-002", "002.wav")]
 
 
@@ -76,6 +79,7 @@ def main():
     ap.add_argument("--whisper", required=True, help="Whisper tiny.en CTranslate2 folder")
     ap.add_argument("--voxtral", required=True, help="tiny Voxtral Mistral-layout folder")
     ap.add_argument("--audio", required=True, help="corpus audio folder")
+    ap.add_argument("--f32-error", required=True, help="fixtures/whisper_tiny_en/f32_error.json")
     ap.add_argument("--chromium", default="chromium")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds for the browser run")
     ap.add_argument("--keep", help="keep the work folder (dumps, results) here")
@@ -91,14 +95,21 @@ def main():
 
     # 1. Native references.
     native = {}
-    for name, clip in WHISPER_CLIPS:
+    with open(args.f32_error) as f:
+        f32_error = json.load(f)["clips"]
+    for name, clip, err_id in WHISPER_CLIPS:
         audio = os.path.join(args.audio, clip)
         dump = os.path.join(work, f"native-{name}.safetensors")
         run([vt, "trace", "--model", args.whisper, audio, "--out", dump])
         out = run([vt, "transcribe", "--model", args.whisper, "--json", audio],
                   capture_output=True, text=True).stdout
+        atol, rtol = WHISPER_TOL
+        lifted = [f"{n}={F32_ERROR_FACTOR * e['max_err']!r},{rtol!r}"
+                  for n, e in sorted(f32_error[err_id].items())
+                  if F32_ERROR_FACTOR * e["max_err"] > atol]
         native[name] = {"ids": safetensors_i64(dump, "generated_ids"), "dump": dump,
-                        "rtf": json.loads(out.strip().splitlines()[-1])["rtf"]}
+                        "rtf": json.loads(out.strip().splitlines()[-1])["rtf"],
+                        "tol": (atol, rtol), "lifted": lifted}
     for name, clip in VOXTRAL_CLIPS:
         audio = os.path.join(args.audio, clip)
         dump = os.path.join(work, f"native-{name}.safetensors")
@@ -106,9 +117,10 @@ def main():
         out = run([vt, "transcribe", "--model", args.voxtral, "--json", audio],
                   capture_output=True, text=True).stdout
         line = json.loads(out.strip().splitlines()[-1])
-        native[name] = {"ids": line["ids"], "dump": dump, "rtf": line.get("rtf")}
+        native[name] = {"ids": line["ids"], "dump": dump, "rtf": line.get("rtf"),
+                        "tol": VOXTRAL_TOL, "lifted": []}
 
-    plan = {"items": [{"name": n, "model": "whisper", "clip": c, "trace": True} for n, c in WHISPER_CLIPS]
+    plan = {"items": [{"name": n, "model": "whisper", "clip": c, "trace": True} for n, c, _ in WHISPER_CLIPS]
             + [{"name": n, "model": "voxtral", "clip": c, "trace": True} for n, c in VOXTRAL_CLIPS]}
     testdir = os.path.join(work, "test")
     os.makedirs(testdir, exist_ok=True)
@@ -174,13 +186,16 @@ def main():
         if not same:
             print(f"  native  {ref['ids']}\n  browser {got}")
         browser_dump = os.path.join(results, f"{name}.safetensors")
+        atol, rtol = ref["tol"]
+        tol_args = [a for t in ref["lifted"] for a in ("--tol", t)]
         cmp = subprocess.run(
-            [vt, "compare", ref["dump"], browser_dump, "--atol", str(ATOL), "--rtol", str(RTOL),
-             "--json", os.path.join(work, f"compare-{name}.json"), "--quiet"],
+            [vt, "compare", ref["dump"], browser_dump, "--atol", repr(atol), "--rtol", repr(rtol),
+             *tol_args, "--json", os.path.join(work, f"compare-{name}.json"), "--quiet"],
             capture_output=True, text=True)
         passed = cmp.returncode == 0
         ok &= passed
-        print(f"  trace compare at atol {ATOL} rtol {RTOL}: {'pass' if passed else 'FAIL'}: "
+        print(f"  trace compare at atol {atol} rtol {rtol} ({len(ref['lifted'])} tensors raised to "
+              f"2x upstream's f32 error): {'pass' if passed else 'FAIL'}: "
               f"{cmp.stdout.strip()} {cmp.stderr.strip()}")
         with open(os.path.join(work, f"compare-{name}.json")) as f:
             rep = json.load(f)
@@ -198,7 +213,8 @@ def main():
                                            "fetch_ms", "load_ms", "parse_s", "weight_bytes",
                                            "wasm_memory_bytes", "trace_ms")} for it in res["items"]],
         "checks": checks,
-        "tolerance": {"atol": ATOL, "rtol": RTOL},
+        "tolerance": {"whisper": WHISPER_TOL, "voxtral": VOXTRAL_TOL,
+                      "whisper_f32_error_factor": F32_ERROR_FACTOR},
     }
     print(json.dumps(figures, indent=1))
     if args.json:

@@ -268,6 +268,23 @@ impl VoxtralModel {
         })
     }
 
+    /// [`VoxtralModel::from_gguf`] of a file that came in shards ([`ShardedFile`], complete):
+    /// its one buffer becomes the model's weight storage without another copy.
+    ///
+    /// # Errors
+    /// Fewer bytes pushed than announced; the errors of [`VoxtralModel::from_gguf`].
+    pub fn from_gguf_shards(file: ShardedFile) -> Result<VoxtralModel, JsError> {
+        if file.buf.len() != file.total {
+            return Err(js_err(format!(
+                "{}: {} of {} bytes received",
+                file.name,
+                file.buf.len(),
+                file.total
+            )));
+        }
+        Self::from_gguf(file.buf, &file.name)
+    }
+
     /// Seconds the loader took.
     pub fn load_seconds(&self) -> f64 {
         self.load_s
@@ -340,6 +357,60 @@ impl VoxtralModel {
         let _ = model.forward(feats, ids, delay, &root);
         let tensors = tracer.finish().map_err(js_err)?;
         trace_v1_bytes(&tensors, &trace_source("")).map_err(js_err)
+    }
+}
+
+/// One large file (a Q4_0 GGUF of the full-size model: ~2.4 GB) assembled in wasm memory from
+/// shards fetched one at a time (e.g. 512 MB each, `split -b 512M`), so the JavaScript heap
+/// never holds more than one shard and the wasm heap holds the file once: its buffer is
+/// reserved whole up front (no doubling as it grows) and handed to the loader as is.
+#[wasm_bindgen]
+pub struct ShardedFile {
+    buf: Vec<u8>,
+    total: usize,
+    name: String,
+}
+
+#[wasm_bindgen]
+impl ShardedFile {
+    /// Reserve `total` bytes (the file's size) for the file `name` (named in errors).
+    ///
+    /// # Errors
+    /// The reservation fails (a 32-bit wasm memory holds at most 4 GiB, less what is in use).
+    #[wasm_bindgen(constructor)]
+    pub fn new(total: f64, name: &str) -> Result<ShardedFile, JsError> {
+        if !(total.is_finite() && total >= 0.0 && total <= usize::MAX as f64) {
+            return Err(js_err(format!("{name}: size {total} is not a byte count")));
+        }
+        let total = total as usize;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(total)
+            .map_err(|e| js_err(format!("{name}: cannot reserve {total} bytes: {e}")))?;
+        Ok(Self {
+            buf,
+            total,
+            name: name.to_string(),
+        })
+    }
+
+    /// Append the next shard.
+    ///
+    /// # Errors
+    /// More bytes than announced.
+    pub fn push(&mut self, shard: &[u8]) -> Result<(), JsError> {
+        if self.buf.len() + shard.len() > self.total {
+            return Err(js_err(format!(
+                "{}: shards exceed the announced {} bytes",
+                self.name, self.total
+            )));
+        }
+        self.buf.extend_from_slice(shard);
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> f64 {
+        self.buf.len() as f64
     }
 }
 

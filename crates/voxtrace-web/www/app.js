@@ -4,7 +4,7 @@
 // Test mode (`?test=1`, used by `just test-web`): runs the plan in /test/plan.json and POSTs
 // each result to /result/NAME (JSON, and trace-v1 bytes), then /result/done.
 
-import init, { WhisperModel, VoxtralModel, decode_audio, resample_to_16k } from "./pkg/voxtrace_web.js";
+import init, { WhisperModel, VoxtralModel, ShardedFile, decode_audio, resample_to_16k } from "./pkg/voxtrace_web.js";
 
 const MODELS = {
   whisper: { dir: "models/whisper-tiny.en", files: ["model.bin", "config.json", "tokenizer.json"] },
@@ -36,17 +36,28 @@ async function fetchBytes(url) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-async function loadModel(kind, ggufFile) {
+// A GGUF file, or its shards (`split -b 512M model.gguf model.gguf.part-`: pick them all; they
+// are joined in name order), assembled in wasm memory one shard at a time.
+async function loadGguf(files) {
+  const t0 = performance.now();
+  files = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (!files.length) throw new Error("choose a .gguf file (or all its shards) first");
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const sink = new ShardedFile(total, files[0].name);
+  for (const f of files) {
+    sink.push(new Uint8Array(await f.arrayBuffer()));
+    log(`${f.name}: ${mb(sink.received())} of ${mb(total)}`);
+    await yieldToPage();
+  }
+  const t1 = performance.now();
+  const model = VoxtralModel.from_gguf_shards(sink);
+  return { kind: "voxtral", model, weightBytes: total, fetchMs: t1 - t0, loadMs: performance.now() - t0 };
+}
+
+async function loadModel(kind, ggufFiles) {
   const t0 = performance.now();
   let model, weightBytes = 0;
-  if (kind === "gguf") {
-    if (!ggufFile) throw new Error("choose a .gguf file first");
-    const bytes = new Uint8Array(await ggufFile.arrayBuffer());
-    weightBytes = bytes.length;
-    const t1 = performance.now();
-    model = VoxtralModel.from_gguf(bytes, ggufFile.name);
-    return { kind: "voxtral", model, weightBytes, fetchMs: t1 - t0, loadMs: performance.now() - t0 };
-  }
+  if (kind === "gguf") return loadGguf(ggufFiles);
   const m = MODELS[kind];
   const files = await Promise.all(m.files.map((f) => fetchBytes(`${m.dir}/${f}`)));
   weightBytes = files.reduce((n, b) => n + b.length, 0);
@@ -265,7 +276,7 @@ async function main() {
     log(`loading ${kind}…`);
     current = null;
     showModel();
-    current = await loadModel(kind, $("gguf").files[0]);
+    current = await loadModel(kind, $("gguf").files);
     showModel();
     log(`loaded ${kind}`);
   });
