@@ -120,6 +120,19 @@ def main():
         native[name] = {"ids": line["ids"], "dump": dump, "rtf": line.get("rtf"),
                         "tol": VOXTRAL_TOL, "lifted": []}
 
+    # Native RTF of exactly what the page runs (Whisper::transcribe: greedy, no timestamps),
+    # with the default threads and with one (the browser build has one thread).
+    clips = [os.path.join(args.audio, c) for _, c, _ in WHISPER_CLIPS]
+    bench = {}
+    for label, env in (("native", {}), ("native_1_thread", {"RAYON_NUM_THREADS": "1"})):
+        out = run([vt, "bench", "whisper", "--model", args.whisper, *clips],
+                  capture_output=True, text=True, env={**os.environ, **env}).stdout
+        b = json.loads(out.strip().splitlines()[-1])
+        bench[label] = {"load_s": b["load_s"], "files": {
+            os.path.basename(f["file"]): {"seconds": f["seconds"], "rtf": f["seconds"] / f["audio_seconds"],
+                                          "encode_s": f["encode_s"], "decode_s": f["decode_s"]}
+            for f in b["files"]}}
+
     plan = {"items": [{"name": n, "model": "whisper", "clip": c, "trace": True} for n, c, _ in WHISPER_CLIPS]
             + [{"name": n, "model": "voxtral", "clip": c, "trace": True} for n, c in VOXTRAL_CLIPS]}
     testdir = os.path.join(work, "test")
@@ -198,10 +211,19 @@ def main():
               f"2x upstream's f32 error): {'pass' if passed else 'FAIL'}: "
               f"{cmp.stdout.strip()} {cmp.stderr.strip()}")
         with open(os.path.join(work, f"compare-{name}.json")) as f:
-            rep = json.load(f)
-        checks.append({"name": name, "ids_equal": same, "trace_pass": passed,
-                       "max_abs": max_field(rep, "max_abs"), "browser_rtf": item["rtf"],
-                       "native_rtf": ref["rtf"]})
+            ts = json.load(f)["tensors"]
+        m = lambda t: t["metrics"]
+        worst = max(ts, key=lambda t: m(t)["min_atol"] / t["atol"])
+        logits = [m(t)["max_abs_err"] for t in ts if t["name"] == "logits"]
+        check = {"name": name, "ids_equal": same, "trace_pass": passed, "tensors": len(ts),
+                 "bit_exact": sum(1 for t in ts if m(t)["max_abs_err"] == 0),
+                 "worst": worst["name"], "worst_min_atol": m(worst)["min_atol"],
+                 "worst_atol": worst["atol"], "logits_max_abs_err": logits[0] if logits else None,
+                 "browser_rtf": item["rtf"], "native_transcribe_rtf": ref["rtf"]}
+        print(f"  {check['tensors']} tensors, {check['bit_exact']} bit-exact; closest to its bound: "
+              f"{check['worst']} needs atol {check['worst_min_atol']:.2e} of {check['worst_atol']:.2e}; "
+              f"logits max |diff| {check['logits_max_abs_err']}")
+        checks.append(check)
 
     wasm = os.path.join(args.pkg, "voxtrace_web_bg.wasm")
     figures = {
@@ -210,8 +232,11 @@ def main():
         "webgpu": res.get("webgpu"),
         "browser_run_s": browser_s,
         "items": [{k: it.get(k) for k in ("name", "model", "clip", "rtf", "seconds", "audio_seconds",
-                                           "fetch_ms", "load_ms", "parse_s", "weight_bytes",
-                                           "wasm_memory_bytes", "trace_ms")} for it in res["items"]],
+                                           "encode_seconds", "decode_seconds", "fetch_ms", "load_ms",
+                                           "parse_s", "weight_bytes", "memory_after_load",
+                                           "memory_after_transcribe", "memory_after_trace", "trace_ms",
+                                           "trace_bytes")} for it in res["items"]],
+        "native_whisper_bench": bench,
         "checks": checks,
         "tolerance": {"whisper": WHISPER_TOL, "voxtral": VOXTRAL_TOL,
                       "whisper_f32_error_factor": F32_ERROR_FACTOR},
@@ -222,23 +247,6 @@ def main():
             json.dump(figures, f, indent=1)
     print("test-web: " + ("all ids equal, every trace within tolerance" if ok else "MISMATCH"))
     return 0 if ok else 1
-
-
-def max_field(obj, key):
-    """The largest number stored under `key` anywhere in a JSON tree (None if absent)."""
-    best = None
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, dict):
-            for k, v in o.items():
-                if k == key and isinstance(v, (int, float)):
-                    best = v if best is None else max(best, v)
-                else:
-                    stack.append(v)
-        elif isinstance(o, list):
-            stack.extend(o)
-    return best
 
 
 if __name__ == "__main__":

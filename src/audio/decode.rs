@@ -76,7 +76,11 @@ pub fn decode_bytes(bytes: Vec<u8>, name: impl AsRef<Path>) -> Result<DecodedAud
     if bytes.is_empty() {
         return Err(AudioError::EmptyFile { path });
     }
-    collect(chunks_of(Box::new(std::io::Cursor::new(bytes)), path, 1 << 16)?)
+    collect(chunks_of(
+        Box::new(std::io::Cursor::new(bytes)),
+        path,
+        1 << 16,
+    )?)
 }
 
 fn collect(mut chunks: AudioChunks) -> Result<DecodedAudio, AudioError> {

@@ -428,7 +428,8 @@ pub fn read_safetensors_header(
     rename: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<FoundTensor>, CheckpointError> {
     let file = std::fs::File::open(path).map_err(|e| CheckpointError::file(path, e.to_string()))?;
-    let mmap = crate::io::map_file(&file).map_err(|e| CheckpointError::file(path, e.to_string()))?;
+    let mmap =
+        crate::io::map_file(&file).map_err(|e| CheckpointError::file(path, e.to_string()))?;
     safetensors_header_of(&mmap, path, rename)
 }
 
@@ -484,7 +485,12 @@ pub fn load_safetensors_bytes_into<M: ModuleSnapshot>(
     path: &Path,
     remap: Option<&[(&str, &str)]>,
 ) -> Result<(), CheckpointError> {
-    load_store_into(module, SafetensorsStore::from_bytes(Some(bytes)), path, remap)
+    load_store_into(
+        module,
+        SafetensorsStore::from_bytes(Some(bytes)),
+        path,
+        remap,
+    )
 }
 
 fn load_store_into<M: ModuleSnapshot>(

@@ -53,10 +53,11 @@ impl WhisperTokenizer {
     /// # Errors
     /// [`WhisperTokenizerError`] naming `path`: not a valid `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, WhisperTokenizerError> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| WhisperTokenizerError {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| WhisperTokenizerError {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             inner,
             path: path.to_owned(),

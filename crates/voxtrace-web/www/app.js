@@ -51,7 +51,7 @@ async function loadGguf(files) {
   }
   const t1 = performance.now();
   const model = VoxtralModel.from_gguf_shards(sink);
-  return { kind: "voxtral", model, weightBytes: total, fetchMs: t1 - t0, loadMs: performance.now() - t0 };
+  return { kind: "voxtral", model, weightBytes: total, fetchMs: t1 - t0, loadMs: performance.now() - t0, memAfterLoad: memBytes() };
 }
 
 async function loadModel(kind, ggufFiles) {
@@ -64,14 +64,14 @@ async function loadModel(kind, ggufFiles) {
   const t1 = performance.now();
   if (kind === "whisper") model = new WhisperModel(files[0], files[1], files[2], m.dir);
   else model = new VoxtralModel(files[0], files[1], files[2], m.dir);
-  return { kind, model, weightBytes, fetchMs: t1 - t0, loadMs: performance.now() - t0 };
+  return { kind, model, weightBytes, fetchMs: t1 - t0, loadMs: performance.now() - t0, memAfterLoad: memBytes() };
 }
 
 function showModel() {
   $("modelinfo").textContent = current
     ? `${current.kind}: files ${mb(current.weightBytes)}, fetch ${current.fetchMs.toFixed(0)} ms, ` +
       `load ${current.loadMs.toFixed(0)} ms (parse ${(current.model.load_seconds() * 1000).toFixed(0)} ms); ` +
-      `wasm memory ${mb(memBytes())}`
+      `wasm memory after loading ${mb(current.memAfterLoad)}`
     : "";
   for (const id of ["run", "rec", "trace"]) $(id).disabled = !current;
 }
@@ -236,17 +236,20 @@ async function runTests() {
       const samples = decode_audio(await fetchBytes(`audio/${item.clip}`), item.clip);
       const decodeMs = performance.now() - t0;
       const r = await transcribe(samples, () => {});
+      const memAfterRun = memBytes();
       log(`${item.name}: ${JSON.stringify(r.text)} RTF ${r.rtf.toFixed(3)}`);
       const res = {
         ...item, ...r, decode_ms: decodeMs,
         fetch_ms: current.fetchMs, load_ms: current.loadMs, parse_s: current.model.load_seconds(),
-        weight_bytes: current.weightBytes, wasm_memory_bytes: memBytes(),
+        weight_bytes: current.weightBytes, memory_after_load: current.memAfterLoad,
+        memory_after_transcribe: memAfterRun,
       };
       if (item.trace) {
         const t1 = performance.now();
         const bytes = traceOf(samples);
         res.trace_ms = performance.now() - t1;
         res.trace_bytes = bytes.length;
+        res.memory_after_trace = memBytes();
         await post(`${item.name}.safetensors`, bytes, "application/octet-stream");
       }
       out.items.push(res);

@@ -636,8 +636,8 @@ pub fn write_gguf(
 
     let file = std::fs::File::open(&weights)
         .map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
-    let mmap = crate::io::map_file(&file)
-        .map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
+    let mmap =
+        crate::io::map_file(&file).map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| CheckpointError::file(&weights, format!("invalid safetensors: {e}")))?;
     let mut stored: Vec<String> = st.names().into_iter().map(str::to_string).collect();
