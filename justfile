@@ -93,6 +93,34 @@ reference: models
 full-size-checkpoint dir:
     {{ref_py}} reference/full_size_checkpoint.py {{dir}}
 
+# Full-size parity (issue 22): upstream's hook dump of DIR (`just full-size-checkpoint DIR`; f32, and f64 for upstream's own f32 error) vs `voxtrace trace` on the same inputs (encoder, adapter, one decoder pass over CLIP's positions); HTML report reports/parity-full-size/report.html, then the ignored test tests/voxtral_fullsize_parity.rs. Needs `just setup-reference`, ~14 GB free RAM, ~15 min. Dumps in target/parity-full-size/.
+parity-full-size dir clip=(audio_dir / "001.wav"):
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out=target/parity-full-size; mkdir -p "$out" reports/parity-full-size
+    ref() { /usr/bin/env time -f "$1: %e s wall, peak RSS %M kB" "${@:2}"; }
+    # 1. The BF16-held, f32-computing upstream model is bit-identical to a plain f32 (and f64) one (tiny fixture).
+    {{ref_py}} reference/voxtral_fullsize_parity.py --check-hold --checkpoint fixtures/voxtral_tiny/mistral --audio "{{clip}}"
+    need_kib=$(( ${VOXTRACE_PARITY_MIN_GIB:-14} * 1024 * 1024 ))
+    avail=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+    if [ "$avail" -lt "$need_kib" ]; then
+        echo "parity-full-size: $((avail / 1048576)) GiB available, the f64 upstream run peaks at ~13 GiB (set VOXTRACE_PARITY_MIN_GIB to override)" >&2; exit 2
+    fi
+    # 2. Upstream dumps (one at a time: ~11 GB and ~13 GB peak) and upstream's own f32 error.
+    ref "upstream f32" {{ref_py}} reference/voxtral_fullsize_parity.py --checkpoint "{{dir}}" --audio "{{clip}}" --compute f32 --out "$out/upstream-f32.safetensors"
+    ref "upstream f64" {{ref_py}} reference/voxtral_fullsize_parity.py --checkpoint "{{dir}}" --audio "{{clip}}" --compute f64 --out "$out/upstream-f64.safetensors"
+    {{ref_py}} reference/voxtral_fullsize_parity.py --floor "$out/upstream-f32.safetensors" "$out/upstream-f64.safetensors" --out "$out/floor.json"
+    # 3. voxtrace on the same inputs, the same names.
+    cargo build -q --bin voxtrace
+    ref "voxtrace trace" target/debug/voxtrace trace --model "{{dir}}" --inputs "$out/upstream-f32.safetensors" --no-generate \
+        --names-from "$out/upstream-f32.safetensors" --out "$out/voxtrace.safetensors"
+    # 4. Report at the test's tolerances, then the test itself.
+    mapfile -t tols < <({{ref_py}} reference/voxtral_fullsize_parity.py --tol-args "$out/floor.json")
+    target/debug/voxtrace compare "$out/upstream-f32.safetensors" "$out/voxtrace.safetensors" --atol 1e-5 --rtol 1e-4 "${tols[@]}" \
+        --html reports/parity-full-size/report.html --json reports/parity-full-size/report.json --quiet || [ $? -eq 1 ]
+    VOXTRACE_FULLSIZE_DIR="{{dir}}" VOXTRACE_FULLSIZE_DUMP="$out/upstream-f32.safetensors" VOXTRACE_FULLSIZE_FLOOR="$out/floor.json" \
+        cargo test -q --features ndarray --test voxtral_fullsize_parity -- --ignored --nocapture
+
 # Prove the committed fixtures are what the reference scripts produce today.
 reference-check:
     {{ref_py}} reference/voxtral_tiny_check.py

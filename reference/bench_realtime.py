@@ -69,7 +69,9 @@ def main():
     ap.add_argument("--voxtrace", required=True, help="the voxtrace binary (release build)")
     ap.add_argument("--checkpoint", required=True, help="full-size Mistral-layout folder (BF16)")
     ap.add_argument("--audio", required=True, help="the clip (e.g. jfk.wav, 11.0 s)")
-    ap.add_argument("--types", default="bf16,q8_0,q4_0")
+    ap.add_argument("--types", default="bf16,bf16c,q8_0,q4_0",
+                    help="bf16: BF16 as stored, f32 compute; bf16c: BF16 as stored, `--compute bf16` "
+                         "(activations rounded to bf16, AVX-512 BF16 products); q8_0, q4_0: GGUF")
     ap.add_argument("--gguf-dir", help="where the q8_0 / q4_0 GGUF files live or are written (default: the checkpoint folder)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
@@ -92,7 +94,8 @@ def main():
           file=sys.stderr)
 
     for ty in [t for t in args.types.split(",") if t]:
-        if ty == "bf16":
+        extra = ["--compute", "bf16"] if ty == "bf16c" else []
+        if ty in ("bf16", "bf16c"):
             model = ckpt
         else:
             model = gdir / f"voxtral-{ty}.gguf"
@@ -104,7 +107,7 @@ def main():
         for phase in (["warm"] if args.no_cold else ["cold", "warm"]):
             if phase == "cold":
                 drop_cache(model_files(model))
-            text, wall, rss = run([vt, "transcribe", "--model", str(model), "--json", str(args.audio)], env)
+            text, wall, rss = run([vt, "transcribe", "--model", str(model), "--json", *extra, str(args.audio)], env)
             line = json.loads([ln for ln in text.splitlines() if ln.startswith("{")][-1])
             for k in ("ids", "tokens", "text"):
                 line.pop(k, None)

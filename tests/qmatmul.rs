@@ -352,6 +352,19 @@ fn large_shapes_multithreaded() {
     }
 }
 
+/// More activation rows than one L2-sized activation block holds (256 kB of quantized rows:
+/// 32 rows at n_in 8192) and more weight rows than one weight block (16), with rows left
+/// over in both: the blocked loop order covers every output once.
+#[test]
+fn many_rows_span_several_activation_and_weight_blocks() {
+    for kind in [QuantKind::Q8_0, QuantKind::Q4_0] {
+        let (m, n_out, n_in) = (37, 21, 8192);
+        let w = values(n_out * n_in, 17);
+        let x = values(m * n_in, 18);
+        check(kind, &quantize(kind, &w), &x, m, n_out, n_in);
+    }
+}
+
 /// The detected kernel is one this CPU can run and is the one `qmatmul` uses (same result).
 #[test]
 fn detected_kernel_is_used() {

@@ -178,3 +178,96 @@ fn whisper_trace_then_compare_passes_against_the_transformers_dump() {
         "the other tensors are missing: not a pass"
     );
 }
+
+/// `--no-generate` with `--inputs` replays the dump's ids without generating (no
+/// `generated_ids` in the output) and `--names-from` records exactly the dump's names: the
+/// full-size parity run (`just parity-full-size`) in miniature, on the tiny fixture.
+#[test]
+fn no_generate_and_names_from_trace_exactly_a_reference_dumps_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = [
+        "input_features",
+        "input_ids",
+        "model.audio_tower.layers.1.out",
+        "model.multi_modal_projector.out",
+        "model.language_model.layers.0.out",
+        "model.language_model.norm.out",
+        "logits",
+    ];
+    let subset = dir.path().join("subset.safetensors");
+    let owned: Vec<_> = read_tensors(&voxtral_fixture("dumps/cards-001.safetensors"))
+        .into_iter()
+        .filter(|t| keep.contains(&t.0.as_str()))
+        .collect();
+    assert_eq!(owned.len(), keep.len());
+    write_tensors(&subset, &owned);
+    let run = dir.path().join("run.safetensors");
+    let tok = voxtral_fixture("mistral/tekken.json");
+    let o = voxtrace(&[
+        "trace",
+        "--model",
+        s(&voxtral_fixture("mistral")),
+        "--tokenizer",
+        s(&tok),
+        "--inputs",
+        s(&subset),
+        "--no-generate",
+        "--names-from",
+        s(&subset),
+        "--out",
+        s(&run),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names: Vec<String> = read_tensors(&run).into_iter().map(|t| t.0).collect();
+    names.sort();
+    let mut want: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "exactly the reference's names, no generated_ids"
+    );
+    let o = voxtrace(&["compare", s(&subset), s(&run), "--quiet"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // From audio: the prompt, then [STREAMING_PAD] up to one id per audio token.
+    let ids_run = dir.path().join("ids.safetensors");
+    let audio = common::shared_audio().join("001.wav");
+    let o = voxtrace(&[
+        "trace",
+        "--model",
+        s(&voxtral_fixture("mistral")),
+        "--tokenizer",
+        s(&tok),
+        s(&audio),
+        "--no-generate",
+        "--filter",
+        "input_ids",
+        "--out",
+        s(&ids_run),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = read_tensors(&ids_run);
+    assert_eq!(t.len(), 1, "only input_ids (no generated_ids)");
+    let ids: Vec<i64> = t[0]
+        .3
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let up = read_tensors(&voxtral_fixture("dumps/cards-001.safetensors"));
+    let up_ids: Vec<i64> = up
+        .iter()
+        .find(|t| t.0 == "input_ids")
+        .unwrap()
+        .3
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(ids.len(), up_ids.len(), "one id per audio token");
+    assert_eq!(ids[..39], up_ids[..39], "the upstream prompt");
+    assert!(ids[39..].iter().all(|&i| i == up_ids[1]), "{ids:?}");
+}

@@ -113,3 +113,66 @@ fn batched_encoder_gives_the_one_token_schedule_tokens() {
         }
     }
 }
+
+/// `HalfCompute::Bf16` (activations rounded to bf16, AVX-512 BF16 dot products) computes
+/// every product the same way for any number of rows, so the batched encoder still gives the
+/// one-token schedule's ids and logits within the same 1e-4 as in f32, on the BF16 fixture
+/// (Mistral layout). The drift against f32 compute is printed (ids agreement, largest logit
+/// change), not bounded: it is what `--compute bf16` trades. Without AVX512_BF16 the setter
+/// must report no bf16 layer and the results must equal f32 compute's exactly.
+#[test]
+fn bf16_compute_keeps_batched_and_one_token_schedules_equal() {
+    use voxtrace::nn::half::{HalfCompute, bf16_compute_available};
+    let device = device();
+    let f32_model =
+        Voxtral::load_layout(&voxtral_fixture("mistral"), WeightLayout::Mistral, &device).unwrap();
+    let mut model =
+        Voxtral::load_layout(&voxtral_fixture("mistral"), WeightLayout::Mistral, &device).unwrap();
+    let n = model.set_compute(HalfCompute::Bf16);
+    let tok = Tekken::from_file(voxtral_fixture("mistral/tekken.json")).unwrap();
+    if bf16_compute_available() {
+        assert!(n > 0, "BF16 fixture: no layer runs in bf16");
+    } else {
+        assert_eq!(n, 0);
+    }
+    for name in ["001.wav", "goforward.wav", "LJ002-0020.wav", "synthetic"] {
+        let x = clip(name);
+        let one = stream_with(&model, &tok, &x, x.len(), Some(1));
+        let b = stream_with(&model, &tok, &x, x.len(), Some(256));
+        assert_eq!(
+            b.ids, one.ids,
+            "{name}: bf16 compute, encoder chunk 256 vs 1"
+        );
+        let mut max = 0f32;
+        for (p, q) in b.logits.iter().zip(&one.logits) {
+            for (a, c) in p.iter().zip(q) {
+                max = max.max((a - c).abs());
+            }
+        }
+        assert!(
+            max <= 1e-4,
+            "{name}: bf16 compute, chunk 256 vs 1: logits differ by {max}"
+        );
+        let f = stream_with(&f32_model, &tok, &x, x.len(), Some(256));
+        let common = f.ids.iter().zip(&b.ids).take_while(|(a, c)| a == c).count();
+        let mut drift = 0f32;
+        for (p, q) in b.logits.iter().zip(&f.logits).take(1) {
+            for (a, c) in p.iter().zip(q) {
+                drift = drift.max((a - c).abs());
+            }
+        }
+        eprintln!(
+            "{name}: bf16 vs f32 compute: {common} of {} / {} ids in common prefix, first logits max diff {drift:.3e}",
+            b.ids.len(),
+            f.ids.len()
+        );
+        if n == 0 {
+            assert_eq!(
+                b.ids, f.ids,
+                "{name}: without bf16 layers the run is the f32 run"
+            );
+        } else {
+            assert!(drift > 0.0, "{name}: bf16 compute changed nothing");
+        }
+    }
+}

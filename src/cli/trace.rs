@@ -4,7 +4,8 @@
 //! Like `reference/voxtral_tiny.py`: greedy offline generation first, then one teacher-forced
 //! forward pass on the generated sequence with capture on, so the dump joins name by name with
 //! the upstream dump. Top-level entries `input_features`, `input_ids`, `generated_ids`,
-//! `logits` are recorded too.
+//! `logits` are recorded too. `--no-generate` skips the generation (the full-size parity run:
+//! `just parity-full-size`), `--names-from DUMP` records exactly a reference dump's names.
 //!
 //! Whisper folders (CTranslate2 or transformers layout, see [`crate::models::whisper`]) are
 //! traced the way `reference/whisper_reference.py` dumps transformers' Whisper: greedy decoding
@@ -62,6 +63,17 @@ pub struct TraceArgs {
     /// model compared with this one is the per-layer quantization drift (`just quant-report`).
     #[arg(long)]
     pub quant: Option<crate::nn::qmatmul::QuantKind>,
+    /// Skip the greedy generation (Voxtral only; no `generated_ids` in the dump): the
+    /// teacher-forced pass takes the `--inputs` dump's ids, or with an audio file the prompt
+    /// followed by [STREAMING_PAD] up to one id per audio token (as
+    /// `reference/voxtral_fullsize_parity.py` feeds upstream). For the full-size model, where
+    /// generating first would cost one decoder step per audio token.
+    #[arg(long)]
+    pub no_generate: bool,
+    /// Record exactly the names this dump holds (on top of `--filter`, which then has to match
+    /// too): traces what a reference dump recorded, no more.
+    #[arg(long, value_name = "DUMP")]
+    pub names_from: Option<PathBuf>,
 }
 
 /// Run `voxtrace trace`.
@@ -77,7 +89,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
     let device = super::device(&args.device)?;
     let filter = NameFilter::parse(&args.filter).map_err(anyhow::Error::msg)?;
+    let filter = match &args.names_from {
+        Some(dump) => filter.and_names(names_of(dump)?),
+        None => filter,
+    };
     if crate::models::whisper::is_whisper_dir(&args.model) {
+        anyhow::ensure!(
+            !args.no_generate,
+            "--no-generate is for Voxtral checkpoints (a Whisper trace needs the decoded ids)"
+        );
         return run_whisper(args, filter, &device);
     }
     let (mut model, tok) = Voxtral::open(&args.model, args.tokenizer.as_deref(), &device)?;
@@ -114,20 +134,24 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     };
     let n_tokens = features.dims()[2] / audio_cfg.audio_length_per_tok();
     let pad = tokens.streaming_pad;
-    let g = generate_offline(
-        &model,
-        features.clone(),
-        &prompt,
-        delay_tokens as f32,
-        Some(tokens.eos),
-    );
-    let generated = g.sequence.clone();
     // The teacher-forced pass needs one id per audio token: replay the dump's ids, or our own
-    // generated sequence padded with [STREAMING_PAD] after an early EOS.
+    // generated sequence (the prompt with --no-generate) padded with [STREAMING_PAD] after an
+    // early EOS.
+    let (generated, mut seq) = if args.no_generate {
+        (None, prompt.clone())
+    } else {
+        let g = generate_offline(
+            &model,
+            features.clone(),
+            &prompt,
+            delay_tokens as f32,
+            Some(tokens.eos),
+        );
+        (Some(g.sequence.clone()), g.sequence)
+    };
     let ids = match dump_ids {
         Some(ids) => ids,
         None => {
-            let mut seq = g.sequence;
             seq.resize(n_tokens.max(seq.len()), pad);
             let n = seq.len();
             Tensor::<2, Int>::from_data(TensorData::new(seq, [1, n]), &device)
@@ -142,12 +166,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     finish_trace(tracer, args)
 }
 
-/// A file tracer for `args.out` with `generated_ids [1, n]` recorded first.
+/// A file tracer for `args.out` with `generated_ids [1, n]` recorded first (when given).
 fn start_trace(
     args: &TraceArgs,
     model_kind: &str,
     filter: NameFilter,
-    generated: Vec<i64>,
+    generated: Option<Vec<i64>>,
     device: &burn::tensor::Device,
 ) -> anyhow::Result<Tracer> {
     let source = format!(
@@ -159,11 +183,13 @@ fn start_trace(
     if let Some(dump) = &args.feed {
         tracer = tracer.with_feed(read_feed(dump)?);
     }
-    let n = generated.len();
-    tracer.root().record_int(
-        "generated_ids",
-        &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), device),
-    );
+    if let Some(generated) = generated {
+        let n = generated.len();
+        tracer.root().record_int(
+            "generated_ids",
+            &Tensor::<2, Int>::from_data(TensorData::new(generated, [1, n]), device),
+        );
+    }
     Ok(tracer)
 }
 
@@ -193,6 +219,22 @@ fn read_feed(path: &std::path::Path) -> anyhow::Result<crate::trace::FeedMap> {
         path.display()
     );
     Ok(feed)
+}
+
+/// Every tensor name of a dump (for `--names-from`).
+fn names_of(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let dump = crate::compare::dump::Dump::open(path)?;
+    let names: Vec<String> = dump
+        .names_in_storage_order()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "{}: --names-from: the dump holds no tensors",
+        path.display()
+    );
+    Ok(names)
 }
 
 /// Writes the dump (atomic rename) and reports the count.
@@ -257,7 +299,7 @@ fn run_whisper(
             Tensor::<2, Int>::from_data(TensorData::new(forced, [1, n]), device)
         }
     };
-    let tracer = start_trace(args, " whisper", filter, generated, device)?;
+    let tracer = start_trace(args, " whisper", filter, Some(generated), device)?;
     model.net.forward(feats, ids, &tracer.root())?;
     finish_trace(tracer, args)
 }

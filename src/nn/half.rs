@@ -109,6 +109,59 @@ pub struct HalfMatrix {
     rows: usize,
     cols: usize,
     data: Bytes,
+    compute: HalfCompute,
+}
+
+/// How the products of a [`HalfMatrix`] are computed ([`HalfMatrix::set_compute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HalfCompute {
+    /// Weights widened to f32 and multiplied with the f32 activations: the f32 product of the
+    /// stored weights up to the order of the sums (the default; the parity tests' mode).
+    #[default]
+    F32,
+    /// Activations rounded to bf16 (round to nearest even) and multiplied with the BF16
+    /// weights by AVX-512 BF16 `vdpbf16ps`: each product of two bf16 values is exact in f32
+    /// and summed in f32 (with denormal inputs and results flushed to zero, as the instruction
+    /// does). This is how PyTorch's BF16 `nn.Linear` treats its input on CPU (oneDNN rounds
+    /// the activations to bf16 and accumulates in f32). Twice the multiply-adds per
+    /// instruction of the f32 path; for every row count, so a batched and a step-by-step
+    /// schedule compute the same products. Only BF16 weights on a CPU with AVX512_BF16
+    /// ([`bf16_compute_available`]); elsewhere [`HalfCompute::F32`] is used.
+    Bf16,
+}
+
+impl HalfCompute {
+    /// `f32` or `bf16`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HalfCompute::F32 => "f32",
+            HalfCompute::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for HalfCompute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(HalfCompute::F32),
+            "bf16" => Ok(HalfCompute::Bf16),
+            _ => Err(format!("unknown compute precision {s:?} (f32, bf16)")),
+        }
+    }
+}
+
+/// Whether this CPU runs [`HalfCompute::Bf16`] products (AVX-512F/BW and AVX512_BF16).
+pub fn bf16_compute_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512bw") && has!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl HalfMatrix {
@@ -138,7 +191,24 @@ impl HalfMatrix {
             rows,
             cols,
             data,
+            compute: HalfCompute::F32,
         })
+    }
+
+    /// How products with this matrix are computed from now on (shared bytes untouched).
+    pub fn set_compute(&mut self, compute: HalfCompute) {
+        self.compute = compute;
+    }
+
+    /// The compute precision asked for ([`HalfMatrix::set_compute`]).
+    pub fn compute(&self) -> HalfCompute {
+        self.compute
+    }
+
+    /// Whether products really run in [`HalfCompute::Bf16`]: asked for, BF16 weights, and a
+    /// CPU that has the instructions.
+    pub fn computes_in_bf16(&self) -> bool {
+        self.compute == HalfCompute::Bf16 && self.kind == HalfKind::Bf16 && bf16_compute_available()
     }
 
     /// `values` `[rows, cols]` rounded to `kind` (round to nearest even), in an owned buffer.
@@ -298,6 +368,11 @@ pub fn half_matmul_with(
     let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS && threads > 1;
     // Output transposed, `[n_out, m]`: each task owns a contiguous range of weight rows.
     let mut yt = vec![0f32; n_out * m];
+    #[cfg(target_arch = "x86_64")]
+    if w.computes_in_bf16() {
+        bf16_products(x, m, w, parallel, &mut yt);
+        return Ok(untranspose(yt, m, n_out));
+    }
     if m >= gemm_min_rows {
         let rows_per_block = (GEMM_BLOCK_VALUES / n_in).clamp(1, n_out);
         let mut wf = vec![0f32; rows_per_block * n_in];
@@ -366,6 +441,81 @@ pub fn half_matmul_with(
         over_output_rows(&mut yt, m, parallel, 8, run);
     }
     Ok(untranspose(yt, m, n_out))
+}
+
+/// Activation bytes (bf16, `rows * n_in * 2`) of one block run against a task's weight rows
+/// before the next block ([`bf16_products`]): an L2-sized share.
+const BF16_ACT_BLOCK_BYTES: usize = 256 << 10;
+
+/// Input columns per pass of [`bf16_products`]: a tile's 4 weight-row slices (2 kB) stay in
+/// L1 while it meets every activation-row slice of the block (from L2).
+const BF16_KC: usize = 256;
+
+/// `yt [n_out, m] = w · bf16(x)ᵀ` by [`HalfCompute::Bf16`]: the activations rounded to bf16
+/// once, then tiles of up to 4 weight rows x 4 activation rows (16 accumulators, each weight
+/// and activation vector loaded once per tile) over [`BF16_KC`] columns at a time (each
+/// pass's sums added to the output in column order, the same order for any `m`), activation
+/// rows in L2-sized blocks, output rows across Rayon threads when `parallel`.
+#[cfg(target_arch = "x86_64")]
+fn bf16_products(x: &[f32], m: usize, w: &HalfMatrix, parallel: bool, yt: &mut [f32]) {
+    let n = w.cols;
+    let xb: Vec<u16> = x
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    let act_block = (BF16_ACT_BLOCK_BYTES / (2 * BF16_KC.min(n))).max(4) / 4 * 4;
+    let data: &[u8] = &w.data;
+    let run = |j0: usize, chunk: &mut [f32]| {
+        let rows = chunk.len() / m;
+        let mut a0 = 0;
+        while a0 < m {
+            let a1 = (a0 + act_block).min(m);
+            let mut k0 = 0;
+            while k0 < n {
+                let len = BF16_KC.min(n - k0);
+                let mut jj = 0;
+                while jj < rows {
+                    let jw = 4.min(rows - jj);
+                    let mut r = a0;
+                    while r < a1 {
+                        let rr = 4.min(a1 - r);
+                        let mut tile = [[0f32; 4]; 4];
+                        // SAFETY: `bf16_products` runs only when `computes_in_bf16()` (the CPU
+                        // has AVX-512F/BW/BF16); weight rows j0 + jj .. + jw < n_out and
+                        // activation rows r .. r + rr <= m each hold `n` values (`data` is
+                        // `n_out * n * 2` bytes, `xb` is `m * n` values), of which columns
+                        // k0 .. k0 + len <= n are read.
+                        unsafe {
+                            x86::bf16_tile(
+                                data.as_ptr().add(((j0 + jj) * n + k0) * 2).cast(),
+                                jw,
+                                xb.as_ptr().add(r * n + k0),
+                                rr,
+                                n,
+                                len,
+                                &mut tile,
+                            );
+                        }
+                        for (t, trow) in tile.iter().enumerate().take(jw) {
+                            let y = &mut chunk[(jj + t) * m + r..(jj + t) * m + r + rr];
+                            if k0 == 0 {
+                                y.copy_from_slice(&trow[..rr]);
+                            } else {
+                                for (o, v) in y.iter_mut().zip(trow) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                        r += rr;
+                    }
+                    jj += jw;
+                }
+                k0 += len;
+            }
+            a0 = a1;
+        }
+    };
+    over_output_rows(yt, m, parallel, 8, run);
 }
 
 /// `out[i] = dot(widen(wrow), x[i * n .. (i + 1) * n])` for `i < out.len() <= 4`.
@@ -585,6 +735,116 @@ mod x86 {
         tail::<R>(kind, wrow, x, n, full, &mut sums);
         out.copy_from_slice(&sums);
     }
+
+    /// `tile[t][i] = dot(w row t, x row i)` over `len` columns, for `t < jw <= 4`,
+    /// `i < rr <= 4`, rows `stride` bf16 values apart (weights from `w`, activations from
+    /// `x`), by `vdpbf16ps`: 32 values per step, the last `len % 32` by masked loads.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/BF16 available; `len` values readable at `w + t * stride` (`t < jw`) and
+    /// at `x + i * stride` (`i < rr`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn bf16_tile(
+        w: *const u16,
+        jw: usize,
+        x: *const u16,
+        rr: usize,
+        stride: usize,
+        len: usize,
+        tile: &mut [[f32; 4]; 4],
+    ) {
+        macro_rules! tile {
+            ($JW:literal, $R:literal) => {
+                // SAFETY: the caller's contract, with jw == $JW and rr == $R.
+                unsafe { bf16_tile_n::<$JW, $R>(w, x, stride, len, tile) }
+            };
+        }
+        match (jw, rr) {
+            (1, 1) => tile!(1, 1),
+            (1, 2) => tile!(1, 2),
+            (1, 3) => tile!(1, 3),
+            (1, 4) => tile!(1, 4),
+            (2, 1) => tile!(2, 1),
+            (2, 2) => tile!(2, 2),
+            (2, 3) => tile!(2, 3),
+            (2, 4) => tile!(2, 4),
+            (3, 1) => tile!(3, 1),
+            (3, 2) => tile!(3, 2),
+            (3, 3) => tile!(3, 3),
+            (3, 4) => tile!(3, 4),
+            (4, 1) => tile!(4, 1),
+            (4, 2) => tile!(4, 2),
+            (4, 3) => tile!(4, 3),
+            (4, 4) => tile!(4, 4),
+            _ => unreachable!("tiles are at most 4 x 4"),
+        }
+    }
+
+    /// [`bf16_tile`] with its sizes as constants.
+    ///
+    /// # Safety
+    /// As [`bf16_tile`] with `jw = JW`, `rr = R`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn bf16_tile_n<const JW: usize, const R: usize>(
+        w: *const u16,
+        x: *const u16,
+        stride: usize,
+        n: usize,
+        tile: &mut [[f32; 4]; 4],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); R]; JW];
+        let mut k = 0;
+        // SAFETY (both loops): k + 32 <= n, or the mask covers k .. n only: every load reads
+        // values of rows the caller guarantees; bf16 pairs reinterpret 512-bit integer vectors.
+        while k + 32 <= n {
+            unsafe {
+                let mut wv = [_mm512_setzero_si512(); JW];
+                for (t, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(w.add(t * stride + k).cast());
+                }
+                for i in 0..R {
+                    let xv: __m512bh =
+                        std::mem::transmute(_mm512_loadu_si512(x.add(i * stride + k).cast()));
+                    for t in 0..JW {
+                        acc[t][i] = _mm512_dpbf16_ps(
+                            acc[t][i],
+                            xv,
+                            std::mem::transmute::<__m512i, __m512bh>(wv[t]),
+                        );
+                    }
+                }
+            }
+            k += 32;
+        }
+        if k < n {
+            let mask: __mmask32 = (1u32 << (n - k)) - 1;
+            unsafe {
+                let mut wv = [_mm512_setzero_si512(); JW];
+                for (t, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_epi16(mask, w.add(t * stride + k).cast());
+                }
+                for i in 0..R {
+                    let xv: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi16(
+                        mask,
+                        x.add(i * stride + k).cast(),
+                    ));
+                    for t in 0..JW {
+                        acc[t][i] = _mm512_dpbf16_ps(
+                            acc[t][i],
+                            xv,
+                            std::mem::transmute::<__m512i, __m512bh>(wv[t]),
+                        );
+                    }
+                }
+            }
+        }
+        for t in 0..JW {
+            for i in 0..R {
+                tile[t][i] = _mm512_reduce_add_ps(acc[t][i]);
+            }
+        }
+    }
 }
 
 /// `x [..., n_in]` through a half-precision weight: `[..., n_out]` via [`half_matmul`] (the
@@ -666,6 +926,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `HalfCompute::Bf16`: the f64 product of bf16-rounded activations and the weights,
+    /// within the f32 summation bound `gamma(n) * sum |x_b| |w|` (each bf16 x bf16 product is
+    /// exact in f32), over tiles of every size (rows not multiples of 4) and widths with and
+    /// without a masked tail; F16 weights fall back to the f32 path.
+    #[test]
+    fn bf16_compute_is_the_product_of_rounded_activations() {
+        if !bf16_compute_available() {
+            eprintln!(
+                "no AVX512_BF16 on this CPU: HalfCompute::Bf16 falls back to F32 (checked below)"
+            );
+        }
+        for &(m, n_out, n_in) in &[
+            (1, 1, 32),
+            (1, 9, 100),
+            (3, 5, 64),
+            (6, 7, 47),
+            (9, 13, 300),
+            (17, 70, 96),
+        ] {
+            let (mut w, wf) = matrix(HalfKind::Bf16, n_out, n_in, (m * 7 + n_in) as u32);
+            let (_, x) = matrix(HalfKind::F16, m, n_in, 11);
+            w.set_compute(HalfCompute::Bf16);
+            assert_eq!(w.computes_in_bf16(), bf16_compute_available());
+            let got = half_matmul(&x, m, &w).unwrap();
+            let xr: Vec<f32> = if w.computes_in_bf16() {
+                x.iter()
+                    .map(|&v| half::bf16::from_f32(v).to_f32())
+                    .collect()
+            } else {
+                x.clone()
+            };
+            let u = f64::from(f32::EPSILON) / 2.0;
+            let gamma = (n_in as f64 + 1.0) * u / (1.0 - (n_in as f64 + 1.0) * u);
+            for i in 0..m {
+                for j in 0..n_out {
+                    let (mut s, mut a) = (0f64, 0f64);
+                    for k in 0..n_in {
+                        let p = f64::from(xr[i * n_in + k]) * f64::from(wf[j * n_in + k]);
+                        s += p;
+                        a += p.abs();
+                    }
+                    let g = f64::from(got[i * n_out + j]);
+                    assert!(
+                        (g - s).abs() <= gamma * a + 1e-30,
+                        "[{m},{n_out},{n_in}] at ({i},{j}): {g} vs {s} (bound {})",
+                        gamma * a
+                    );
+                }
+            }
+            if bf16_compute_available() {
+                // Rounding the activations is visible: the f32 path differs somewhere.
+                let mut wf32 = w.clone();
+                wf32.set_compute(HalfCompute::F32);
+                assert_ne!(
+                    half_matmul(&x, m, &wf32).unwrap(),
+                    got,
+                    "[{m},{n_out},{n_in}]"
+                );
+            }
+        }
+        let (mut w16, _) = matrix(HalfKind::F16, 5, 64, 3);
+        w16.set_compute(HalfCompute::Bf16);
+        assert!(!w16.computes_in_bf16());
     }
 
     #[test]

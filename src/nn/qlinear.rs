@@ -46,7 +46,7 @@
 //! device ([`super::qmatmul::qlinear`]): it runs on Flex and ndarray, not on the graph-capture
 //! device (`voxtrace export` works on f32 models only).
 
-use super::half::{HalfMatrix, half_linear};
+use super::half::{HalfCompute, HalfMatrix, half_linear};
 use super::qmatmul::{BLOCK, PackedMatrix, QMatmulError, QuantKind, qlinear};
 use crate::quant::blocks::{QuantizeError, quantize};
 use burn::module::{
@@ -252,6 +252,19 @@ impl LinearWeight {
             LinearWeight::F32(l) => l.forward(x),
             LinearWeight::Half(h) => h.forward(x),
             LinearWeight::Packed(p) => p.forward(x),
+        }
+    }
+
+    /// Products of a 16-bit weight from now on in `compute` ([`HalfCompute`]); returns whether
+    /// the layer runs in bf16 (a BF16 weight on a CPU with AVX512_BF16). f32 and packed
+    /// weights are unchanged (false).
+    pub fn set_compute(&mut self, compute: HalfCompute) -> bool {
+        match self {
+            LinearWeight::Half(h) => {
+                h.weight.set_compute(compute);
+                h.weight.computes_in_bf16()
+            }
+            _ => false,
         }
     }
 

@@ -14,9 +14,10 @@
 //! unsigned-times-signed instructions (the per-block `sum(q_x)` is computed once per
 //! activation row).
 //!
-//! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI
-//! (`vpdpbusd`, two blocks per 512-bit register), AVX2 (`vpmaddubsw` with the sign trick for
-//! Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
+//! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI + VBMI
+//! (groups of four blocks: quants and scales gathered by byte shuffles from two loads,
+//! `vpdpbusd` into per-block lanes, activations laid out once per product to match), AVX2
+//! (`vpmaddubsw` with the sign trick for Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
 //! the f32 sums over blocks differs. Output rows are split across Rayon threads when the
 //! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
 
@@ -39,6 +40,84 @@ const ROWS_PER_TASK_MIN: usize = 8;
 /// Activation rows computed together against one weight row (each weight block loaded once
 /// for all of them).
 const X_ROWS: usize = 4;
+
+/// Weight rows run together against each group of [`X_ROWS`] activation rows (a few tens of
+/// kB of packed weights: they stay in L2 while the group stays in L1).
+const W_ROWS: usize = 16;
+
+/// Quantized activation bytes (`rows * n_in`) run against a task's weight rows before the
+/// next rows are taken ([`qmatmul_with`]'s loop order for many rows).
+const ACT_BLOCK_BYTES: usize = 256 << 10;
+
+/// Blocks per group of the AVX-512 kernel (a 512-bit register of Q4_0 nibbles, two of Q8_0
+/// quants).
+const GROUP: usize = 4;
+
+/// Activation rows laid out for the AVX-512 kernel, groups of [`GROUP`] blocks of each row
+/// (`ng = n / 128` groups per row; the `nb % 4` tail blocks stay in [`QuantizedRows`]):
+/// * Q4_0: `x [m, ng, 128]` bytes, per group the low halves (elements 0..16) of its four
+///   blocks, then the high halves (16..32), matching the nibble order of the weights;
+///   `init [m, ng, 16]` i32 with `-8 * sum(q_x)` of block `k` in lane `4k` (the lanes of
+///   `vpdpbusd` that block's products land in), zero elsewhere; `d [m, ng, 16]` with block
+///   `k`'s scale in lanes `4k..4k+4`.
+/// * Q8_0: `x [m, ng, 128]` bytes `q + 128` (unsigned, for `vpdpbusd`'s unsigned operand);
+///   `d [m, ng, 32]` with block `k`'s scale in lanes `8k..8k+8`.
+#[derive(Debug)]
+struct GroupedRows {
+    ng: usize,
+    x: Vec<u8>,
+    init: Vec<i32>,
+    d: Vec<f32>,
+}
+
+impl GroupedRows {
+    fn new(kind: QuantKind, acts: &QuantizedRows) -> Self {
+        let nb = acts.n / BLOCK;
+        let ng = nb / GROUP;
+        let m = acts.m;
+        let dl = match kind {
+            QuantKind::Q4_0 => 16,
+            QuantKind::Q8_0 => 32,
+        };
+        let mut x = vec![0u8; m * ng * GROUP * BLOCK];
+        let mut init = vec![
+            0i32;
+            if kind == QuantKind::Q4_0 {
+                m * ng * 16
+            } else {
+                0
+            }
+        ];
+        let mut d = vec![0f32; m * ng * dl];
+        for r in 0..m {
+            for g in 0..ng {
+                let base = r * ng + g;
+                let xg = &mut x[base * 128..(base + 1) * 128];
+                for k in 0..GROUP {
+                    let bi = r * nb + g * GROUP + k;
+                    let q = &acts.q[bi * BLOCK..(bi + 1) * BLOCK];
+                    match kind {
+                        QuantKind::Q4_0 => {
+                            for j in 0..16 {
+                                xg[16 * k + j] = q[j] as u8;
+                                xg[64 + 16 * k + j] = q[16 + j] as u8;
+                            }
+                            init[base * 16 + 4 * k] = -8 * acts.sum[bi];
+                            d[base * 16 + 4 * k..base * 16 + 4 * k + 4].fill(acts.d[bi]);
+                        }
+                        QuantKind::Q8_0 => {
+                            for j in 0..BLOCK {
+                                xg[32 * k + j] = (q[j] as u8) ^ 0x80;
+                            }
+                            d[base * 32 + 8 * k..base * 32 + 8 * k + 8].fill(acts.d[bi]);
+                        }
+                    }
+                }
+            }
+        }
+        GroupedRows { ng, x, init, d }
+    }
+}
 
 /// A GGUF block format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,7 +421,9 @@ pub enum QKernel {
     Scalar,
     /// AVX2 + FMA + F16C (x86-64).
     Avx2,
-    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`), plus the AVX2 set for odd tail blocks.
+    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`) and VBMI (`vpermb`, `vpermt2b`: a group of
+    /// four blocks' quants and scales gathered with one byte shuffle each), plus the AVX2 set
+    /// for the tail blocks.
     Avx512Vnni,
 }
 
@@ -367,6 +448,7 @@ impl QKernel {
                     && has!("avx512bw")
                     && has!("avx512vl")
                     && has!("avx512vnni")
+                    && has!("avx512vbmi")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -422,19 +504,45 @@ pub fn qmatmul_with(
         return Ok(vec![0.0; m * n_out]);
     }
     let acts = quantize_activations(x, m, n_in);
+    let grouped = (kernel == QKernel::Avx512Vnni).then(|| GroupedRows::new(w.kind, &acts));
     // Output transposed, `[n_out, m]`: each task owns a contiguous range of weight rows.
     let mut yt = vec![0f32; n_out * m];
     let row_bytes = w.row_bytes();
+    // Activation rows in blocks of about `ACT_BLOCK_BYTES` (an L2-sized share), each block
+    // against every weight row of the task: a weight row (a few kB, in L1) serves a whole
+    // block, and the block stays in L2 across the task's rows.
+    let act_block = (ACT_BLOCK_BYTES / n_in).max(X_ROWS) / X_ROWS * X_ROWS;
     let run = |j0: usize, chunk: &mut [f32]| {
-        for (jj, yrow) in chunk.chunks_exact_mut(m).enumerate() {
-            let j = j0 + jj;
-            let wrow = &w.data[j * row_bytes..(j + 1) * row_bytes];
-            let mut r0 = 0;
-            while r0 < m {
-                let g = X_ROWS.min(m - r0);
-                row_dot(kernel, w.kind, wrow, &acts, r0, &mut yrow[r0..r0 + g]);
-                r0 += g;
+        let rows = chunk.len() / m;
+        let mut a0 = 0;
+        while a0 < m {
+            let a1 = (a0 + act_block).min(m);
+            // Weight rows in blocks of `W_ROWS` (in L2), each X_ROWS group of activation rows
+            // (in L1) against every row of the block.
+            let mut jb = 0;
+            while jb < rows {
+                let je = (jb + W_ROWS).min(rows);
+                let mut r0 = a0;
+                while r0 < a1 {
+                    let g = X_ROWS.min(a1 - r0);
+                    for jj in jb..je {
+                        let j = j0 + jj;
+                        let wrow = &w.data[j * row_bytes..(j + 1) * row_bytes];
+                        row_dot(
+                            kernel,
+                            w.kind,
+                            wrow,
+                            &acts,
+                            grouped.as_ref(),
+                            r0,
+                            &mut chunk[jj * m + r0..jj * m + r0 + g],
+                        );
+                    }
+                    r0 += g;
+                }
+                jb = je;
             }
+            a0 = a1;
         }
     };
     let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS;
@@ -464,16 +572,35 @@ pub(crate) fn over_output_rows(
     }
 }
 
-/// `yt [n_out, m]` as the row-major product `[m, n_out]` (no copy when `m == 1`).
+/// `yt [n_out, m]` as the row-major product `[m, n_out]` (no copy when `m == 1`): a blocked
+/// transpose (32 x 32 tiles, so reads and writes stay within a few cache lines each), bands
+/// of 32 output rows on the Rayon threads when the product is large.
 pub(crate) fn untranspose(yt: Vec<f32>, m: usize, n_out: usize) -> Vec<f32> {
-    if m == 1 {
+    const T: usize = 32;
+    if m == 1 || n_out == 0 {
         return yt;
     }
     let mut y = vec![0f32; m * n_out];
-    for (j, col) in yt.chunks_exact(m).enumerate() {
-        for (i, v) in col.iter().enumerate() {
-            y[i * n_out + j] = *v;
+    let band = |bi: usize, ych: &mut [f32]| {
+        let i0 = bi * T;
+        let rows = ych.len() / n_out;
+        for j0 in (0..n_out).step_by(T) {
+            for j in j0..(j0 + T).min(n_out) {
+                let col = &yt[j * m + i0..j * m + i0 + rows];
+                for (ii, v) in col.iter().enumerate() {
+                    ych[ii * n_out + j] = *v;
+                }
+            }
         }
+    };
+    if m * n_out >= PARALLEL_MIN_WEIGHTS {
+        y.par_chunks_mut(T * n_out)
+            .enumerate()
+            .for_each(|(bi, c)| band(bi, c));
+    } else {
+        y.chunks_mut(T * n_out)
+            .enumerate()
+            .for_each(|(bi, c)| band(bi, c));
     }
     y
 }
@@ -490,12 +617,14 @@ pub fn qlinear<const D: usize>(
     super::linear::on_host_rows(x, w.rows, |v, m| qmatmul(v, m, w))
 }
 
-/// `out[i] = dot(wrow, activation row r0 + i)` for `i < out.len() <= X_ROWS`.
+/// `out[i] = dot(wrow, activation row r0 + i)` for `i < out.len() <= X_ROWS`; `grouped` is
+/// present exactly when `kernel` is [`QKernel::Avx512Vnni`].
 fn row_dot(
     kernel: QKernel,
     kind: QuantKind,
     wrow: &[u8],
     acts: &QuantizedRows,
+    grouped: Option<&GroupedRows>,
     r0: usize,
     out: &mut [f32],
 ) {
@@ -506,25 +635,38 @@ fn row_dot(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        QKernel::Avx2 | QKernel::Avx512Vnni => {
+        QKernel::Avx2 => {
             let nb = acts.n / BLOCK;
             debug_assert_eq!(wrow.len(), nb * kind.block_bytes());
             debug_assert!(r0 + out.len() <= acts.m);
-            let wide = kernel == QKernel::Avx512Vnni;
             // SAFETY: `qmatmul_with` checked `kernel.available()` (the CPU features each
             // function enables); `wrow` holds `nb` blocks of `kind` (a row of a checked
             // `PackedMatrix` whose `cols` is `acts.n`); activation rows r0 .. r0 + out.len()
             // <= m exist in `acts` (`n` values and `nb` scales and sums each).
             unsafe {
-                match (out.len(), wide) {
-                    (1, false) => x86::dot_avx2::<1>(kind, wrow, acts, r0, out),
-                    (2, false) => x86::dot_avx2::<2>(kind, wrow, acts, r0, out),
-                    (3, false) => x86::dot_avx2::<3>(kind, wrow, acts, r0, out),
-                    (4, false) => x86::dot_avx2::<4>(kind, wrow, acts, r0, out),
-                    (1, true) => x86::dot_avx512::<1>(kind, wrow, acts, r0, out),
-                    (2, true) => x86::dot_avx512::<2>(kind, wrow, acts, r0, out),
-                    (3, true) => x86::dot_avx512::<3>(kind, wrow, acts, r0, out),
-                    (4, true) => x86::dot_avx512::<4>(kind, wrow, acts, r0, out),
+                match out.len() {
+                    1 => x86::dot_avx2::<1>(kind, wrow, acts, r0, out),
+                    2 => x86::dot_avx2::<2>(kind, wrow, acts, r0, out),
+                    3 => x86::dot_avx2::<3>(kind, wrow, acts, r0, out),
+                    4 => x86::dot_avx2::<4>(kind, wrow, acts, r0, out),
+                    _ => unreachable!("at most X_ROWS = 4 rows per call"),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        QKernel::Avx512Vnni => {
+            let nb = acts.n / BLOCK;
+            debug_assert_eq!(wrow.len(), nb * kind.block_bytes());
+            debug_assert!(r0 + out.len() <= acts.m);
+            let g = grouped.expect("qmatmul_with groups the rows for the AVX-512 kernel");
+            // SAFETY: as for AVX2 above, and `g` was built from `acts` for `kind`
+            // (`GroupedRows::new`), so it holds rows r0 .. r0 + out.len() of `ng` groups.
+            unsafe {
+                match out.len() {
+                    1 => x86::dot_avx512::<1>(kind, wrow, acts, g, r0, out),
+                    2 => x86::dot_avx512::<2>(kind, wrow, acts, g, r0, out),
+                    3 => x86::dot_avx512::<3>(kind, wrow, acts, g, r0, out),
+                    4 => x86::dot_avx512::<4>(kind, wrow, acts, g, r0, out),
                     _ => unreachable!("at most X_ROWS = 4 rows per call"),
                 }
             }
@@ -579,7 +721,7 @@ mod x86 {
     //! `acts.n / 32` blocks of `kind`; activation rows `r0 .. r0 + R` exist in `acts`;
     //! `out.len() == R`.
 
-    use super::{BLOCK, QuantKind, QuantizedRows};
+    use super::{BLOCK, GROUP, GroupedRows, QuantKind, QuantizedRows};
     use std::arch::x86_64::*;
 
     /// The f16 scale at the start of the block at `p`, as f32.
@@ -698,86 +840,199 @@ mod x86 {
         }
     }
 
-    /// One weight row against `R` activation rows, AVX-512 VNNI: two blocks per 512-bit
-    /// register (`vpdpbusd`), the last odd block through [`block_avx2`].
+    /// 64 indices as a 512-bit vector.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn idx(v: &[u8; 64]) -> __m512i {
+        // SAFETY: `v` is 64 readable bytes; loadu has no alignment need.
+        unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+    }
+
+    /// `vpermt2b` indices: the 64 nibble bytes of a group of four Q4_0 blocks (72 bytes at
+    /// `p`), from `lo = p[0..64]` (indices 0..64) and `hi = p[8..72]` (64.. = byte + 56).
+    const Q4_NIBBLES: [u8; 64] = {
+        let mut t = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            let src = 18 * (i / 16) + 2 + i % 16;
+            t[i] = if src < 64 { src } else { src + 56 } as u8;
+            i += 1;
+        }
+        t
+    };
+
+    /// `vpermb` indices: the four f16 scales of a Q4_0 group (bytes `18k`, `18k + 1`) into
+    /// bytes 0..8.
+    const Q4_SCALES: [u8; 64] = {
+        let mut t = [0u8; 64];
+        let mut k = 0;
+        while k < 4 {
+            t[2 * k] = (18 * k) as u8;
+            t[2 * k + 1] = (18 * k + 1) as u8;
+            k += 1;
+        }
+        t
+    };
+
+    /// `vpermt2b` indices: the four f16 scales of a Q8_0 group (bytes `34k`, `34k + 1` of
+    /// `p[0..64]` and `p[64..128]`) into bytes 0..8.
+    const Q8_SCALES: [u8; 64] = {
+        let mut t = [0u8; 64];
+        let mut k = 0;
+        while k < 4 {
+            t[2 * k] = (34 * k) as u8;
+            t[2 * k + 1] = (34 * k + 1) as u8;
+            k += 1;
+        }
+        t
+    };
+
+    /// Lane `l` of a product of a Q4_0 group belongs to block `l / 4`; of a Q8_0 register
+    /// pair to block `l / 8` (first register) and `2 + l / 8` (second).
+    const EXPAND4: [i32; 16] = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3];
+    const EXPAND8_LO: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+    const EXPAND8_HI: [i32; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+
+    /// One weight row against `R` activation rows, AVX-512 VNNI + VBMI: groups of four blocks
+    /// (128 weights) per step, their quants and f16 scales gathered by byte shuffles from
+    /// two 512-bit loads, `vpdpbusd` into per-block lanes, one f32 multiply-add per lane by
+    /// the expanded `d_w * d_x`; the `nb % 4` tail blocks through [`block_avx2`]. The
+    /// per-block integer sums are exact, as in the other kernels.
     ///
     /// # Safety
-    /// The kernel contract (module doc).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    /// The kernel contract (module doc), and `g` built from `acts` for `kind`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     pub(super) unsafe fn dot_avx512<const R: usize>(
         kind: QuantKind,
         wrow: &[u8],
         acts: &QuantizedRows,
+        g: &GroupedRows,
         r0: usize,
         out: &mut [f32],
     ) {
         let nb = acts.n / BLOCK;
+        let ng = g.ng;
         let bb = kind.block_bytes();
         let wp = wrow.as_ptr();
         let mut acc = [_mm512_setzero_ps(); R];
         let mut tail = [_mm256_setzero_ps(); R];
-        let mask = _mm_set1_epi8(0x0F);
-        let mut b = 0;
-        while b + 2 <= nb {
-            // SAFETY: blocks b, b + 1 < nb of `wrow` and of activation rows r0 .. r0 + R
-            // are in bounds (kernel contract); all loads are unaligned loads inside them.
-            unsafe {
-                let b0 = wp.add(b * bb);
-                let b1 = b0.add(bb);
-                let (dw0, dw1) = (scale(b0), scale(b1));
-                let (uw, neg) = match kind {
-                    QuantKind::Q8_0 => {
-                        let w = _mm512_inserti64x4::<1>(
-                            _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(2).cast())),
-                            _mm256_loadu_si256(b1.add(2).cast()),
-                        );
-                        // |w| as unsigned (|-128| = 0x80 = 128), and which lanes are negative.
-                        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+        let xs = g.x.as_ptr();
+        let ds = g.d.as_ptr();
+        match kind {
+            QuantKind::Q4_0 => {
+                let nib_idx = idx(&Q4_NIBBLES);
+                let sc_idx = idx(&Q4_SCALES);
+                // SAFETY: EXPAND4 is 16 readable i32.
+                let exp = unsafe { _mm512_loadu_si512(EXPAND4.as_ptr().cast()) };
+                let mask = _mm512_set1_epi8(0x0F);
+                let inits = g.init.as_ptr();
+                for gi in 0..ng {
+                    // SAFETY: group gi < ng covers bytes gi * 72 .. gi * 72 + 72 of `wrow`
+                    // (4 blocks of 18); both 64-byte loads lie inside it. Rows r0 .. r0 + R
+                    // of `g` hold `ng` groups of 128 bytes, 16 i32 and 16 f32 each.
+                    unsafe {
+                        let p = wp.add(gi * GROUP * bb);
+                        let lo = _mm512_loadu_si512(p.cast());
+                        let hi = _mm512_loadu_si512(p.add(8).cast());
+                        let nib = _mm512_permutex2var_epi8(lo, nib_idx, hi);
+                        let wl = _mm512_and_si512(nib, mask);
+                        let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(nib), mask);
+                        let sc = _mm512_castsi512_si128(_mm512_permutexvar_epi8(sc_idx, lo));
+                        let dw =
+                            _mm512_permutexvar_ps(exp, _mm512_castps128_ps512(_mm_cvtph_ps(sc)));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let base = (r0 + r) * ng + gi;
+                            let x = xs.add(base * 128);
+                            let s = _mm512_loadu_si512(inits.add(base * 16).cast());
+                            let s = _mm512_dpbusd_epi32(s, wl, _mm512_loadu_si512(x.cast()));
+                            let s =
+                                _mm512_dpbusd_epi32(s, wh, _mm512_loadu_si512(x.add(64).cast()));
+                            let d = _mm512_mul_ps(dw, _mm512_loadu_ps(ds.add(base * 16)));
+                            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *a);
+                        }
                     }
-                    QuantKind::Q4_0 => {
-                        let n0 = _mm_loadu_si128(b0.add(2).cast());
-                        let n1 = _mm_loadu_si128(b1.add(2).cast());
-                        let lo0 = _mm_and_si128(n0, mask);
-                        let hi0 = _mm_and_si128(_mm_srli_epi16::<4>(n0), mask);
-                        let lo1 = _mm_and_si128(n1, mask);
-                        let hi1 = _mm_and_si128(_mm_srli_epi16::<4>(n1), mask);
-                        let w = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(lo0), hi0);
-                        let w = _mm512_inserti32x4::<2>(w, lo1);
-                        (_mm512_inserti32x4::<3>(w, hi1), 0)
-                    }
-                };
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xi = (r0 + r) * nb + b;
-                    let mut x = _mm512_loadu_si512(acts.q.as_ptr().add(xi * BLOCK).cast());
-                    // x negated where w < 0 (|x| <= 127: no overflow), so |w| * x' = w * x.
-                    x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-                    // Q4_0's `- 8 * sum(q_x)` per block, in lane 0 (block b) and lane 8
-                    // (block b + 1) of the initial accumulator; zero for Q8_0.
-                    let init = if kind == QuantKind::Q4_0 {
-                        let s0 = -8 * *acts.sum.get_unchecked(xi);
-                        let s1 = -8 * *acts.sum.get_unchecked(xi + 1);
-                        _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, s0), 0x0100, s1)
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    let s = _mm512_dpbusd_epi32(init, uw, x);
-                    let d0 = _mm512_set1_ps(dw0 * *acts.d.get_unchecked(xi));
-                    let d = _mm512_mask_mov_ps(
-                        d0,
-                        0xFF00,
-                        _mm512_set1_ps(dw1 * *acts.d.get_unchecked(xi + 1)),
-                    );
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, *a);
                 }
             }
-            b += 2;
+            QuantKind::Q8_0 => {
+                let sc_idx = idx(&Q8_SCALES);
+                // SAFETY: EXPAND8_* are 16 readable i32 each.
+                let (elo, ehi) = unsafe {
+                    (
+                        _mm512_loadu_si512(EXPAND8_LO.as_ptr().cast()),
+                        _mm512_loadu_si512(EXPAND8_HI.as_ptr().cast()),
+                    )
+                };
+                let c128 = _mm512_set1_epi8(-128);
+                for gi in 0..ng {
+                    // SAFETY: group gi < ng covers bytes gi * 136 .. gi * 136 + 136 of `wrow`
+                    // (4 blocks of 34); every load lies inside it. Rows r0 .. r0 + R of `g`
+                    // hold `ng` groups of 128 bytes and 32 f32 each.
+                    unsafe {
+                        let p = wp.add(gi * GROUP * bb);
+                        let w0 = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast())),
+                            _mm256_loadu_si256(p.add(36).cast()),
+                        );
+                        let w1 = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(p.add(70).cast())),
+                            _mm256_loadu_si256(p.add(104).cast()),
+                        );
+                        let sc = _mm512_castsi512_si128(_mm512_permutex2var_epi8(
+                            _mm512_loadu_si512(p.cast()),
+                            sc_idx,
+                            _mm512_loadu_si512(p.add(64).cast()),
+                        ));
+                        let dw4 = _mm512_castps128_ps512(_mm_cvtph_ps(sc));
+                        let (dw0, dw1) = (
+                            _mm512_permutexvar_ps(elo, dw4),
+                            _mm512_permutexvar_ps(ehi, dw4),
+                        );
+                        // (q_x + 128) * w summed = q_x * w + 128 * w: start each lane at
+                        // -128 * (its four w), shared by every activation row.
+                        let z = _mm512_setzero_si512();
+                        let i0 = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, c128, w0));
+                        let i1 = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, c128, w1));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let base = (r0 + r) * ng + gi;
+                            let x = xs.add(base * 128);
+                            let s0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(x.cast()), w0);
+                            let s1 =
+                                _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(x.add(64).cast()), w1);
+                            let d0 = _mm512_mul_ps(dw0, _mm512_loadu_ps(ds.add(base * 32)));
+                            let d1 = _mm512_mul_ps(dw1, _mm512_loadu_ps(ds.add(base * 32 + 16)));
+                            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), d0, *a);
+                            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), d1, *a);
+                        }
+                    }
+                }
+            }
         }
-        if b < nb {
+        for b in ng * GROUP..nb {
             // SAFETY: b < nb; AVX2/FMA/F16C are enabled here; the rest is the kernel contract.
             unsafe { block_avx2::<R>(kind, wp, acts, r0, b, &mut tail) };
         }
         for ((o, a), t) in out.iter_mut().zip(acc).zip(tail) {
             *o = _mm512_reduce_add_ps(a) + hsum256(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untranspose;
+
+    /// The blocked (and, from 65536 values, parallel) transpose equals the plain one, with
+    /// partial tiles in both directions.
+    #[test]
+    fn untranspose_is_the_transpose() {
+        for (m, n_out) in [(1, 5), (2, 3), (33, 70), (100, 1000), (65, 1025)] {
+            let yt: Vec<f32> = (0..m * n_out).map(|v| v as f32).collect();
+            let y = untranspose(yt.clone(), m, n_out);
+            for i in 0..m {
+                for j in 0..n_out {
+                    assert_eq!(y[i * n_out + j], yt[j * m + i], "[{m},{n_out}] ({i},{j})");
+                }
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ use regex::Regex;
 #[derive(Debug, Clone, Default)]
 pub struct NameFilter {
     patterns: Vec<Pattern>,
+    /// When set, a name must also be one of these (see [`NameFilter::and_names`]).
+    names: Option<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,11 +45,26 @@ impl NameFilter {
                 out.push(Pattern::Glob(g.compile_matcher()));
             }
         }
-        Ok(Self { patterns: out })
+        Ok(Self {
+            patterns: out,
+            names: None,
+        })
+    }
+
+    /// This filter restricted to exactly `names` (a name must match the patterns and be in the
+    /// list): traces the names a reference dump recorded (`voxtrace trace --names-from`).
+    pub fn and_names<I: IntoIterator<Item = String>>(mut self, names: I) -> Self {
+        self.names
+            .get_or_insert_with(Default::default)
+            .extend(names);
+        self
     }
 
     /// Whether `name` is accepted.
     pub fn matches(&self, name: &str) -> bool {
+        if self.names.as_ref().is_some_and(|n| !n.contains(name)) {
+            return false;
+        }
         self.patterns.is_empty()
             || self.patterns.iter().any(|p| match p {
                 Pattern::Glob(g) => g.is_match(name),
@@ -79,6 +96,18 @@ mod tests {
         assert!(f.matches("lm_head.out"));
         assert!(f.matches("model.language_model.norm.out"));
         assert!(!f.matches("model.language_model.layers.0.mlp.out"));
+    }
+
+    #[test]
+    fn and_names_keeps_only_listed_names_that_also_match() {
+        let f = NameFilter::all().and_names(["a.out".to_string(), "b.out".to_string()]);
+        assert!(f.matches("a.out") && f.matches("b.out"));
+        assert!(!f.matches("c.out"));
+        let f = NameFilter::parse(&["a.*"])
+            .unwrap()
+            .and_names(["a.out".to_string(), "b.out".to_string()]);
+        assert!(f.matches("a.out"));
+        assert!(!f.matches("b.out"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::encoder::AudioEncoder;
 use super::time_embedding::time_embedding;
 use crate::nn::LinearWeight;
 use crate::nn::attention::KvCache;
+use crate::nn::half::HalfCompute;
 use crate::nn::qlinear::QLinearError;
 use crate::nn::qmatmul::QuantKind;
 use crate::trace::Scope;
@@ -115,6 +116,19 @@ impl Voxtral {
             v.push(("lm_head".to_string(), head));
         }
         v
+    }
+
+    /// How every BF16 linear layer (encoder, adapter, decoder) computes its products from now
+    /// on ([`HalfCompute`]: `F32` widens the weights, the default; `Bf16` rounds the
+    /// activations to bf16 and uses AVX-512 BF16 dot products, as PyTorch's BF16 model does on
+    /// CPU). The tied LM head and f32 / packed layers are unchanged. Returns how many layers
+    /// now run in bf16 (0 without BF16 weights or without AVX512_BF16).
+    pub fn set_compute(&mut self, compute: HalfCompute) -> usize {
+        self.linears_mut()
+            .into_iter()
+            .map(|(_, l)| l.set_compute(compute))
+            .filter(|&bf16| bf16)
+            .count()
     }
 
     /// Pack every [`Self::linears_mut`] layer whose `n_in` is a multiple of 32 as `kind`
