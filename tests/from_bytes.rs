@@ -50,8 +50,7 @@ fn whisper_ct2_from_bytes_transcribes_as_from_the_folder() {
     // Damaged bytes are an error naming the file, not a panic.
     let bin = read(&dir.join("model.bin"));
     let err = Whisper::load_ct2_bytes(&bin[..1000], b"{}", &dir, &dev)
-        .err()
-        .expect("a truncated model.bin loads")
+        .expect_err("a truncated model.bin loads")
         .to_string();
     assert!(err.contains("model.bin"), "{err}");
 }
@@ -129,8 +128,7 @@ fn voxtral_safetensors_and_gguf_from_bytes_run_as_from_files() {
         WeightStorage::AsStored,
         &dev,
     )
-    .err()
-    .expect("a truncated safetensors file loads")
+    .expect_err("a truncated safetensors file loads")
     .to_string();
     assert!(err.contains("consolidated.safetensors"), "{err}");
 }

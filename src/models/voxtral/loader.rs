@@ -429,7 +429,7 @@ impl Voxtral {
         weights: &Path,
         layout: WeightLayout,
     ) -> Result<(), CheckpointError> {
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
         let base = bytes.as_ptr() as usize;
         let mut stored: HashMap<String, HalfMatrix> = HashMap::new();
