@@ -32,8 +32,7 @@ setup:
     just models
     just setup-web
 
-# The browser build's tools: the wasm32 target and the wasm-bindgen CLI of exactly the version
-# the crate pins (crates/voxtrace-web/Cargo.toml; built from source, ~20 min on 2 cores).
+# The browser build's tools: the wasm32 target and the wasm-bindgen CLI of exactly the version crates/voxtrace-web pins (built from source, ~20 min on 2 cores; VOXTRACE_SKIP_WASM_BINDGEN=1 skips it).
 setup-web:
     rustup target add wasm32-unknown-unknown
     if [ "${VOXTRACE_SKIP_WASM_BINDGEN:-0}" != 1 ] && ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen {{wasm_bindgen_version}}"; then \
@@ -357,8 +356,7 @@ eval-ray shards="4" port="6379":
 eval-check *args:
     cargo run -q -- eval-check --history reports/history.jsonl {{args}}
 
-# The browser build: crates/voxtrace-web for wasm32 + simd128 (profile `wasm`: release without
-# debug info), then wasm-bindgen's JS glue; the page loads target/web/pkg/voxtrace_web.js.
+# The browser build: crates/voxtrace-web for wasm32 + simd128 (profile `wasm`: release without debug info), then wasm-bindgen's JS glue into target/web/pkg.
 web-build:
     @wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen {{wasm_bindgen_version}}" || { echo "wasm-bindgen {{wasm_bindgen_version}} not found: run just setup-web" >&2; exit 1; }
     cargo build --target wasm32-unknown-unknown -p voxtrace-web --profile wasm
@@ -368,18 +366,13 @@ web-build:
 check-web:
     cargo check --target wasm32-unknown-unknown -p voxtrace-web
 
-# Build the page and serve it on http://127.0.0.1:PORT/ (only there): Whisper tiny.en from
-# models-cache, the tiny Voxtral fixture, the corpus clips of VOXTRACE_AUDIO_DIR; a GGUF is
-# picked from disk in the page.
+# Build the page and serve it on http://127.0.0.1:PORT/ only: Whisper tiny.en, the tiny Voxtral fixture, the clips of VOXTRACE_AUDIO_DIR (a GGUF is picked from disk in the page).
 web port="8023": web-build models
     python3 crates/voxtrace-web/serve.py --port {{port}} /=crates/voxtrace-web/www /pkg/={{web_pkg}} \
         /models/whisper-tiny.en/={{models}}/whisper-tiny.en /models/voxtral-tiny/=fixtures/voxtral_tiny/mistral \
         /audio/={{audio_dir}}
 
-# The browser build against the native one in headless Chromium: token ids equal for Whisper
-# tiny.en (2 clips) and tiny Voxtral (2 clips), browser traces within the stated tolerance of
-# the native ones (`voxtrace compare`); prints wasm size, load time, RTF browser vs native.
-# Args go to crates/voxtrace-web/test_web.py (--keep DIR keeps dumps and results, --json F).
+# The browser build against the native one in headless Chromium: equal token ids (Whisper tiny.en, tiny Voxtral; 2 clips each), browser traces within tolerance of native ones; wasm size, load time, RTF. Args to crates/voxtrace-web/test_web.py (--keep DIR, --json F).
 test-web *args: web-build models
     cargo build -q --bin voxtrace
     python3 crates/voxtrace-web/test_web.py --voxtrace target/debug/voxtrace --pkg {{web_pkg}} \
