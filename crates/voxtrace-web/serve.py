@@ -49,19 +49,29 @@ def main():
             ".mjs": "text/javascript",
         }
 
-        def translate_path(self, path):
-            path = path.split("?", 1)[0].split("#", 1)[0]
+        def resolve(self, path):
+            """The file `path` names under its mount, or None (no mount, or it leaves it)."""
             from urllib.parse import unquote
 
-            path = unquote(path)
+            path = unquote(path.split("?", 1)[0].split("#", 1)[0])
+            if "\0" in path:
+                return None
             for prefix, root in mounts:
                 if path.startswith(prefix) or path + "/" == prefix:
-                    rel = path[len(prefix):]
-                    full = os.path.realpath(os.path.join(root, rel))
+                    full = os.path.realpath(os.path.join(root, path[len(prefix):]))
                     if full == root or full.startswith(root + os.sep):
                         return full
-                    return os.path.join(root, "\0refused")  # leaves its root: 404
-            return "/\0unmounted"
+                    return None
+            return None
+
+        def translate_path(self, path):
+            return self.resolve(path)
+
+        def send_head(self):
+            if self.resolve(self.path) is None:
+                self.send_error(404)
+                return None
+            return super().send_head()
 
         def end_headers(self):
             # Fresh files on every load while developing (the wasm is rebuilt in place).
