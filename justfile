@@ -16,13 +16,27 @@ golden_dir := env_var_or_default("VOXTRACE_GOLDEN_DIR", justfile_directory() / "
 default:
     @just --list
 
-# Install what the tests need: light Python tools, Debian's chromium (report screenshot test)
-# and the Whisper tiny.en weights.
+# The browser build (crates/voxtrace-web): wasm-bindgen CLI version (= the crate's pin) and
+# where its JS glue and .wasm go.
+wasm_bindgen_version := "0.2.130"
+web_pkg := justfile_directory() / "target" / "web" / "pkg"
+
+# Install what the tests need: light Python tools, Debian's chromium (report screenshot test,
+# `just test-web`), the Whisper tiny.en weights and the browser build's tools (`setup-web`;
+# VOXTRACE_SKIP_WASM_BINDGEN=1 skips the ~20 min wasm-bindgen CLI build, as CI does: it only
+# checks the wasm crate).
 setup:
     command -v chromium >/dev/null || { s=$([ "$(id -u)" = 0 ] || echo sudo); $s apt-get update -q && DEBIAN_FRONTEND=noninteractive $s apt-get install -y -q chromium; }
     test -x {{py}} || python3 -m venv {{venv}}
     {{py}} -m pip install -q -r reference/requirements-light.txt
     just models
+    just setup-web
+
+# The browser build's tools: the wasm32 target and the wasm-bindgen CLI of exactly the version crates/voxtrace-web pins (built from source, ~20 min on 2 cores; VOXTRACE_SKIP_WASM_BINDGEN=1 skips it).
+setup-web:
+    rustup target add wasm32-unknown-unknown
+    if [ "${VOXTRACE_SKIP_WASM_BINDGEN:-0}" != 1 ] && ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen {{wasm_bindgen_version}}"; then \
+        cargo install wasm-bindgen-cli --version {{wasm_bindgen_version}}; fi
 
 # Install the full PyTorch reference stack (torch from PyPI is the CUDA build: ~5.3 GB, ~1.5 min).
 setup-reference:
@@ -354,3 +368,27 @@ eval-ray shards="4" port="6379":
 # Gate on regressions: newest run vs the previous one (exit 1 on a corpus WER rise > 0.5 points or a changed pinned utterance; extra args e.g. --pin jfk).
 eval-check *args:
     cargo run -q -- eval-check --history reports/history.jsonl {{args}}
+
+# The browser build: crates/voxtrace-web for wasm32 + simd128 (profile `wasm`: release without debug info), then wasm-bindgen's JS glue into target/web/pkg.
+web-build:
+    @wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen {{wasm_bindgen_version}}" || { echo "wasm-bindgen {{wasm_bindgen_version}} not found: run just setup-web" >&2; exit 1; }
+    cargo build --target wasm32-unknown-unknown -p voxtrace-web --profile wasm
+    wasm-bindgen --target web --no-typescript --out-dir {{web_pkg}} target/wasm32-unknown-unknown/wasm/voxtrace_web.wasm
+
+# Does the browser build still compile? (CI runs this; no wasm-bindgen CLI needed.)
+check-web:
+    cargo check --target wasm32-unknown-unknown -p voxtrace-web
+
+# Build the page and serve it on http://127.0.0.1:PORT/ only: Whisper tiny.en, the tiny Voxtral fixture, the clips of VOXTRACE_AUDIO_DIR (a GGUF is picked from disk in the page).
+web port="8023": web-build models
+    python3 crates/voxtrace-web/serve.py --port {{port}} /=crates/voxtrace-web/www /pkg/={{web_pkg}} \
+        /models/whisper-tiny.en/={{models}}/whisper-tiny.en /models/voxtral-tiny/=fixtures/voxtral_tiny/mistral \
+        /audio/={{audio_dir}}
+
+# The browser build against the native one in headless Chromium: equal token ids (Whisper tiny.en, tiny Voxtral; 2 clips each), browser traces within tolerance of native ones; wasm size, load time, RTF. Args to crates/voxtrace-web/test_web.py (--keep DIR, --json F).
+test-web *args: web-build models
+    cargo build -q --bin voxtrace
+    python3 crates/voxtrace-web/test_web.py --voxtrace target/debug/voxtrace --pkg {{web_pkg}} \
+        --www crates/voxtrace-web/www --whisper {{models}}/whisper-tiny.en \
+        --voxtral fixtures/voxtral_tiny/mistral --audio {{audio_dir}} \
+        --f32-error fixtures/whisper_tiny_en/f32_error.json {{args}}

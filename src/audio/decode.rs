@@ -63,7 +63,27 @@ impl DecodedAudio {
 /// [`AudioError::Corrupt`], [`AudioError::ZeroLength`] (no samples), [`AudioError::NoSampleRate`];
 /// every variant names `path`.
 pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
-    let mut chunks = open_chunks(path, 1 << 16)?;
+    collect(open_chunks(path, 1 << 16)?)
+}
+
+/// [`decode_file`] of a whole file's bytes already in memory (a browser's `fetch` or file
+/// picker); `name` names it in errors and its extension is the format hint, as a path's is.
+///
+/// # Errors
+/// As [`decode_file`] ([`AudioError::EmptyFile`] for no bytes), every variant naming `name`.
+pub fn decode_bytes(bytes: Vec<u8>, name: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
+    let path = name.as_ref().to_path_buf();
+    if bytes.is_empty() {
+        return Err(AudioError::EmptyFile { path });
+    }
+    collect(chunks_of(
+        Box::new(std::io::Cursor::new(bytes)),
+        path,
+        1 << 16,
+    )?)
+}
+
+fn collect(mut chunks: AudioChunks) -> Result<DecodedAudio, AudioError> {
     let mut samples = Vec::new();
     if let Some(n) = chunks.declared_frames {
         samples.reserve(n.min(1 << 28) as usize);
@@ -108,7 +128,16 @@ pub fn open_chunks(path: impl AsRef<Path>, chunk_frames: usize) -> Result<AudioC
     if len == 0 {
         return Err(AudioError::EmptyFile { path });
     }
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    chunks_of(Box::new(file), path, chunk_frames)
+}
+
+/// [`open_chunks`] of an opened, non-empty source; `path` names it in errors.
+fn chunks_of(
+    source: Box<dyn symphonia::core::io::MediaSource>,
+    path: PathBuf,
+    chunk_frames: usize,
+) -> Result<AudioChunks, AudioError> {
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);

@@ -19,7 +19,7 @@ pub mod resample;
 use std::path::PathBuf;
 
 pub use config::{AudioConfig, AudioSpectrogramConfig, TranscriptionFormat};
-pub use decode::{AudioChunks, DecodedAudio, decode_file, open_chunks};
+pub use decode::{AudioChunks, DecodedAudio, decode_bytes, decode_file, open_chunks};
 pub use mel::{LogMel, LogMelExtractor, LogMelFloor};
 pub use pad::{StreamingPad, pad_offline, streaming_pad};
 pub use resample::{StreamResampler, TARGET_SAMPLE_RATE, resample, resample_to_16k, resampled_len};
@@ -117,7 +117,23 @@ pub enum AudioError {
 /// The errors of [`decode_file`] and [`resample_to_16k`].
 pub fn load_mono_16k(path: impl AsRef<std::path::Path>) -> Result<Vec<f32>, AudioError> {
     let path = path.as_ref();
-    let decoded = decode_file(path)?;
+    mono_16k(decode_file(path)?, path)
+}
+
+/// [`load_mono_16k`] of a whole audio file's bytes (a browser's `fetch` or file picker);
+/// `name` names it in errors and its extension is the format hint.
+///
+/// # Errors
+/// As [`load_mono_16k`], naming `name`.
+pub fn load_mono_16k_bytes(
+    bytes: Vec<u8>,
+    name: impl AsRef<std::path::Path>,
+) -> Result<Vec<f32>, AudioError> {
+    let name = name.as_ref();
+    mono_16k(decode_bytes(bytes, name)?, name)
+}
+
+fn mono_16k(decoded: DecodedAudio, path: &std::path::Path) -> Result<Vec<f32>, AudioError> {
     resample_to_16k(&decoded.samples, decoded.sample_rate).map_err(|e| match e {
         // Resampling errors concern the samples of this file: name it.
         AudioError::InvalidInput { what, cause } => AudioError::InvalidInput {

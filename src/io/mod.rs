@@ -345,6 +345,36 @@ pub fn lock_folder_of(path: &Path) -> Result<FolderLock, WriteError> {
     Ok(FolderLock { _file: file })
 }
 
+/// The bytes of a whole input file: memory-mapped with the `native` feature, read into memory
+/// without it (the browser build has no `mmap`; there checkpoints usually come as bytes anyway).
+#[cfg(feature = "native")]
+pub type FileBytes = memmap2::Mmap;
+/// The bytes of a whole input file: memory-mapped with the `native` feature, read into memory
+/// without it (the browser build has no `mmap`; there checkpoints usually come as bytes anyway).
+#[cfg(not(feature = "native"))]
+pub type FileBytes = Vec<u8>;
+
+/// Map (with `native`) or read `file`, opened read-only by the caller, whole.
+///
+/// # Errors
+/// The operating system's error: the file cannot be mapped or read.
+pub fn map_file(file: &std::fs::File) -> std::io::Result<FileBytes> {
+    #[cfg(feature = "native")]
+    {
+        // SAFETY: the file is opened read-only; as every memory-mapped loader (burn-store's
+        // included), we rely on no other process truncating it while it is mapped.
+        unsafe { memmap2::Mmap::map(file) }
+    }
+    #[cfg(not(feature = "native"))]
+    {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        let mut f = file;
+        f.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+}
+
 /// One tensor for [`write_safetensors`]: its name, element type, shape and little-endian bytes
 /// (`shape.iter().product() * dtype.size()` of them).
 #[derive(Debug, Clone)]

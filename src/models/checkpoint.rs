@@ -198,7 +198,29 @@ pub fn read_json_value(path: &Path) -> Result<Value, CheckpointError> {
 /// # Errors
 /// As [`read_json_value`], or [`CheckpointError::Key`].
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
-    let value = read_json_value(path)?;
+    json_into(read_json_value(path)?, path)
+}
+
+/// [`read_json`] of a JSON file's bytes already in memory (a browser's `fetch`); `path` only
+/// names the file in errors.
+///
+/// # Errors
+/// [`CheckpointError::Json`] (not JSON) or [`CheckpointError::Key`], naming `path`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<T, CheckpointError> {
+    let value = serde_json::from_slice(bytes).map_err(|source| CheckpointError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    json_into(value, path)
+}
+
+fn json_into<T: serde::de::DeserializeOwned>(
+    value: Value,
+    path: &Path,
+) -> Result<T, CheckpointError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
         CheckpointError::Key {
@@ -406,10 +428,22 @@ pub fn read_safetensors_header(
     rename: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<FoundTensor>, CheckpointError> {
     let file = std::fs::File::open(path).map_err(|e| CheckpointError::file(path, e.to_string()))?;
-    // SAFETY: the file is opened read-only and not modified while mapped.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| CheckpointError::file(path, e.to_string()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
+    let mmap =
+        crate::io::map_file(&file).map_err(|e| CheckpointError::file(path, e.to_string()))?;
+    safetensors_header_of(&mmap, path, rename)
+}
+
+/// [`read_safetensors_header`] of a whole safetensors file's bytes; `path` only names it in
+/// errors.
+///
+/// # Errors
+/// [`CheckpointError::File`] naming `path`: truncated or corrupt.
+pub fn safetensors_header_of(
+    bytes: &[u8],
+    path: &Path,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<FoundTensor>, CheckpointError> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| CheckpointError::file(path, format!("invalid safetensors header: {e}")))?;
     Ok(meta
         .tensors()
@@ -437,7 +471,35 @@ pub fn load_safetensors_into<M: ModuleSnapshot>(
     path: &Path,
     remap: Option<&[(&str, &str)]>,
 ) -> Result<(), CheckpointError> {
-    let mut store = SafetensorsStore::from_file(path)
+    load_store_into(module, SafetensorsStore::from_file(path), path, remap)
+}
+
+/// [`load_safetensors_into`] from a whole safetensors file's bytes (a browser's `fetch`);
+/// `path` only names the file in errors.
+///
+/// # Errors
+/// See [`load_safetensors_into`].
+pub fn load_safetensors_bytes_into<M: ModuleSnapshot>(
+    module: &mut M,
+    bytes: Vec<u8>,
+    path: &Path,
+    remap: Option<&[(&str, &str)]>,
+) -> Result<(), CheckpointError> {
+    load_store_into(
+        module,
+        SafetensorsStore::from_bytes(Some(bytes)),
+        path,
+        remap,
+    )
+}
+
+fn load_store_into<M: ModuleSnapshot>(
+    module: &mut M,
+    store: SafetensorsStore,
+    path: &Path,
+    remap: Option<&[(&str, &str)]>,
+) -> Result<(), CheckpointError> {
+    let mut store = store
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .allow_partial(false);
     if let Some(rules) = remap {

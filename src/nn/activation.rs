@@ -57,6 +57,7 @@ pub fn gelu_slice(src: &[f32], out: &mut [f32]) {
         out.len(),
         "gelu_slice: input and output lengths differ"
     );
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {

@@ -232,6 +232,7 @@ pub(crate) unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
 
 /// Rows of `w` read together in [`kn_block`]: eight concurrent streams, one output
 /// load/store per eight multiply-adds.
+#[cfg(target_arch = "x86_64")]
 const KN_ROWS: usize = 8;
 
 /// `y [m, len] = x [m, k] · w[:, c0 .. c0 + len]` for `w [k, ldw]` row-major: eight weight
@@ -314,6 +315,7 @@ unsafe fn kn_block(
 
 /// How many weight rows ahead [`nk_block`] asks for the cache lines it will read next (a
 /// prefetch hint; reading past the table's end is not a fault).
+#[cfg(target_arch = "x86_64")]
 const NK_PREFETCH_ROWS: usize = 4;
 
 /// `y [m, len] = x [m, k] · w[c0 .. c0 + len, :]ᵀ` for `w [n, k]` row-major: four output

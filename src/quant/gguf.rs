@@ -521,19 +521,18 @@ pub struct Gguf<'a> {
     tensors: Vec<TensorInfo<'a>>,
 }
 
-/// Memory-map `path` for [`Gguf::parse`].
+/// Memory-map `path` for [`Gguf::parse`] (read it whole without the `native` feature:
+/// [`crate::io::map_file`]).
 ///
 /// # Errors
 /// [`GgufError`] naming `path` with [`GgufErrorKind::Io`]: it cannot be opened or mapped.
-pub fn map_file(path: &Path) -> Result<memmap2::Mmap, GgufError> {
+pub fn map_file(path: &Path) -> Result<crate::io::FileBytes, GgufError> {
     let err = |e: std::io::Error| GgufError {
         path: path.to_path_buf(),
         kind: Box::new(GgufErrorKind::Io(e.to_string())),
     };
     let file = std::fs::File::open(path).map_err(err)?;
-    // SAFETY: the map is read-only; as with every memory-mapped model file, another process
-    // truncating it while it is mapped is outside what this program can guard against.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(err)
+    crate::io::map_file(&file).map_err(err)
 }
 
 impl<'a> Gguf<'a> {

@@ -47,11 +47,12 @@ impl WhisperTokenizer {
         })
     }
 
-    /// Parse the bytes of a `tokenizer.json` (e.g. embedded in a Whisper GGUF file); `source`
-    /// names where they came from in errors.
+    /// Parse the bytes of a `tokenizer.json` (embedded in a Whisper GGUF file, or a browser's
+    /// `fetch`): [`WhisperTokenizer::from_file`] without the file; `source` names where they
+    /// came from in errors.
     ///
     /// # Errors
-    /// [`WhisperTokenizerError`] naming `source`.
+    /// [`WhisperTokenizerError`] naming `source`: not a valid `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Self, WhisperTokenizerError> {
         let inner =
             tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| WhisperTokenizerError {

@@ -25,7 +25,7 @@ mod filter;
 mod writer;
 
 pub use filter::NameFilter;
-pub use writer::{TraceError, TraceWriter};
+pub use writer::{TraceError, TraceWriter, trace_v1_bytes};
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use std::path::Path;

@@ -153,34 +153,7 @@ impl TraceWriter {
             source: e.into_error(),
         })?;
 
-        let mut header = serde_json::Map::new();
-        let order: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
-        let mut meta = BTreeMap::new();
-        meta.insert("voxtrace.format".to_string(), "trace-v1".to_string());
-        meta.insert(
-            "voxtrace.order".to_string(),
-            serde_json::to_string(&order).expect("strings serialise"),
-        );
-        meta.insert("voxtrace.source".to_string(), self.source.clone());
-        header.insert(
-            "__metadata__".to_string(),
-            serde_json::to_value(&meta).expect("map serialises"),
-        );
-        for e in &self.entries {
-            header.insert(
-                e.name.clone(),
-                serde_json::json!({
-                    "dtype": e.dtype,
-                    "shape": e.shape,
-                    "data_offsets": [e.start, e.end],
-                }),
-            );
-        }
-        let mut header_bytes = serde_json::to_vec(&header).expect("header serialises");
-        // Pad the header with spaces to a multiple of 8 bytes, as the safetensors crate does.
-        while !header_bytes.len().is_multiple_of(8) {
-            header_bytes.push(b' ');
-        }
+        let header_bytes = header(&self.entries, &self.source);
 
         // Symlinks at `out` are followed and FIFOs / character devices written in place
         // (crate::io::OutputFile); a regular file is replaced atomically.
@@ -202,4 +175,81 @@ impl TraceWriter {
         out.commit().map_err(write_err)?;
         Ok(())
     }
+}
+
+/// The safetensors header of a `trace-v1` dump (`voxtrace.order`, `.format`, `.source`
+/// metadata, then the tensors), padded with spaces to a multiple of 8 bytes.
+fn header(entries: &[Entry], source: &str) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let order: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    let mut meta = BTreeMap::new();
+    meta.insert("voxtrace.format".to_string(), "trace-v1".to_string());
+    meta.insert(
+        "voxtrace.order".to_string(),
+        serde_json::to_string(&order).expect("strings serialise"),
+    );
+    meta.insert("voxtrace.source".to_string(), source.to_string());
+    header.insert(
+        "__metadata__".to_string(),
+        serde_json::to_value(&meta).expect("map serialises"),
+    );
+    for e in entries {
+        header.insert(
+            e.name.clone(),
+            serde_json::json!({
+                "dtype": e.dtype,
+                "shape": e.shape,
+                "data_offsets": [e.start, e.end],
+            }),
+        );
+    }
+    let mut header_bytes = serde_json::to_vec(&header).expect("header serialises");
+    // Pad the header with spaces to a multiple of 8 bytes, as the safetensors crate does.
+    while !header_bytes.len().is_multiple_of(8) {
+        header_bytes.push(b' ');
+    }
+    header_bytes
+}
+
+/// The whole `trace-v1` safetensors file of `tensors` (in recording order, as
+/// [`super::Tracer::finish`] of an in-memory tracer returns them) in memory, byte for byte what
+/// [`TraceWriter`] writes for the same tensors: for the browser build, which has no file system
+/// (the page offers the bytes as a download). The result is allocated once at its final size
+/// (a Whisper tiny.en trace is ~620 MB, and a 32-bit wasm memory holds 4 GiB).
+///
+/// # Errors
+/// [`TraceError::Duplicate`]: a name recorded twice.
+pub fn trace_v1_bytes(tensors: &[Captured], source: &str) -> Result<Vec<u8>, TraceError> {
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = 0u64;
+    for t in tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(TraceError::Duplicate(t.name.clone()));
+        }
+        let (dtype, len) = match &t.data {
+            CapturedData::F32(v) => ("F32", std::mem::size_of_val(v.as_slice())),
+            CapturedData::I64(v) => ("I64", std::mem::size_of_val(v.as_slice())),
+        };
+        entries.push(Entry {
+            name: t.name.clone(),
+            dtype,
+            shape: t.shape.clone(),
+            start: offset,
+            end: offset + len as u64,
+        });
+        offset += len as u64;
+    }
+    let header_bytes = header(&entries, source);
+    let mut out = Vec::with_capacity(8 + header_bytes.len() + offset as usize);
+    out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header_bytes);
+    for t in tensors {
+        let written = match &t.data {
+            CapturedData::F32(v) => write_le(&mut out, v, |x| x.to_le_bytes()),
+            CapturedData::I64(v) => write_le(&mut out, v, |x| x.to_le_bytes()),
+        };
+        written.expect("writing to a Vec cannot fail");
+    }
+    Ok(out)
 }

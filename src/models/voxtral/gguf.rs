@@ -636,9 +636,8 @@ pub fn write_gguf(
 
     let file = std::fs::File::open(&weights)
         .map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
-    // SAFETY: read-only map of a file not modified while mapped.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
+    let mmap =
+        crate::io::map_file(&file).map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| CheckpointError::file(&weights, format!("invalid safetensors: {e}")))?;
     let mut stored: Vec<String> = st.names().into_iter().map(str::to_string).collect();
@@ -989,6 +988,19 @@ impl Voxtral {
         let mmap = bytes::Bytes::from_owner(
             map_file(path).map_err(|e| CheckpointError::file(path, e.to_string()))?,
         );
+        Self::load_gguf_bytes(mmap, path, device)
+    }
+
+    /// [`Voxtral::load_gguf`] from the whole file's bytes (a browser's `fetch`); `path` only
+    /// names the file in errors. Packed and 16-bit matrices keep slices of `mmap`.
+    ///
+    /// # Errors
+    /// See [`Voxtral::load_gguf`].
+    pub fn load_gguf_bytes(
+        mmap: bytes::Bytes,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Self, Tekken), CheckpointError> {
         let g = Gguf::parse(&mmap, path).map_err(|e| CheckpointError::file(path, e.to_string()))?;
         let cfg = config_from_gguf(&g, path)?;
         let tok = tekken_from_gguf(&g, path)?;

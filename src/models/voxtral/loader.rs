@@ -20,8 +20,9 @@
 use super::config::VoxtralConfig;
 use super::model::Voxtral;
 use crate::models::checkpoint::{
-    self, CheckpointError, ExpectedTensors, LayoutSpec, load_safetensors_into, no_problems,
-    read_safetensors_header, tensor_problems,
+    self, CheckpointError, ExpectedTensors, LayoutSpec, load_safetensors_bytes_into,
+    load_safetensors_into, no_problems, read_safetensors_header, safetensors_header_of,
+    tensor_problems,
 };
 use crate::nn::embedding::TokenEmbedding;
 use crate::nn::half::{HalfKind, HalfMatrix};
@@ -382,29 +383,53 @@ impl Voxtral {
         check_header(weights, &cfg, layout)?;
         let mut model = Voxtral::random(cfg, device);
         if storage == WeightStorage::AsStored && !crate::nn::linear::is_capture(device) {
-            model.use_stored_matrices(weights, layout)?;
+            let file = std::fs::File::open(weights)
+                .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
+            let map = crate::io::map_file(&file)
+                .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
+            model.use_stored_matrices(&bytes::Bytes::from_owner(map), weights, layout)?;
         }
         let rules = (layout == WeightLayout::Mistral).then(mistral_to_hf_rules);
         load_safetensors_into(&mut model.net, weights, rules.as_deref())?;
         Ok(model)
     }
 
-    /// Point every linear weight and the token table that `weights` stores in BF16 / F16 at its
-    /// bytes in the memory-mapped file (the matrices then hold the mapping open); they are no
-    /// longer Burn parameters, so burn-store loads only the rest. The header was checked.
+    /// [`Voxtral::load_weights_as`] from the whole safetensors file's bytes (a browser's
+    /// `fetch`, no file system); `source` only names the file in errors. The same header
+    /// check, stored BF16 / F16 matrices used in place (slices of `bytes`) and burn-store load.
+    ///
+    /// # Errors
+    /// See [`Voxtral::load`].
+    pub fn load_weights_bytes(
+        cfg: VoxtralConfig,
+        bytes: bytes::Bytes,
+        source: &Path,
+        layout: WeightLayout,
+        storage: WeightStorage,
+        device: &Device,
+    ) -> Result<Self, CheckpointError> {
+        let found = safetensors_header_of(&bytes, source, |name| layout.hf_name(name))?;
+        no_problems(source, tensor_problems(&expected_tensors(&cfg), &found))?;
+        let mut model = Voxtral::random(cfg, device);
+        if storage == WeightStorage::AsStored && !crate::nn::linear::is_capture(device) {
+            model.use_stored_matrices(&bytes, source, layout)?;
+        }
+        let rules = (layout == WeightLayout::Mistral).then(mistral_to_hf_rules);
+        load_safetensors_bytes_into(&mut model.net, bytes.to_vec(), source, rules.as_deref())?;
+        Ok(model)
+    }
+
+    /// Point every linear weight and the token table that `bytes` (the safetensors file
+    /// `weights`, usually memory-mapped) stores in BF16 / F16 at its bytes (the matrices then
+    /// hold the mapping open); they are no longer Burn parameters, so burn-store loads only the
+    /// rest. The header was checked.
     fn use_stored_matrices(
         &mut self,
+        bytes: &bytes::Bytes,
         weights: &Path,
         layout: WeightLayout,
     ) -> Result<(), CheckpointError> {
-        let file = std::fs::File::open(weights)
-            .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
-        // SAFETY: the file is opened read-only; as every memory-mapped loader (burn-store's
-        // included), we rely on it not being truncated while mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
-        let bytes = bytes::Bytes::from_owner(map);
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| CheckpointError::file(weights, e.to_string()))?;
         let base = bytes.as_ptr() as usize;
         let mut stored: HashMap<String, HalfMatrix> = HashMap::new();

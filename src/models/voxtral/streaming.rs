@@ -296,7 +296,7 @@ impl<'a> StreamingSession<'a> {
     /// Compute audio tokens `next_audio .. next_audio + n` (their samples exist): the log-mel of
     /// their window, then [`Self::encode_tokens`]. Returns `[1, n, d_dec]`.
     fn audio_tokens(&mut self, n: usize) -> Tensor<3> {
-        let t0 = std::time::Instant::now();
+        let t0 = web_time::Instant::now();
         let per_tok = self.cfg.raw_audio_length_per_tok();
         let k = self.next_audio;
         let win_start = (per_tok * k) as isize - LOOK_BACK as isize;
@@ -383,7 +383,7 @@ impl<'a> StreamingSession<'a> {
             self.done = true;
             return None;
         }
-        let t0 = std::time::Instant::now();
+        let t0 = web_time::Instant::now();
         let prefill = k + 1 == l;
         let logits = if k + 1 < l {
             self.prompt_embeds.push(audio);

@@ -8,7 +8,7 @@
 //! suppression lists read from CTranslate2's `config.json` (`suppress_ids`,
 //! `suppress_ids_begin`) or from a transformers `generation_config.json`.
 
-use crate::models::checkpoint::{CheckpointError, read_json};
+use crate::models::checkpoint::{CheckpointError, parse_json, read_json};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -301,7 +301,29 @@ impl GenerationSettings {
         max_length: usize,
         vocab_size: usize,
     ) -> Result<Self, CheckpointError> {
-        let c: Ct2ConfigJson = read_json(path)?;
+        Self::from_ct2_config(read_json(path)?, path, max_length, vocab_size)
+    }
+
+    /// [`GenerationSettings::from_ct2_config_json`] of the file's bytes (a browser's `fetch`);
+    /// `path` only names it in errors.
+    ///
+    /// # Errors
+    /// As [`GenerationSettings::from_ct2_config_json`].
+    pub fn from_ct2_config_bytes(
+        bytes: &[u8],
+        path: &Path,
+        max_length: usize,
+        vocab_size: usize,
+    ) -> Result<Self, CheckpointError> {
+        Self::from_ct2_config(parse_json(bytes, path)?, path, max_length, vocab_size)
+    }
+
+    fn from_ct2_config(
+        c: Ct2ConfigJson,
+        path: &Path,
+        max_length: usize,
+        vocab_size: usize,
+    ) -> Result<Self, CheckpointError> {
         check_ids(path, "suppress_ids", &c.suppress_ids, vocab_size)?;
         check_ids(
             path,

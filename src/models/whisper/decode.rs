@@ -30,7 +30,7 @@ use crate::audio::mel::{WHISPER_N_SAMPLES, whisper_log_mel};
 use crate::tokenizer::{WhisperTokenizer, WhisperTokenizerError};
 use crate::trace::Scope;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use std::time::Instant;
+use web_time::Instant;
 
 /// Errors of transcription.
 #[derive(Debug, thiserror::Error)]

@@ -358,15 +358,51 @@ impl Whisper {
     pub fn load_ct2(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
         let path = dir.join("model.bin");
         let ct2 = Ct2Model::load(&path)?;
+        Self::from_ct2(ct2, &path, device, |config| {
+            GenerationSettings::from_ct2_config_json(
+                &dir.join("config.json"),
+                config.max_target_positions,
+                config.vocab_size,
+            )
+        })
+    }
+
+    /// [`Whisper::load_ct2`] from the bytes of the folder's `model.bin` and `config.json` (a
+    /// browser's `fetch`, no file system); `dir` only names the files in errors.
+    ///
+    /// # Errors
+    /// See [`Whisper::load_ct2`].
+    pub fn load_ct2_bytes(
+        model_bin: &[u8],
+        config_json: &[u8],
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self, CheckpointError> {
+        let path = dir.join("model.bin");
+        let ct2 = Ct2Model::parse(model_bin, &path)?;
+        Self::from_ct2(ct2, &path, device, |config| {
+            GenerationSettings::from_ct2_config_bytes(
+                config_json,
+                &dir.join("config.json"),
+                config.max_target_positions,
+                config.vocab_size,
+            )
+        })
+    }
+
+    /// The network of a parsed CTranslate2 `model.bin` (`path`, named in errors), with the
+    /// generation settings `generation` reads for its configuration.
+    fn from_ct2(
+        ct2: Ct2Model,
+        path: &Path,
+        device: &Device,
+        generation: impl FnOnce(&WhisperConfig) -> Result<GenerationSettings, CheckpointError>,
+    ) -> Result<Self, CheckpointError> {
         let config = whisper_dims(&ct2)?;
         let tensors = to_hf_state_dict(&ct2)?;
         drop(ct2);
-        let generation = GenerationSettings::from_ct2_config_json(
-            &dir.join("config.json"),
-            config.max_target_positions,
-            config.vocab_size,
-        )?;
-        let net = Self::from_state_dict(&config, tensors, &path, device)?;
+        let generation = generation(&config)?;
+        let net = Self::from_state_dict(&config, tensors, path, device)?;
         Ok(Self {
             net,
             config,
