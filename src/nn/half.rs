@@ -445,10 +445,12 @@ pub fn half_matmul_with(
 
 /// Activation bytes (bf16, `rows * n_in * 2`) of one block run against a task's weight rows
 /// before the next block ([`bf16_products`]): an L2-sized share.
+#[cfg(target_arch = "x86_64")]
 const BF16_ACT_BLOCK_BYTES: usize = 256 << 10;
 
 /// Input columns per pass of [`bf16_products`]: a tile's 4 weight-row slices (2 kB) stay in
 /// L1 while it meets every activation-row slice of the block (from L2).
+#[cfg(target_arch = "x86_64")]
 const BF16_KC: usize = 256;
 
 /// `yt [n_out, m] = w · bf16(x)ᵀ` by [`HalfCompute::Bf16`]: the activations rounded to bf16

@@ -63,6 +63,7 @@ const GROUP: usize = 4;
 /// * Q8_0: `x [m, ng, 128]` bytes `q + 128` (unsigned, for `vpdpbusd`'s unsigned operand);
 ///   `d [m, ng, 32]` with block `k`'s scale in lanes `8k..8k+8`.
 #[derive(Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct GroupedRows {
     ng: usize,
     x: Vec<u8>,
@@ -619,6 +620,7 @@ pub fn qlinear<const D: usize>(
 
 /// `out[i] = dot(wrow, activation row r0 + i)` for `i < out.len() <= X_ROWS`; `grouped` is
 /// present exactly when `kernel` is [`QKernel::Avx512Vnni`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn row_dot(
     kernel: QKernel,
     kind: QuantKind,
