@@ -654,3 +654,59 @@ mod tests {
         assert!(j.bool_or("t", true).is_err());
     }
 }
+
+/// A 2-D GGUF tensor kept as stored (a slice of the memory-mapped file), for the loaders of
+/// every model: packed Q8_0 / Q4_0 or BF16 / F16, multiplied in place by
+/// [`crate::nn::qmatmul`] / [`crate::nn::half`].
+#[derive(Debug)]
+pub enum StoredMatrix {
+    /// Packed GGUF blocks.
+    Packed(crate::nn::qmatmul::PackedMatrix<'static>),
+    /// 16-bit values.
+    Half(crate::nn::half::HalfMatrix),
+}
+
+/// `t` (ggml `ne = [n_in, n_out]`, PyTorch `[n_out, n_in]`) as a slice of `mmap` when it is a
+/// matrix of Q8_0, Q4_0, BF16 or F16; `None` for other types and for vectors.
+///
+/// # Errors
+/// [`CheckpointError`] naming `path` and the tensor when its bytes do not fit its shape.
+pub(crate) fn stored_matrix(
+    mmap: &bytes::Bytes,
+    t: &crate::quant::gguf::TensorInfo<'_>,
+    path: &Path,
+) -> Result<Option<StoredMatrix>, CheckpointError> {
+    use crate::nn::half::{HalfKind, HalfMatrix};
+    use crate::nn::qmatmul::{PackedMatrix, QuantKind};
+    use crate::quant::GgmlType;
+    let shape = t.shape();
+    if shape.len() != 2 {
+        return Ok(None);
+    }
+    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+    let bytes = mmap.slice(t.range.clone());
+    let bad = |e: String| CheckpointError::file(path, format!("tensor {}: {e}", t.name));
+    Ok(match t.ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 => {
+            let kind = if t.ty == GgmlType::Q8_0 {
+                QuantKind::Q8_0
+            } else {
+                QuantKind::Q4_0
+            };
+            Some(StoredMatrix::Packed(
+                PackedMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
+            ))
+        }
+        GgmlType::BF16 | GgmlType::F16 => {
+            let kind = if t.ty == GgmlType::BF16 {
+                HalfKind::Bf16
+            } else {
+                HalfKind::F16
+            };
+            Some(StoredMatrix::Half(
+                HalfMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
+            ))
+        }
+        _ => None,
+    })
+}

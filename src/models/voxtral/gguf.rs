@@ -47,12 +47,11 @@ use super::loader::{WeightLayout, detect_layout, expected_tensors, mistral_to_hf
 use super::model::Voxtral;
 use crate::audio::AudioConfig;
 use crate::models::checkpoint::{
-    CheckpointError, ConfigJson, FoundTensor, no_problems, tensor_problems,
+    CheckpointError, ConfigJson, FoundTensor, StoredMatrix, no_problems, stored_matrix,
+    tensor_problems,
 };
 use crate::nn::embedding::TokenEmbedding;
-use crate::nn::half::{HalfKind, HalfMatrix};
 use crate::nn::qlinear::LinearWeight;
-use crate::nn::qmatmul::{PackedMatrix, QuantKind};
 use crate::quant::GgmlType;
 use crate::quant::blocks::{dequantize, quantize};
 use crate::quant::gguf::{Gguf, GgufWriter, TensorSpec, Value, ValueType, map_file};
@@ -929,51 +928,6 @@ pub fn config_from_gguf(g: &Gguf<'_>, path: &Path) -> Result<VoxtralConfig, Chec
         ));
     }
     VoxtralConfig::from_params_value(ConfigJson::from_value(path, params))
-}
-
-/// A 2-D GGUF tensor kept in its stored form.
-enum StoredMatrix {
-    Packed(PackedMatrix<'static>),
-    Half(HalfMatrix),
-}
-
-/// `t` (ggml `ne = [n_in, n_out]`, PyTorch `[n_out, n_in]`) as a slice of `mmap` when it is a
-/// matrix of Q8_0, Q4_0, BF16 or F16; `None` for F32 tensors and vectors.
-fn stored_matrix(
-    mmap: &bytes::Bytes,
-    t: &crate::quant::gguf::TensorInfo<'_>,
-    path: &Path,
-) -> Result<Option<StoredMatrix>, CheckpointError> {
-    let shape = t.shape();
-    if shape.len() != 2 {
-        return Ok(None);
-    }
-    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
-    let bytes = mmap.slice(t.range.clone());
-    let bad = |e: String| CheckpointError::file(path, format!("tensor {}: {e}", t.name));
-    Ok(match t.ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            let kind = if t.ty == GgmlType::Q8_0 {
-                QuantKind::Q8_0
-            } else {
-                QuantKind::Q4_0
-            };
-            Some(StoredMatrix::Packed(
-                PackedMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
-            ))
-        }
-        GgmlType::BF16 | GgmlType::F16 => {
-            let kind = if t.ty == GgmlType::BF16 {
-                HalfKind::Bf16
-            } else {
-                HalfKind::F16
-            };
-            Some(StoredMatrix::Half(
-                HalfMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
-            ))
-        }
-        _ => None,
-    })
 }
 
 impl Voxtral {

@@ -46,11 +46,11 @@
 
 use super::config::{GenerationSettings, WhisperConfig};
 use super::ct2::{Ct2Model, HfTensor, to_hf_state_dict, whisper_dims};
-use super::loader::{StoredLinear, Whisper, WhisperLayout, detect_layout, expected_tensors};
-use crate::models::checkpoint::{CheckpointError, FoundTensor, no_problems, tensor_problems};
+use super::loader::{Whisper, WhisperLayout, detect_layout, expected_tensors};
+use crate::models::checkpoint::{
+    CheckpointError, FoundTensor, StoredMatrix, no_problems, stored_matrix, tensor_problems,
+};
 use crate::models::voxtral::gguf::WriteSummary;
-use crate::nn::half::{HalfKind, HalfMatrix};
-use crate::nn::qmatmul::{PackedMatrix, QuantKind};
 use crate::quant::GgmlType;
 use crate::quant::blocks::{dequantize, quantize};
 use crate::quant::gguf::{Gguf, GgufWriter, TensorSpec, Value, ValueType, map_file};
@@ -388,37 +388,11 @@ fn stored_linear(
     mmap: &bytes::Bytes,
     t: &crate::quant::gguf::TensorInfo<'_>,
     path: &Path,
-) -> Result<Option<StoredLinear>, CheckpointError> {
-    let shape = t.shape();
-    if shape.len() != 2 || !is_linear_weight(t.name) {
+) -> Result<Option<StoredMatrix>, CheckpointError> {
+    if !is_linear_weight(t.name) {
         return Ok(None);
     }
-    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
-    let bad = |e: String| CheckpointError::file(path, format!("tensor {}: {e}", t.name));
-    let bytes = mmap.slice(t.range.clone());
-    Ok(match t.ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 => {
-            let kind = if t.ty == GgmlType::Q8_0 {
-                QuantKind::Q8_0
-            } else {
-                QuantKind::Q4_0
-            };
-            Some(StoredLinear::Packed(
-                PackedMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
-            ))
-        }
-        GgmlType::BF16 | GgmlType::F16 => {
-            let kind = if t.ty == GgmlType::BF16 {
-                HalfKind::Bf16
-            } else {
-                HalfKind::F16
-            };
-            Some(StoredLinear::Half(
-                HalfMatrix::new(kind, rows, cols, bytes).map_err(|e| bad(e.to_string()))?,
-            ))
-        }
-        _ => None,
-    })
+    stored_matrix(mmap, t, path)
 }
 
 impl Whisper {

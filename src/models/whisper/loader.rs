@@ -17,13 +17,12 @@ use super::model::{
     WhisperForConditionalGeneration, WhisperModel,
 };
 use crate::models::checkpoint::{
-    self, CheckpointError, ExpectedTensors, FoundTensor, LayoutSpec, load_safetensors_into,
-    no_problems, read_safetensors_header, tensor_problems,
+    self, CheckpointError, ExpectedTensors, FoundTensor, LayoutSpec, StoredMatrix,
+    load_safetensors_into, no_problems, read_safetensors_header, tensor_problems,
 };
 use crate::nn::conv::Conv1d;
-use crate::nn::half::HalfMatrix;
 use crate::nn::qlinear::{HalfLinear, LinearWeight, PackedLinear, QLinearError};
-use crate::nn::qmatmul::{PackedMatrix, QuantKind};
+use crate::nn::qmatmul::QuantKind;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -155,22 +154,11 @@ pub struct Whisper {
     pub generation: GenerationSettings,
 }
 
-/// A linear weight `[n_out, n_in]` kept as stored (a slice of a memory-mapped GGUF file):
-/// packed Q8_0 / Q4_0 or BF16 / F16, multiplied in place by [`crate::nn::qmatmul`] /
-/// [`crate::nn::half`].
-#[derive(Debug)]
-pub enum StoredLinear {
-    /// Packed GGUF blocks.
-    Packed(PackedMatrix<'static>),
-    /// 16-bit values.
-    Half(HalfMatrix),
-}
-
 /// Builds Burn modules from a transformers-named f32 state dict, plus linear weights kept as
 /// stored (`stored`, by weight name; their f32 copy is then absent from `map`).
 struct Builder<'a> {
     map: HashMap<String, HfTensor>,
-    stored: HashMap<String, StoredLinear>,
+    stored: HashMap<String, StoredMatrix>,
     device: &'a Device,
 }
 
@@ -200,11 +188,11 @@ impl Builder<'_> {
         if let Some(w) = self.stored.remove(&format!("{p}.weight")) {
             let bias = bias.then(|| self.t1(&format!("{p}.bias")));
             return match w {
-                StoredLinear::Packed(m) => LinearWeight::Packed(PackedLinear {
+                StoredMatrix::Packed(m) => LinearWeight::Packed(PackedLinear {
                     weight: Arc::new(m),
                     bias,
                 }),
-                StoredLinear::Half(m) => LinearWeight::Half(HalfLinear { weight: m, bias }),
+                StoredMatrix::Half(m) => LinearWeight::Half(HalfLinear { weight: m, bias }),
             };
         }
         // PyTorch [out, in] -> Burn [in, out], transposed on the host so the tensor is contiguous.
@@ -448,7 +436,7 @@ impl Whisper {
     pub(crate) fn build_checked(
         config: &WhisperConfig,
         tensors: Vec<HfTensor>,
-        stored: HashMap<String, StoredLinear>,
+        stored: HashMap<String, StoredMatrix>,
         device: &Device,
     ) -> WhisperForConditionalGeneration {
         let map = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
