@@ -71,7 +71,8 @@ def main():
     ap.add_argument("--audio", required=True, help="the clip (e.g. jfk.wav, 11.0 s)")
     ap.add_argument("--types", default="bf16,bf16c,q8_0,q4_0",
                     help="bf16: BF16 as stored, f32 compute; bf16c: BF16 as stored, `--compute bf16` "
-                         "(activations rounded to bf16, AVX-512 BF16 products); q8_0, q4_0: GGUF")
+                         "(AMX tiles where present; bf16c-noamx: the same with VOXTRACE_AMX=0) "
+                         "(activations rounded to bf16); q8_0, q4_0: GGUF")
     ap.add_argument("--gguf-dir", help="where the q8_0 / q4_0 GGUF files live or are written (default: the checkpoint folder)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
@@ -94,8 +95,11 @@ def main():
           file=sys.stderr)
 
     for ty in [t for t in args.types.split(",") if t]:
-        extra = ["--compute", "bf16"] if ty == "bf16c" else []
-        if ty in ("bf16", "bf16c"):
+        extra = ["--compute", "bf16"] if ty.startswith("bf16c") else []
+        # bf16c-noamx: the same products on AVX-512 BF16 only (VOXTRACE_AMX=0), so the run
+        # shows what the AMX tiles give.
+        run_env = dict(env, VOXTRACE_AMX="0") if ty.endswith("-noamx") else env
+        if ty.startswith("bf16"):
             model = ckpt
         else:
             model = gdir / f"voxtral-{ty}.gguf"
@@ -107,7 +111,7 @@ def main():
         for phase in (["warm"] if args.no_cold else ["cold", "warm"]):
             if phase == "cold":
                 drop_cache(model_files(model))
-            text, wall, rss = run([vt, "transcribe", "--model", str(model), "--json", *extra, str(args.audio)], env)
+            text, wall, rss = run([vt, "transcribe", "--model", str(model), "--json", *extra, str(args.audio)], run_env)
             line = json.loads([ln for ln in text.splitlines() if ln.startswith("{")][-1])
             for k in ("ids", "tokens", "text"):
                 line.pop(k, None)

@@ -568,6 +568,92 @@ pub fn trace(modes: &str, reps: usize, device: &Device) -> Result<String, BenchE
     .to_string())
 }
 
+/// BF16 weight product [`crate::nn::half`]: `x [m, n_in]` times a random BF16 weight
+/// `[n_out, n_in]` (values in [-1, 1]), median seconds over `reps` after one warm-up, for f32
+/// compute ([`crate::nn::half::half_matmul`]) and bf16 compute on each path this CPU has
+/// ([`crate::nn::half::bf16_matmul_on`]: AVX-512 BF16, AMX). GFLOP/s counts `2 m n_out n_in`;
+/// GB/s the weight bytes read once per product. Each bf16 path's output is checked against
+/// the first one's (max abs difference in the JSON).
+///
+/// # Errors
+/// `m`, `n_out` or `n_in` zero, more than 2^31 weights.
+pub fn half_bench(
+    (m, n_out, n_in): (usize, usize, usize),
+    reps: usize,
+) -> Result<String, BenchError> {
+    use crate::nn::half::{Bf16Path, HalfKind, HalfMatrix, bf16_matmul_on, half_matmul};
+    ensure!(
+        m > 0 && n_out > 0 && n_in > 0,
+        "--m, --n-out and --n-in must be positive"
+    );
+    ensure!(n_out * n_in <= 1 << 31, "at most 2^31 weights");
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let wv: Vec<f32> = (0..n_out * n_in).map(|_| next()).collect();
+    let x: Vec<f32> = (0..m * n_in).map(|_| next()).collect();
+    let w = HalfMatrix::from_f32(HalfKind::Bf16, n_out, n_in, &wv)
+        .map_err(|e| BenchError::Check(e.to_string()))?;
+    drop(wv);
+    let flops = 2.0 * (m * n_out * n_in) as f64;
+    let weight_bytes = (n_out * n_in * 2) as f64;
+    let time =
+        |f: &dyn Fn() -> Result<Vec<f32>, BenchError>| -> Result<(Vec<f64>, Vec<f32>), BenchError> {
+            let y = f()?;
+            let mut all = Vec::new();
+            for _ in 0..reps.max(1) {
+                let t = Instant::now();
+                let _ = f()?;
+                all.push(t.elapsed().as_secs_f64());
+            }
+            Ok((all, y))
+        };
+    let entry = |all: Vec<f64>| {
+        let med = median(all.clone());
+        json!({"median_s": med, "all_s": all, "gflop_per_s": flops / med / 1e9,
+            "weight_gb_per_s": weight_bytes / med / 1e9})
+    };
+    let mut paths = serde_json::Map::new();
+    let (all, _) = time(&|| half_matmul(&x, m, &w).map_err(|e| BenchError::Check(e.to_string())))?;
+    paths.insert("f32_compute".into(), entry(all));
+    let mut first: Option<Vec<f32>> = None;
+    for (name, path) in [
+        ("bf16_avx512", Bf16Path::Avx512Bf16),
+        ("bf16_amx", Bf16Path::Amx),
+    ] {
+        let run = || -> Result<Option<Vec<f32>>, BenchError> {
+            bf16_matmul_on(&x, m, &w, path).map_err(|e| BenchError::Check(e.to_string()))
+        };
+        if run()?.is_none() {
+            paths.insert(name.into(), json!(null));
+            continue;
+        }
+        let (all, y) = time(&|| Ok(run()?.unwrap_or_default()))?;
+        let mut e = entry(all);
+        if let Some(f) = &first {
+            let d = f
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            e["max_abs_diff_vs_bf16_avx512"] = json!(d);
+        } else {
+            first = Some(y);
+        }
+        paths.insert(name.into(), e);
+    }
+    Ok(
+        json!({"mode": "half", "m": m, "n_out": n_out, "n_in": n_in, "reps": reps,
+        "weight_bytes": n_out * n_in * 2, "paths": paths,
+        "threads": rayon::current_num_threads(), "build": build_profile()})
+        .to_string(),
+    )
+}
+
 /// Packed-weight product [`crate::nn::qmatmul`] against f32: `x [m, n_in]` times a random
 /// `kind` weight `[n_out, n_in]` (random integers, f16 scales near 0.01: any bytes are valid
 /// blocks, so no quantizer is needed), median seconds over `reps` after one warm-up, for every

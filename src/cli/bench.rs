@@ -110,6 +110,22 @@ pub enum BenchMode {
         #[arg(long)]
         dump: Option<std::path::PathBuf>,
     },
+    /// BF16 weight product (`nn::half`): f32 compute, and bf16 compute on AVX-512 BF16 and on
+    /// AMX tiles where present: median seconds, GFLOP/s and GB/s of weight bytes read.
+    Half {
+        /// Activation rows.
+        #[arg(long, default_value_t = 1)]
+        m: usize,
+        /// Output features (weight rows).
+        #[arg(long, default_value_t = 4096)]
+        n_out: usize,
+        /// Input features.
+        #[arg(long, default_value_t = 3072)]
+        n_in: usize,
+        /// Timed repetitions (median reported).
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
 }
 
 /// Run `voxtrace bench`.
@@ -149,6 +165,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             dump.as_deref(),
             &device,
         )?,
+        BenchMode::Half {
+            m,
+            n_out,
+            n_in,
+            reps,
+        } => bench::half_bench((*m, *n_out, *n_in), *reps)?,
     };
     println!("{out}");
     Ok(ExitCode::SUCCESS)

@@ -120,13 +120,17 @@ pub enum HalfCompute {
     #[default]
     F32,
     /// Activations rounded to bf16 (round to nearest even) and multiplied with the BF16
-    /// weights by AVX-512 BF16 `vdpbf16ps`: each product of two bf16 values is exact in f32
+    /// weights by AMX-BF16 tiles (`tdpbf16ps`, [`super::amx`]) for two rows or more where the
+    /// CPU has them and the input width is a multiple of 32, else by AVX-512 BF16
+    /// `vdpbf16ps`: each product of two bf16 values is exact in f32
     /// and summed in f32 (with denormal inputs and results flushed to zero, as the instruction
     /// does). This is how PyTorch's BF16 `nn.Linear` treats its input on CPU (oneDNN rounds
-    /// the activations to bf16 and accumulates in f32). Twice the multiply-adds per
-    /// instruction of the f32 path; for every row count, so a batched and a step-by-step
-    /// schedule compute the same products. Only BF16 weights on a CPU with AVX512_BF16
-    /// ([`bf16_compute_available`]); elsewhere [`HalfCompute::F32`] is used.
+    /// the activations to bf16 and accumulates in f32). Each kernel sums a row's products in
+    /// an order that does not depend on the other rows, so two schedules agree bit for bit
+    /// where they take the same kernel (the batched and the 4-row streaming encoder on AMX);
+    /// the AVX-512 and AMX sums differ only in f32 summation order. Only BF16 weights on a
+    /// CPU with AVX512_BF16 ([`bf16_compute_available`]); elsewhere [`HalfCompute::F32`] is
+    /// used.
     Bf16,
 }
 
@@ -370,6 +374,11 @@ pub fn half_matmul_with(
     let mut yt = vec![0f32; n_out * m];
     #[cfg(target_arch = "x86_64")]
     if w.computes_in_bf16() {
+        if m >= super::amx::AMX_MIN_ROWS && super::amx::amx_takes(n_in) {
+            return Ok(super::amx::bf16_products(
+                x, m, &w.data, n_out, n_in, parallel,
+            ));
+        }
         bf16_products(x, m, w, parallel, &mut yt);
         return Ok(untranspose(yt, m, n_out));
     }
@@ -441,6 +450,58 @@ pub fn half_matmul_with(
         over_output_rows(&mut yt, m, parallel, 8, run);
     }
     Ok(untranspose(yt, m, n_out))
+}
+
+/// Which kernel computes a [`HalfCompute::Bf16`] product ([`bf16_matmul_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Path {
+    /// AVX-512 BF16 `vdpbf16ps` tiles of 4 x 4 rows.
+    Avx512Bf16,
+    /// AMX-BF16 `tdpbf16ps` tiles ([`super::amx`]); needs [`super::amx::amx_takes`].
+    Amx,
+}
+
+/// `x [m, n_in] · bf16(w)ᵀ` -> `[m, n_out]` as [`HalfCompute::Bf16`] computes it, on a chosen
+/// kernel (benchmarks and tests; [`half_matmul`] picks AMX when [`super::amx::amx_takes`]).
+///
+/// # Errors
+/// [`HalfMatmulError::InputLength`] when `x.len() != m * w.cols()`; `None` inside `Ok` when
+/// the weights are not BF16, the CPU lacks AVX512_BF16, or `path` is [`Bf16Path::Amx`] and
+/// [`super::amx::amx_takes`] refuses the width.
+pub fn bf16_matmul_on(
+    x: &[f32],
+    m: usize,
+    w: &HalfMatrix,
+    path: Bf16Path,
+) -> Result<Option<Vec<f32>>, HalfMatmulError> {
+    let (n_out, n_in) = (w.rows, w.cols);
+    if m.checked_mul(n_in) != Some(x.len()) {
+        return Err(HalfMatmulError::InputLength {
+            m,
+            n_in,
+            found: x.len(),
+        });
+    }
+    let amx = path == Bf16Path::Amx;
+    if w.kind != HalfKind::Bf16
+        || !bf16_compute_available()
+        || (amx && !super::amx::amx_takes(n_in))
+    {
+        return Ok(None);
+    }
+    if m == 0 || n_out == 0 || n_in == 0 {
+        return Ok(Some(vec![0.0; m * n_out]));
+    }
+    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1;
+    if amx {
+        return Ok(Some(super::amx::bf16_products(
+            x, m, &w.data, n_out, n_in, parallel,
+        )));
+    }
+    let mut yt = vec![0f32; n_out * m];
+    #[cfg(target_arch = "x86_64")]
+    bf16_products(x, m, w, parallel, &mut yt);
+    Ok(Some(untranspose(yt, m, n_out)))
 }
 
 /// Activation bytes (bf16, `rows * n_in * 2`) of one block run against a task's weight rows

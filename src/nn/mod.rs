@@ -2,6 +2,7 @@
 //! upstream term and mirroring one upstream PyTorch class.
 
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod conv;
 pub mod dense_attention;
