@@ -109,9 +109,9 @@ fn batched_encoder_gives_the_one_token_schedule_tokens() {
     }
 }
 
-/// `HalfCompute::Bf16` (activations rounded to bf16, AVX-512 BF16 dot products) computes
-/// every product the same way for any number of rows, so the batched encoder still gives the
-/// one-token schedule's ids and logits within the same 1e-4 as in f32, on the BF16 fixture
+/// `HalfCompute::Bf16` (activations rounded to bf16; AMX tiles from two rows, AVX-512 BF16
+/// for one, each summing a row independently of the others): the batched encoder still gives
+/// the one-token schedule's ids and logits within the same 1e-4 as in f32, on the BF16 fixture
 /// (Mistral layout). The drift against f32 compute is printed (ids agreement, largest logit
 /// change), not bounded: it is what `--compute bf16` trades. Without AVX512_BF16 the setter
 /// must report no bf16 layer and the results must equal f32 compute's exactly.

@@ -36,6 +36,12 @@ use std::sync::OnceLock;
 /// Fewest activation rows [`super::half::half_matmul`] sends to the tiles.
 pub const AMX_MIN_ROWS: usize = 2;
 
+/// Fewest activation rows [`super::qmatmul::qmatmul`] sends to the tiles: unpacking the
+/// blocks costs as much as the VNNI kernel's whole product below about 40 rows (`voxtrace
+/// bench qmatmul --kind q4_0 --m 39 --n-out 5120 --n-in 1280`: equal; at 128 rows the tiles
+/// are 2.7x faster).
+pub const AMX_INT8_MIN_ROWS: usize = 64;
+
 /// Input columns one tile step covers (64 bytes of bf16 per tile row).
 pub const K_STEP: usize = 32;
 
@@ -294,6 +300,246 @@ pub fn bf16_products(
     y
 }
 
+/// Whether this process can run AMX-INT8 tiles (AMX-TILE and AMX-INT8, `CPUID.(7,0):EDX` bit
+/// 25, on top of [`amx_bf16_available`]'s checks).
+pub fn amx_int8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx_bf16_available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y [m, n_out] = dequant(w) · xᵀ` for `w` `[n_out, n]` in Q8_0 / Q4_0 blocks (read from the
+/// packed bytes) and the activations already quantized to 8-bit blocks (`acts`,
+/// [`super::qmatmul::quantize_activations`]), on AMX-INT8 tiles: per block of 32, the integer
+/// sums `Σ q_w q_x` of 16 x 16 (weight row, activation row) pairs by `tdpbssd` (Q4_0's
+/// nibbles unpacked to `nibble - 8` first), then `y += (d_w d_x) * sum` in f32 (AVX-512 FMA),
+/// block after block in order. The integer block sums are those of the VNNI kernels, so
+/// this differs from them only in the order of the f32 sums; each output sums its own blocks
+/// whatever the other rows are. Output columns split across Rayon threads in 32-column groups
+/// when `parallel`.
+///
+/// # Panics
+/// When the caller breaks the contract: [`amx_int8_available`] false, `n` not a multiple of
+/// 32, `acts` not `[m, n]`, or `w` not `n_out` rows of `n / 32` blocks of `kind`.
+pub fn q_products(
+    kind: super::qmatmul::QuantKind,
+    w: &[u8],
+    n_out: usize,
+    acts: &super::qmatmul::QuantizedRows,
+    parallel: bool,
+) -> Vec<f32> {
+    let (m, n) = (acts.m, acts.n);
+    assert!(amx_int8_available() && n.is_multiple_of(K_STEP) && n > 0);
+    let nb = n / K_STEP;
+    let bb = kind.block_bytes();
+    let row_bytes = nb * bb;
+    assert!(w.len() == n_out * row_bytes && acts.q.len() == m * n && acts.d.len() == m * nb);
+    let mut y = vec![0f32; m * n_out];
+    if m == 0 || n_out == 0 {
+        return y;
+    }
+    let m_pad = m.next_multiple_of(32);
+    let n_pad = n_out.next_multiple_of(32);
+    // B tiles: `[m_pad / 16][nb][8 quads][16 rows]` u32 (four i8 of one row each), 512 bytes
+    // per (16 rows, block); activation scales by block, `[nb][m_pad]`, padded rows 0.
+    SCRATCH.with_borrow_mut(|(xp, ct)| {
+        xp.clear();
+        xp.resize(m_pad * n / 4, 0);
+        xp.par_chunks_mut(4 * n).enumerate().for_each(|(rb, blk)| {
+            for r in 0..16 {
+                let row = rb * 16 + r;
+                if row >= m {
+                    break;
+                }
+                let src = &acts.q[row * n..(row + 1) * n];
+                for (b, tile) in blk.chunks_exact_mut(128).enumerate() {
+                    for p in 0..8 {
+                        let q = &src[b * 32 + 4 * p..b * 32 + 4 * p + 4];
+                        tile[p * 16 + r] =
+                            u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+                    }
+                }
+            }
+        });
+        let mut dxt = vec![0f32; nb * m_pad];
+        for r in 0..m {
+            for b in 0..nb {
+                dxt[b * m_pad + r] = acts.d[r * nb + b];
+            }
+        }
+        // f32 accumulators `[n_pad, m_pad]`, zeroed (every block adds to them).
+        ct.clear();
+        ct.resize(n_pad * m_pad, 0.0);
+        let groups = n_pad / 32;
+        let threads = rayon::current_num_threads();
+        let out = OutPtr(y.as_mut_ptr());
+        let (xp, dxt) = (&xp[..], &dxt[..]);
+        let run = |g0: usize, chunk: &mut [f32]| {
+            let cfg = TileConfig::int8_blocks();
+            // SAFETY: amx_int8_available() checked the CPU and the OS permission.
+            unsafe { x86::load_config(&cfg) };
+            let ng = chunk.len() / (32 * m_pad);
+            let kb = (KC / K_STEP).min(nb);
+            // Per k block of the group: `[kb][32 rows][32]` i8 weights and `[kb][32]` scales.
+            let mut wq = vec![0i8; kb * 32 * 32];
+            let mut dw = vec![0f32; kb * 32];
+            let mut tmp = [0i32; 4 * 256];
+            for gg in 0..ng {
+                let g = g0 + gg;
+                let mut b0 = 0;
+                while b0 < nb {
+                    let bn = kb.min(nb - b0);
+                    // SAFETY: AMX CPUs have AVX-512F/BW and F16C; rows g * 32 .. of `w` are
+                    // checked against n_out inside.
+                    unsafe {
+                        unpack_group(kind, w, row_bytes, n_out, g * 32, b0, bn, &mut wq, &mut dw)
+                    };
+                    for r in (0..m_pad).step_by(32) {
+                        for bi in 0..bn {
+                            let b = b0 + bi;
+                            // SAFETY: the weight tiles (two of 16 rows x 32 bytes) lie in `wq`,
+                            // the activation tiles (rows r .. r + 32 <= m_pad, block b < nb) in
+                            // `xp`, `tmp` holds four 16 x 16 i32 tiles; configuration loaded.
+                            unsafe {
+                                x86::int8_block_2x2(
+                                    wq.as_ptr().add(bi * 1024),
+                                    xp.as_ptr().add(((r / 16) * nb + b) * 128).cast(),
+                                    nb * 512,
+                                    tmp.as_mut_ptr(),
+                                );
+                            }
+                            let acc = &mut chunk[gg * 32 * m_pad..(gg + 1) * 32 * m_pad];
+                            // SAFETY: AMX CPUs have AVX-512F and FMA.
+                            unsafe {
+                                scale_add(
+                                    &tmp,
+                                    &dw[bi * 32..bi * 32 + 32],
+                                    &dxt[b * m_pad + r..b * m_pad + r + 32],
+                                    acc,
+                                    m_pad,
+                                    r,
+                                );
+                            }
+                        }
+                    }
+                    b0 += bn;
+                }
+            }
+            // SAFETY: releases this thread's tile state (configured above).
+            unsafe { x86::release() };
+            let j_end = ((g0 + ng) * 32).min(n_out);
+            for i0 in (0..m).step_by(32) {
+                for j0 in (g0 * 32..j_end).step_by(32) {
+                    for i in i0..(i0 + 32).min(m) {
+                        for j in j0..(j0 + 32).min(j_end) {
+                            // SAFETY: i < m, j < n_out: inside `y`; column j is this task's alone.
+                            unsafe {
+                                *out.get().add(i * n_out + j) = chunk[(j - g0 * 32) * m_pad + i]
+                            };
+                        }
+                    }
+                }
+            }
+        };
+        if parallel && threads > 1 && groups > 1 {
+            let per_task = groups.div_ceil(threads * 4).max(1);
+            ct.par_chunks_mut(per_task * 32 * m_pad)
+                .enumerate()
+                .for_each(|(t, chunk)| run(t * per_task, chunk));
+        } else {
+            run(0, ct);
+        }
+    });
+    y
+}
+
+/// Weight rows `j0 .. j0 + 32` (rows past `n_out` as zeros), blocks `b0 .. b0 + bn`, as i8
+/// values (`q`, or `nibble - 8`) into `wq` `[bn][32 rows][32]` and f32 scales into `dw`
+/// `[bn][32 rows]`.
+///
+/// # Safety
+/// On x86_64, the CPU has AVX-512F/BW and F16C.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(
+    target_arch = "x86_64",
+    target_feature(enable = "avx512f,avx512bw,f16c")
+)]
+unsafe fn unpack_group(
+    kind: super::qmatmul::QuantKind,
+    w: &[u8],
+    row_bytes: usize,
+    n_out: usize,
+    j0: usize,
+    b0: usize,
+    bn: usize,
+    wq: &mut [i8],
+    dw: &mut [f32],
+) {
+    let bb = kind.block_bytes();
+    for t in 0..32 {
+        let j = j0 + t;
+        if j >= n_out {
+            for bi in 0..bn {
+                wq[(bi * 32 + t) * 32..(bi * 32 + t + 1) * 32].fill(0);
+                dw[bi * 32 + t] = 0.0;
+            }
+            continue;
+        }
+        let row = &w[j * row_bytes + b0 * bb..j * row_bytes + (b0 + bn) * bb];
+        for (bi, blk) in row.chunks_exact(bb).enumerate() {
+            dw[bi * 32 + t] = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+            let dst: &mut [i8; 32] = (&mut wq[(bi * 32 + t) * 32..(bi * 32 + t + 1) * 32])
+                .try_into()
+                .expect("32 values");
+            match kind {
+                super::qmatmul::QuantKind::Q8_0 => {
+                    let src: &[u8; 32] = blk[2..34].try_into().expect("32 quants");
+                    for i in 0..32 {
+                        dst[i] = src[i] as i8;
+                    }
+                }
+                super::qmatmul::QuantKind::Q4_0 => {
+                    let src: &[u8; 16] = blk[2..18].try_into().expect("16 bytes of nibbles");
+                    for i in 0..16 {
+                        dst[i] = (src[i] & 0x0F) as i8 - 8;
+                        dst[i + 16] = (src[i] >> 4) as i8 - 8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `acc[t][r + i] += (dw[t] * dx[i]) * sums` for the 32 x 32 block of integer sums in `tmp`
+/// (tile `2 * (t / 16) + i / 16`, row `t % 16`, column `i % 16`), `acc` rows `m_pad` apart.
+///
+/// # Safety
+/// On x86_64, the CPU has AVX-512F and FMA (every AMX CPU does).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,fma"))]
+unsafe fn scale_add(
+    tmp: &[i32; 1024],
+    dw: &[f32],
+    dx: &[f32],
+    acc: &mut [f32],
+    m_pad: usize,
+    r: usize,
+) {
+    for t in 0..32 {
+        let row = &mut acc[t * m_pad + r..t * m_pad + r + 32];
+        for h in 0..2 {
+            let sums = &tmp[(2 * (t / 16) + h) * 256 + (t % 16) * 16..][..16];
+            for i in 0..16 {
+                row[h * 16 + i] = (dw[t] * dx[h * 16 + i]).mul_add(sums[i] as f32, row[h * 16 + i]);
+            }
+        }
+    }
+}
+
 /// The 64-byte tile configuration `ldtilecfg` reads (palette 1).
 #[repr(C, align(64))]
 struct TileConfig {
@@ -305,6 +551,18 @@ struct TileConfig {
 }
 
 impl TileConfig {
+    /// [`q_products`]' tiles: accumulators 0..4 16 rows x 64 bytes (16 i32), weights 4 and 5
+    /// 16 rows x 32 bytes (one block of 32 i8), activations 6 and 7 8 rows x 64 bytes (16 rows
+    /// of four i8 per 4-column quad).
+    fn int8_blocks() -> Self {
+        let mut c = Self::all_16x64();
+        c.colsb[4] = 32;
+        c.colsb[5] = 32;
+        c.rows[6] = 8;
+        c.rows[7] = 8;
+        c
+    }
+
     /// Tiles 0..8 all 16 rows x 64 bytes.
     fn all_16x64() -> Self {
         let mut c = TileConfig {
@@ -411,6 +669,42 @@ mod x86 {
         }
     }
 
+    /// One block of 32: the four accumulators zeroed, then `tdpbssd` of two weight tiles
+    /// (`a` and `a + 512`, rows 32 bytes apart) by two activation tiles (`b` and `b + b_next`,
+    /// rows 64 bytes apart), stored to `out` as four 16 x 16 i32 tiles (1 KB apart).
+    ///
+    /// # Safety
+    /// Tiles configured by `TileConfig::int8_blocks`; 1 KB readable at `a`, 512 bytes at `b`
+    /// and at `b + b_next`; 4 KB writable at `out`.
+    pub(super) unsafe fn int8_block_2x2(a: *const i8, b: *const u8, b_next: usize, out: *mut i32) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tileloadd tmm4, [{a0} + {s32}*1]",
+                "tileloadd tmm5, [{a1} + {s32}*1]",
+                "tileloadd tmm6, [{b0} + {s64}*1]",
+                "tileloadd tmm7, [{b1} + {s64}*1]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tdpbssd tmm3, tmm5, tmm7",
+                "tilestored [{o0} + {s64}*1], tmm0",
+                "tilestored [{o1} + {s64}*1], tmm1",
+                "tilestored [{o2} + {s64}*1], tmm2",
+                "tilestored [{o3} + {s64}*1], tmm3",
+                a0 = in(reg) a, a1 = in(reg) a.add(512),
+                b0 = in(reg) b, b1 = in(reg) b.add(b_next),
+                o0 = in(reg) out, o1 = in(reg) out.add(256), o2 = in(reg) out.add(512), o3 = in(reg) out.add(768),
+                s32 = in(reg) 32usize, s64 = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+
     /// `steps >= 1` k steps of the 2 x 2 block on the loaded accumulators `tmm0..tmm3`:
     /// weight tiles from `a0` / `a1` (rows `a_stride` bytes apart), activation tiles from
     /// `b0` / `b1`, each advancing 64 / 1024 bytes per step.
@@ -457,6 +751,9 @@ mod x86 {
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
     use super::TileConfig;
+    pub(super) unsafe fn int8_block_2x2(_: *const i8, _: *const u8, _: usize, _: *mut i32) {
+        unreachable!("no AMX off x86_64")
+    }
     pub(super) unsafe fn load_config(_: &TileConfig) {
         unreachable!("no AMX off x86_64")
     }
@@ -496,6 +793,53 @@ mod tests {
         v.iter()
             .map(|&x| half::bf16::from_f32(x).to_bits())
             .collect()
+    }
+
+    /// Q8_0 / Q4_0 on tiles: each row of a batch bit-identical to that row alone (the
+    /// bounds against the exact product are `tests/qmatmul.rs`'s, which runs every kernel).
+    #[test]
+    fn int8_rows_do_not_depend_on_the_batch() {
+        use crate::nn::qmatmul::{
+            PackedMatrix, QKernel, QuantKind, qmatmul_with, quantize_activations,
+        };
+        if !amx_int8_available() {
+            eprintln!("no AMX-INT8 here: QKernel::AmxInt8 is unavailable");
+            assert!(!QKernel::AmxInt8.available());
+            return;
+        }
+        for kind in [QuantKind::Q8_0, QuantKind::Q4_0] {
+            for &(m, n_out, n) in &[(2, 32, 32), (5, 40, 64), (37, 70, 1088), (70, 33, 96)] {
+                let x = values(m * n, (m + n) as u32);
+                let mut bytes = Vec::new();
+                let mut s = 0x9E37_79B9u32 ^ (n_out as u32);
+                for _ in 0..n_out * n / 32 {
+                    bytes.extend_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                    for _ in 2..kind.block_bytes() {
+                        s ^= s << 13;
+                        s ^= s >> 17;
+                        s ^= s << 5;
+                        bytes.push((s >> 24) as u8);
+                    }
+                }
+                let y = q_products(kind, &bytes, n_out, &quantize_activations(&x, m, n), true);
+                if m >= AMX_INT8_MIN_ROWS {
+                    let w = PackedMatrix::new(kind, n_out, n, bytes.as_slice()).unwrap();
+                    assert_eq!(qmatmul_with(&x, m, &w, QKernel::AmxInt8).unwrap(), y);
+                }
+                for i in 0..m {
+                    let xi = &x[i * n..(i + 1) * n];
+                    let one =
+                        q_products(kind, &bytes, n_out, &quantize_activations(xi, 1, n), false);
+                    for j in 0..n_out {
+                        assert_eq!(
+                            one[j].to_bits(),
+                            y[i * n_out + j].to_bits(),
+                            "{kind:?} [{m},{n_out},{n}] row {i} out {j}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The packing's rounding is `half`'s (the AVX-512 path's): every f32 class.

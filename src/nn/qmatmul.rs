@@ -17,7 +17,8 @@
 //! Kernels ([`QKernel`]), chosen at run time by [`QKernel::detect`]: AVX-512 VNNI + VBMI
 //! (groups of four blocks: quants and scales gathered by byte shuffles from two loads,
 //! `vpdpbusd` into per-block lanes, activations laid out once per product to match), AVX2
-//! (`vpmaddubsw` with the sign trick for Q8_0), and a portable scalar one. All give the same integer block sums; only the order of
+//! (`vpmaddubsw` with the sign trick for Q8_0), a portable scalar one, and AMX-INT8 tiles for
+//! many rows (`super::amx`). All give the same integer block sums; only the order of
 //! the f32 sums over blocks differs. Output rows are split across Rayon threads when the
 //! weight has at least [`PARALLEL_MIN_WEIGHTS`] elements.
 
@@ -388,6 +389,29 @@ pub struct QuantizedRows {
 /// When `x.len() != m * n` or `n` is not a multiple of 32 (the caller checked both).
 pub fn quantize_activations(x: &[f32], m: usize, n: usize) -> QuantizedRows {
     assert!(n.is_multiple_of(BLOCK) && x.len() == m * n);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { quantize_activations_avx512(x, m, n) };
+    }
+    quantize_activations_portable(x, m, n)
+}
+
+/// [`quantize_activations`] compiled for AVX-512F: the same code, so the same values
+/// (`f32::round` lowers to an exact vector sequence instead of a `roundf` call per value).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_activations_avx512(x: &[f32], m: usize, n: usize) -> QuantizedRows {
+    quantize_activations_portable(x, m, n)
+}
+
+/// [`quantize_activations`]' body (inlined into each caller, so it is compiled per target
+/// feature set).
+#[inline(always)]
+fn quantize_activations_portable(x: &[f32], m: usize, n: usize) -> QuantizedRows {
     let nb = m * n / BLOCK;
     let mut q = vec![0i8; m * n];
     let mut d = vec![0f32; nb];
@@ -426,11 +450,21 @@ pub enum QKernel {
     /// four blocks' quants and scales gathered with one byte shuffle each), plus the AVX2 set
     /// for the tail blocks.
     Avx512Vnni,
+    /// AMX-INT8 tiles from [`super::amx::AMX_INT8_MIN_ROWS`] activation rows (a batched
+    /// encoder; [`super::amx::q_products`]: `tdpbssd` block sums, then the f32 scaling on
+    /// AVX-512), [`QKernel::Avx512Vnni`] below (decoder steps and prefill, the 8-frame
+    /// streaming encoder).
+    AmxInt8,
 }
 
 impl QKernel {
     /// Every kernel, fastest last.
-    pub const ALL: [QKernel; 3] = [QKernel::Scalar, QKernel::Avx2, QKernel::Avx512Vnni];
+    pub const ALL: [QKernel; 4] = [
+        QKernel::Scalar,
+        QKernel::Avx2,
+        QKernel::Avx512Vnni,
+        QKernel::AmxInt8,
+    ];
 
     /// Whether this CPU can run the kernel (checked at run time; cached by std).
     pub fn available(self) -> bool {
@@ -451,6 +485,7 @@ impl QKernel {
                     && has!("avx512vnni")
                     && has!("avx512vbmi")
             }
+            QKernel::AmxInt8 => QKernel::Avx512Vnni.available() && super::amx::amx_int8_available(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -505,6 +540,17 @@ pub fn qmatmul_with(
         return Ok(vec![0.0; m * n_out]);
     }
     let acts = quantize_activations(x, m, n_in);
+    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS;
+    let kernel = if kernel == QKernel::AmxInt8 {
+        if m >= super::amx::AMX_INT8_MIN_ROWS {
+            return Ok(super::amx::q_products(
+                w.kind, &w.data, n_out, &acts, parallel,
+            ));
+        }
+        QKernel::Avx512Vnni
+    } else {
+        kernel
+    };
     let grouped = (kernel == QKernel::Avx512Vnni).then(|| GroupedRows::new(w.kind, &acts));
     // Output transposed, `[n_out, m]`: each task owns a contiguous range of weight rows.
     let mut yt = vec![0f32; n_out * m];
@@ -546,7 +592,6 @@ pub fn qmatmul_with(
             a0 = a1;
         }
     };
-    let parallel = n_out * n_in >= PARALLEL_MIN_WEIGHTS;
     over_output_rows(&mut yt, m, parallel, ROWS_PER_TASK_MIN, run);
     Ok(untranspose(yt, m, n_out))
 }
@@ -673,6 +718,7 @@ fn row_dot(
                 }
             }
         }
+        QKernel::AmxInt8 => unreachable!("qmatmul_with sends AmxInt8 to the tiles or to VNNI"),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the scalar kernel is available off x86_64"),
     }
