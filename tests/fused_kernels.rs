@@ -549,3 +549,45 @@ fn softmax_nan_and_fully_masked_rows_are_nan_and_views_are_read_in_order() {
     let want = values(voxtrace::nn::softmax::softmax_last(contiguous));
     assert_eq!(got, want);
 }
+
+/// The windowed dense kernel itself (what `attend` takes on Flex from 16 queries and 256
+/// keys) against `attend_explicit`: encoder-like offline window, GQA after a cache, plain
+/// causal; and `None` when a query sees no key (the caller's path keeps upstream's NaN).
+#[test]
+fn dense_windowed_attention_matches_explicit() {
+    use voxtrace::nn::dense_attention::{Window, dense_attention_windowed};
+    let dev = device();
+    for &(h, n_kv, s, t, q0, k0, window) in &[
+        (4, 4, 300, 300, 0, 0, 64),
+        (4, 2, 130, 400, 270, 0, 200),
+        (2, 1, 257, 257, 0, 0, usize::MAX / 2),
+        (2, 2, 70, 300, 300, 70, 750),
+    ] {
+        let hd = 32;
+        let q = randn([1, h, s, hd], &dev);
+        let k = randn([1, n_kv, t, hd], &dev);
+        let v = randn([1, n_kv, t, hd], &dev);
+        let w = Window {
+            q0,
+            k0,
+            size: window,
+        };
+        let scale = (hd as f64).powf(-0.5) as f32;
+        let dense = dense_attention_windowed(&q, &k, &v, scale, w).expect("every query sees a key");
+        let explicit = attend_explicit(q, k, v, q0, k0, window, h / n_kv);
+        let d = max_abs_diff(dense, explicit);
+        assert!(
+            d <= 2e-5,
+            "[{h}/{n_kv}, {s}, {t}] q0 {q0} k0 {k0} window {window}: {d}"
+        );
+    }
+    // Queries before the first key see nothing.
+    let q = randn([1, 2, 20, 32], &dev);
+    let k = randn([1, 2, 300, 32], &dev);
+    let w = Window {
+        q0: 0,
+        k0: 10,
+        size: 64,
+    };
+    assert!(dense_attention_windowed(&q, &k, &k, 0.1, w).is_none());
+}
