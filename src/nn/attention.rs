@@ -415,18 +415,6 @@ fn attend_block(
     if !is_flex(&q.device()) {
         return attend_explicit(q, k, v, q0, k0, window, n_rep);
     }
-    if s >= DENSE_MIN_QUERIES && t >= DENSE_MIN_KEYS {
-        let hd = q.dims()[3];
-        let w = super::dense_attention::Window {
-            q0,
-            k0,
-            size: window,
-        };
-        let scale = (hd as f64).powf(-0.5) as f32;
-        if let Some(out) = super::dense_attention::dense_attention_windowed(&q, &k, &v, scale, w) {
-            return out;
-        }
-    }
     let mask = window_hides_any(q0, s, k0, t, window)
         .then(|| sliding_window_mask(q0, s, k0, t, window, &q.device()));
     fused_attention(q, k, v, None, mask)

@@ -44,65 +44,6 @@ pub fn dense_attention(
     v: &Tensor<4>,
     scale: f32,
 ) -> Option<Tensor<4>> {
-    attention_impl(q, k, v, scale, None)
-}
-
-/// A causal sliding window in absolute positions: query `i` sits at `q0 + i`, key `j` at
-/// `k0 + j`, and the query sees the key when `q0 + i - size < k0 + j <= q0 + i`
-/// (transformers `create_sliding_window_causal_mask`, the mask of
-/// [`crate::nn::attention::sliding_window_mask`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Position of the first query.
-    pub q0: usize,
-    /// Position of the first key.
-    pub k0: usize,
-    /// Window length in positions, the query's own included (>= 1).
-    pub size: usize,
-}
-
-impl Window {
-    /// The keys query `i` sees, as key indices `lo..hi` (empty when none).
-    fn keys(&self, i: usize, t: usize) -> (usize, usize) {
-        let p = self.q0 + i;
-        let lo = (p + 1).saturating_sub(self.size).max(self.k0) - self.k0;
-        let hi = (p + 1).saturating_sub(self.k0).min(t);
-        (lo.min(hi), hi)
-    }
-}
-
-/// [`dense_attention`] under a causal sliding [`Window`]: each query block multiplies only the
-/// keys some row of the block sees, and each row's softmax covers exactly its own keys (the
-/// hidden ones get probability 0, as the `-inf` mask of upstream's eager attention gives).
-///
-/// Returns `None` as [`dense_attention`] does, and also when some query sees no key at all
-/// (upstream's softmax over an all-`-inf` row is NaN; the caller's path reproduces that).
-///
-/// # Shapes
-/// As [`dense_attention`].
-pub fn dense_attention_windowed(
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    scale: f32,
-    window: Window,
-) -> Option<Tensor<4>> {
-    let s = q.dims()[2];
-    let t = k.dims()[2];
-    if window.size == 0 || (0..s).any(|i| window.keys(i, t).0 >= window.keys(i, t).1) {
-        return None;
-    }
-    attention_impl(q, k, v, scale, Some(window))
-}
-
-/// [`dense_attention`] with an optional [`Window`].
-fn attention_impl(
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    scale: f32,
-    window: Option<Window>,
-) -> Option<Tensor<4>> {
     let [b, h, s, hd] = q.dims();
     let [bk, h_kv, t, hdk] = k.dims();
     let [bv, h_v, tv, dv] = v.dims();
@@ -146,32 +87,15 @@ fn attention_impl(
                     || vec![0f32; Q_BLOCK * t],
                     |scores, (blk, o)| {
                         let rows = o.len() / dv;
-                        let i0 = blk * Q_BLOCK;
-                        let qb = &qh[i0 * hd..(i0 + rows) * hd];
-                        // The keys some row of the block sees, and each row's own range.
-                        let mut ranges = [(0usize, t); Q_BLOCK];
-                        let (lo, hi) = match window {
-                            None => (0, t),
-                            Some(w) => {
-                                for (r, range) in ranges.iter_mut().enumerate().take(rows) {
-                                    *range = w.keys(i0 + r, t);
-                                }
-                                (ranges[0].0, ranges[rows - 1].1)
-                            }
-                        };
-                        for range in ranges.iter_mut().take(rows) {
-                            *range = (range.0 - lo, range.1 - lo);
-                        }
-                        let tb = hi - lo;
+                        let qb = &qh[blk * Q_BLOCK * hd..(blk * Q_BLOCK + rows) * hd];
                         attend_block(
                             qb,
-                            &kh[lo * hd..hi * hd],
-                            &vh[lo * dv..hi * dv],
+                            kh,
+                            vh,
                             o,
-                            &mut scores[..rows * tb],
-                            &ranges[..rows],
+                            &mut scores[..rows * t],
                             rows,
-                            tb,
+                            t,
                             hd,
                             dv,
                             scale,
@@ -186,8 +110,7 @@ fn attention_impl(
 }
 
 /// One block: `o [rows, dv] = softmax(q [rows, hd] · k [t, hd]ᵀ · scale) · v [t, dv]`, with
-/// `scores [rows, t]` as scratch; row `r`'s softmax covers keys `ranges[r].0 .. ranges[r].1`
-/// only (the others weigh 0).
+/// `scores [rows, t]` as scratch.
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     q: &[f32],
@@ -195,7 +118,6 @@ fn attend_block(
     v: &[f32],
     o: &mut [f32],
     scores: &mut [f32],
-    ranges: &[(usize, usize)],
     rows: usize,
     t: usize,
     hd: usize,
@@ -205,7 +127,6 @@ fn attend_block(
     // Real checks (not debug-only): the raw-pointer products below rely on them.
     assert!(q.len() == rows * hd && k.len() == t * hd && v.len() == t * dv);
     assert!(o.len() == rows * dv && scores.len() == rows * t && rows <= Q_BLOCK);
-    assert!(ranges.len() == rows && ranges.iter().all(|&(a, b)| a < b && b <= t));
     // SAFETY: every pointer/stride pair below addresses only elements inside the slices, whose
     // lengths are checked above: scores [rows, t] row-major, q [rows, hd] row-major, kᵀ read
     // from k [t, hd] row-major (column stride hd), o [rows, dv], v [t, dv] row-major.
@@ -235,16 +156,13 @@ fn attend_block(
     }
     let mut sums = [0f32; Q_BLOCK];
     let simd = crate::nn::linear::avx2_fma();
-    for ((row, sum), &(a, b)) in scores.chunks_exact_mut(t).zip(sums.iter_mut()).zip(ranges) {
-        let seen = &mut row[a..b];
+    for (row, sum) in scores.chunks_exact_mut(t).zip(sums.iter_mut()) {
         *sum = if simd {
             // SAFETY: AVX2 and FMA were detected.
-            unsafe { exp_shifted_avx2(seen) }
+            unsafe { exp_shifted_avx2(row) }
         } else {
-            exp_shifted(seen)
+            exp_shifted(row)
         };
-        row[..a].fill(0.0);
-        row[b..].fill(0.0);
     }
     // SAFETY: as above.
     unsafe {
