@@ -110,6 +110,7 @@ pub struct HalfMatrix {
     cols: usize,
     data: Bytes,
     compute: HalfCompute,
+    amx_min_rows: usize,
 }
 
 /// How the products of a [`HalfMatrix`] are computed ([`HalfMatrix::set_compute`]).
@@ -196,12 +197,27 @@ impl HalfMatrix {
             cols,
             data,
             compute: HalfCompute::F32,
+            amx_min_rows: super::amx::AMX_MIN_ROWS,
         })
     }
 
     /// How products with this matrix are computed from now on (shared bytes untouched).
     pub fn set_compute(&mut self, compute: HalfCompute) {
         self.compute = compute;
+    }
+
+    /// Run [`HalfCompute::Bf16`] products on AMX tiles for every row count, one row
+    /// included (`true`), or from [`super::amx::AMX_MIN_ROWS`] rows (`false`, the default:
+    /// one-row tile products read memory slower). For a layer whose streaming schedule feeds
+    /// it one row and whose batched schedule feeds it many (Voxtral's adapter), so that both
+    /// schedules compute bit-identical products: under bf16 compute a last-bit difference can
+    /// flip the bf16 rounding of the next layer's input and grow to 1e-2 on the logits.
+    pub fn set_tiles_for_every_row(&mut self, every_row: bool) {
+        self.amx_min_rows = if every_row {
+            1
+        } else {
+            super::amx::AMX_MIN_ROWS
+        };
     }
 
     /// The compute precision asked for ([`HalfMatrix::set_compute`]).
@@ -374,7 +390,7 @@ pub fn half_matmul_with(
     let mut yt = vec![0f32; n_out * m];
     #[cfg(target_arch = "x86_64")]
     if w.computes_in_bf16() {
-        if m >= super::amx::AMX_MIN_ROWS && super::amx::amx_takes(n_in) {
+        if m >= w.amx_min_rows && super::amx::amx_takes(n_in) {
             return Ok(super::amx::bf16_products(
                 x, m, &w.data, n_out, n_in, parallel,
             ));

@@ -268,6 +268,13 @@ impl LinearWeight {
         }
     }
 
+    /// [`HalfMatrix::set_tiles_for_every_row`] on a 16-bit weight (others unchanged).
+    pub fn set_tiles_for_every_row(&mut self, every_row: bool) {
+        if let LinearWeight::Half(h) = self {
+            h.weight.set_tiles_for_every_row(every_row);
+        }
+    }
+
     /// Replace the weight by a 16-bit `[n_out, n_in]` matrix used as stored (e.g. a slice of a
     /// memory-mapped BF16 checkpoint), keeping the bias. The caller checks the shape.
     pub fn set_half(&mut self, weight: HalfMatrix) {

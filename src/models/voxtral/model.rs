@@ -120,13 +120,23 @@ impl Voxtral {
 
     /// How every BF16 linear layer (encoder, adapter, decoder) computes its products from now
     /// on ([`HalfCompute`]: `F32` widens the weights, the default; `Bf16` rounds the
-    /// activations to bf16 and uses AVX-512 BF16 dot products, as PyTorch's BF16 model does on
-    /// CPU). The tied LM head and f32 / packed layers are unchanged. Returns how many layers
+    /// activations to bf16 and uses AMX or AVX-512 BF16 products, as PyTorch's BF16 model does
+    /// on CPU). The tied LM head and f32 / packed layers are unchanged. Returns how many layers
     /// now run in bf16 (0 without BF16 weights or without AVX512_BF16).
+    ///
+    /// The encoder and adapter layers take the AMX tiles for every row count
+    /// ([`LinearWeight::set_tiles_for_every_row`]): the 8-frame streaming schedule feeds the
+    /// adapter one row per step and the batched one many, and both must compute the same
+    /// products. Decoder layers keep one-row steps on AVX-512 (both schedules step alike).
     pub fn set_compute(&mut self, compute: HalfCompute) -> usize {
         self.linears_mut()
             .into_iter()
-            .map(|(_, l)| l.set_compute(compute))
+            .map(|(name, l)| {
+                let audio = name.starts_with("model.audio_tower.")
+                    || name.starts_with("model.multi_modal_projector.");
+                l.set_tiles_for_every_row(audio);
+                l.set_compute(compute)
+            })
             .filter(|&bf16| bf16)
             .count()
     }
