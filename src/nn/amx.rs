@@ -36,10 +36,11 @@ use std::sync::OnceLock;
 /// Fewest activation rows [`super::half::half_matmul`] sends to the tiles.
 pub const AMX_MIN_ROWS: usize = 2;
 
-/// Fewest activation rows [`super::qmatmul::qmatmul`] sends to the tiles: unpacking the
-/// blocks costs as much as the VNNI kernel's whole product below about 40 rows (`voxtrace
-/// bench qmatmul --kind q4_0 --m 39 --n-out 5120 --n-in 1280`: equal; at 128 rows the tiles
-/// are 2.7x faster).
+/// Fewest activation rows [`super::qmatmul::qmatmul`] sends to the tiles (below, the VNNI
+/// kernel: decoder steps and the prompt prefill, the 8-frame streaming encoder). Unpacking a
+/// group's blocks and the per-block f32 scaling cost the same whatever the row count; at 64
+/// rows the tiles are 2.5x faster (`voxtrace bench qmatmul --kind q4_0 --m 64 --n-out 5120
+/// --n-in 1280`: 1.71 against 4.24 ms). Fewer rows were not measured.
 pub const AMX_INT8_MIN_ROWS: usize = 64;
 
 /// Input columns one tile step covers (64 bytes of bf16 per tile row).
@@ -520,7 +521,8 @@ unsafe fn unpack_group(
 ///
 /// # Safety
 /// On x86_64, the CPU has AVX-512F and FMA (every AMX CPU does).
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,fma"))]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn scale_add(
     tmp: &[i32; 1024],
     dw: &[f32],
@@ -529,15 +531,32 @@ unsafe fn scale_add(
     m_pad: usize,
     r: usize,
 ) {
-    for t in 0..32 {
-        let row = &mut acc[t * m_pad + r..t * m_pad + r + 32];
-        for h in 0..2 {
-            let sums = &tmp[(2 * (t / 16) + h) * 256 + (t % 16) * 16..][..16];
-            for i in 0..16 {
-                row[h * 16 + i] = (dw[t] * dx[h * 16 + i]).mul_add(sums[i] as f32, row[h * 16 + i]);
+    use std::arch::x86_64::*;
+    assert!(
+        dw.len() >= 32 && dx.len() >= 32 && r + 32 <= m_pad && acc.len() >= 31 * m_pad + r + 32
+    );
+    // SAFETY: every load and store below is inside `tmp` (1024 values), `dx` (32), and row t
+    // < 32 of `acc` at columns r .. r + 32 (asserted above).
+    unsafe {
+        let dx0 = _mm512_loadu_ps(dx.as_ptr());
+        let dx1 = _mm512_loadu_ps(dx.as_ptr().add(16));
+        for t in 0..32 {
+            let w = _mm512_set1_ps(dw[t]);
+            let row = acc.as_mut_ptr().add(t * m_pad + r);
+            let base = tmp.as_ptr().add(2 * (t / 16) * 256 + (t % 16) * 16);
+            for (h, dxv) in [(0usize, dx0), (1, dx1)] {
+                let sums = _mm512_cvtepi32_ps(_mm512_loadu_si512(base.add(h * 256).cast()));
+                let o = row.add(h * 16);
+                let v = _mm512_fmadd_ps(_mm512_mul_ps(w, dxv), sums, _mm512_loadu_ps(o));
+                _mm512_storeu_ps(o, v);
             }
         }
     }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn scale_add(_: &[i32; 1024], _: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize) {
+    unreachable!("no AMX off x86_64")
 }
 
 /// The 64-byte tile configuration `ldtilecfg` reads (palette 1).
