@@ -540,8 +540,8 @@ unsafe fn scale_add(
     unsafe {
         let dx0 = _mm512_loadu_ps(dx.as_ptr());
         let dx1 = _mm512_loadu_ps(dx.as_ptr().add(16));
-        for t in 0..32 {
-            let w = _mm512_set1_ps(dw[t]);
+        for (t, &dwt) in dw.iter().enumerate().take(32) {
+            let w = _mm512_set1_ps(dwt);
             let row = acc.as_mut_ptr().add(t * m_pad + r);
             let base = tmp.as_ptr().add(2 * (t / 16) * 256 + (t % 16) * 16);
             for (h, dxv) in [(0usize, dx0), (1, dx1)] {
