@@ -71,7 +71,7 @@ def main():
     ap.add_argument("--audio", required=True, help="the clip (e.g. jfk.wav, 11.0 s)")
     ap.add_argument("--types", default="bf16,bf16c,q8_0,q4_0",
                     help="bf16: BF16 as stored, f32 compute; bf16c: BF16 as stored, `--compute bf16` "
-                         "(AMX tiles where present; bf16c-noamx: the same with VOXTRACE_AMX=0) "
+                         "(AMX tiles where present; any TYPE-noamx: the same with VOXTRACE_AMX=0) "
                          "(activations rounded to bf16); q8_0, q4_0: GGUF")
     ap.add_argument("--gguf-dir", help="where the q8_0 / q4_0 GGUF files live or are written (default: the checkpoint folder)")
     ap.add_argument("--threads", type=int, default=2)
@@ -95,18 +95,19 @@ def main():
           file=sys.stderr)
 
     for ty in [t for t in args.types.split(",") if t]:
-        extra = ["--compute", "bf16"] if ty.startswith("bf16c") else []
-        # bf16c-noamx: the same products on AVX-512 BF16 only (VOXTRACE_AMX=0), so the run
-        # shows what the AMX tiles give.
-        run_env = dict(env, VOXTRACE_AMX="0") if ty.endswith("-noamx") else env
-        if ty.startswith("bf16"):
+        # TYPE-noamx: the same run with the AMX tiles off (VOXTRACE_AMX=0: AVX-512 BF16 / VNNI
+        # only), so the command shows what the tiles give.
+        base = ty[: -len("-noamx")] if ty.endswith("-noamx") else ty
+        run_env = dict(env, VOXTRACE_AMX="0") if base != ty else env
+        extra = ["--compute", "bf16"] if base == "bf16c" else []
+        if base in ("bf16", "bf16c"):
             model = ckpt
         else:
-            model = gdir / f"voxtral-{ty}.gguf"
+            model = gdir / f"voxtral-{base}.gguf"
             if not model.exists():
                 t0 = time.perf_counter()
-                run([vt, "quantize", "--model", str(ckpt), "--type", ty, "--out", str(model)], env)
-                out.setdefault("quantize_s", {})[ty] = time.perf_counter() - t0
+                run([vt, "quantize", "--model", str(ckpt), "--type", base, "--out", str(model)], env)
+                out.setdefault("quantize_s", {})[base] = time.perf_counter() - t0
         res = {"model": str(model), "model_bytes": sum(p.stat().st_size for p in model_files(model))}
         for phase in (["warm"] if args.no_cold else ["cold", "warm"]):
             if phase == "cold":

@@ -169,3 +169,35 @@ proptest! {
         open_and_read_all(dir.path(), "damaged.npy", &bytes)?;
     }
 }
+
+/// An npy header whose dict nests brackets deeply (as byte damage in the header can make):
+/// `npyz`'s PEG header parser backtracks exponentially on it, so the reader refuses it before
+/// parsing, naming the file and the depth, instead of hanging (a proptest seed once hung
+/// `damaged_npz_never_panics` for more than nine minutes). `.npz` members go through the same
+/// guard (`compare::dump`'s `npy_header_guard`).
+#[test]
+fn deeply_nested_npy_header_is_refused_not_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': {}1{} }}",
+        "{1: ".repeat(12),
+        "}".repeat(12)
+    );
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(&header);
+    npy.extend_from_slice(&0.5f32.to_le_bytes());
+    let path = dir.path().join("nested.npy");
+    std::fs::write(&path, &npy).unwrap();
+    let e = match Dump::open(&path) {
+        Ok(_) => panic!("a 13-deep npy header was accepted"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("nested.npy") && msg.contains("deep"), "{msg}");
+}

@@ -431,9 +431,11 @@ impl Dump {
                 let mut member = archive.by_index(*index).map_err(|err| {
                     CompareError::read(&e.file, &e.name, format!("opening zip member: {err}"))
                 })?;
-                npyz::NpyHeader::from_reader(&mut member).map_err(|err| {
-                    CompareError::read(&e.file, &e.name, format!("npy header: {err}"))
-                })?;
+                let pre = npy_header_guard(&mut member, &e.file, &e.name)?;
+                npyz::NpyHeader::from_reader(std::io::Cursor::new(pre).chain(&mut member))
+                    .map_err(|err| {
+                        CompareError::read(&e.file, &e.name, format!("npy header: {err}"))
+                    })?;
                 let mut src = StreamSource {
                     reader: &mut member,
                     dtype: e.info.dtype,
@@ -768,13 +770,84 @@ struct NpyMeta {
     header_len: usize,
 }
 
+/// Deepest bracket nesting accepted in an npy header's dict (numpy writes 2: the dict and
+/// the shape tuple).
+const NPY_MAX_NESTING: usize = 4;
+
+/// Largest npy header accepted (numpy's reader refuses more than 10,000 bytes by default).
+const NPY_MAX_HEADER: usize = 1 << 16;
+
+/// Read an npy preamble and header (`\x93NUMPY`, version, length, the dict text) and refuse,
+/// before `npyz` parses it, a header longer than [`NPY_MAX_HEADER`] or nesting brackets deeper
+/// than [`NPY_MAX_NESTING`]: `npyz`'s header grammar (`py_literal`, a PEG parser) backtracks
+/// exponentially on deeply nested dicts, so a damaged file could hang the reader (seen in
+/// `tests/hostile_dumps.rs`). Returns the bytes read, for the caller to replay in front of
+/// the rest of the stream; a preamble that is not npy's is returned as read, for `npyz` to
+/// name the error.
+fn npy_header_guard(r: &mut dyn Read, file: &Path, name: &str) -> Result<Vec<u8>, CompareError> {
+    let mut pre = Vec::with_capacity(12);
+    (&mut *r)
+        .take(8)
+        .read_to_end(&mut pre)
+        .map_err(|e| CompareError::read(file, name, format!("npy preamble: {e}")))?;
+    if pre.len() < 8 || &pre[..6] != b"\x93NUMPY" {
+        return Ok(pre);
+    }
+    let len_bytes = if pre[6] == 1 { 2 } else { 4 };
+    let mut len = Vec::new();
+    (&mut *r)
+        .take(len_bytes)
+        .read_to_end(&mut len)
+        .map_err(|e| CompareError::read(file, name, format!("npy header length: {e}")))?;
+    pre.extend_from_slice(&len);
+    if len.len() as u64 != len_bytes {
+        return Ok(pre);
+    }
+    let header_len = len
+        .iter()
+        .rev()
+        .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+    if header_len > NPY_MAX_HEADER {
+        return Err(CompareError::format(
+            file,
+            format!("tensor `{name}`: npy header of {header_len} bytes (at most {NPY_MAX_HEADER})"),
+        ));
+    }
+    let mut header = Vec::with_capacity(header_len);
+    (&mut *r)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| CompareError::read(file, name, format!("npy header: {e}")))?;
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for &b in &header {
+        match b {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > NPY_MAX_NESTING {
+        return Err(CompareError::format(
+            file,
+            format!("tensor `{name}`: npy header nests brackets {deepest} deep (numpy writes 2)"),
+        ));
+    }
+    pre.extend_from_slice(&header);
+    Ok(pre)
+}
+
 fn parse_npy_header(
     bytes_or_reader: &mut dyn Read,
     file: &Path,
     name: &str,
 ) -> Result<NpyMeta, CompareError> {
+    let pre = npy_header_guard(bytes_or_reader, file, name)?;
+    let mut replay = std::io::Cursor::new(pre).chain(bytes_or_reader);
     let mut counting = CountingReader {
-        inner: bytes_or_reader,
+        inner: &mut replay,
         count: 0,
     };
     let header = npyz::NpyHeader::from_reader(&mut counting).map_err(|e| {
