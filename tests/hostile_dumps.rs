@@ -192,12 +192,14 @@ fn deeply_nested_npy_header_is_refused_not_parsed() {
     npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
     npy.extend_from_slice(&header);
     npy.extend_from_slice(&0.5f32.to_le_bytes());
-    let path = dir.path().join("nested.npy");
-    std::fs::write(&path, &npy).unwrap();
-    let e = match Dump::open(&path) {
+    // A dump folder of .npy files (a lone .npy is not a dump).
+    let folder = dir.path().join("nested");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("x.npy"), &npy).unwrap();
+    let e = match Dump::open(&folder) {
         Ok(_) => panic!("a 13-deep npy header was accepted"),
         Err(e) => e,
     };
     let msg = e.to_string();
-    assert!(msg.contains("nested.npy") && msg.contains("deep"), "{msg}");
+    assert!(msg.contains("x.npy") && msg.contains("deep"), "{msg}");
 }

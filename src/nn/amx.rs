@@ -219,8 +219,6 @@ pub fn bf16_products(
         }
         let ct = &mut ct[..n_pad * m_pad];
         let xp: &[u32] = xp;
-        let groups = n_pad / 32;
-        let threads = rayon::current_num_threads();
         let out = OutPtr(y.as_mut_ptr());
         let run = |g0: usize, chunk: &mut [f32]| {
             let cfg = TileConfig::all_16x64();
@@ -273,32 +271,60 @@ pub fn bf16_products(
             }
             // SAFETY: releases this thread's tile state (configured above).
             unsafe { x86::release() };
-            // This task's output columns 32 g0 .. (its weight rows), 32 x 32 blocks at a time.
-            let j_end = ((g0 + ng) * 32).min(n_out);
-            for i0 in (0..m).step_by(32) {
-                for j0 in (g0 * 32..j_end).step_by(32) {
-                    for i in i0..(i0 + 32).min(m) {
-                        for j in j0..(j0 + 32).min(j_end) {
-                            // SAFETY: i < m, j < n_out: inside `y`; column j belongs to this
-                            // task alone.
-                            unsafe {
-                                *out.get().add(i * n_out + j) = chunk[(j - g0 * 32) * m_pad + i]
-                            };
-                        }
-                    }
-                }
-            }
+            // SAFETY: this task owns output columns 32 g0 .. 32 (g0 + ng) of `y` ([m, n_out]).
+            unsafe { write_columns(chunk, g0, m, m_pad, n_out, out) };
         };
-        if parallel && threads > 1 && groups > 1 {
-            let per_task = groups.div_ceil(threads * 4).max(1);
-            ct.par_chunks_mut(per_task * 32 * m_pad)
-                .enumerate()
-                .for_each(|(t, chunk)| run(t * per_task, chunk));
-        } else {
-            run(0, ct);
-        }
+        over_groups(ct, m_pad, parallel, run);
     });
     y
+}
+
+/// `run(g0, chunk)` over the accumulators `ct` `[n_pad, m_pad]` in whole 32-row groups
+/// (`g0` the chunk's first group): about four tasks per Rayon thread when `parallel`, else
+/// one call.
+fn over_groups(
+    ct: &mut [f32],
+    m_pad: usize,
+    parallel: bool,
+    run: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let groups = ct.len() / (32 * m_pad);
+    let threads = rayon::current_num_threads();
+    if parallel && threads > 1 && groups > 1 {
+        let per_task = groups.div_ceil(threads * 4).max(1);
+        ct.par_chunks_mut(per_task * 32 * m_pad)
+            .enumerate()
+            .for_each(|(t, chunk)| run(t * per_task, chunk));
+    } else {
+        run(0, ct);
+    }
+}
+
+/// A task's accumulator rows `chunk` (groups `g0 ..`, rows `m_pad` apart) into their output
+/// columns `32 g0 .. min(32 (g0 + groups), n_out)` of `y [m, n_out]`, 32 x 32 blocks at a time.
+///
+/// # Safety
+/// `out` addresses `m * n_out` f32 and no other task writes these columns meanwhile.
+unsafe fn write_columns(
+    chunk: &[f32],
+    g0: usize,
+    m: usize,
+    m_pad: usize,
+    n_out: usize,
+    out: OutPtr,
+) {
+    let ng = chunk.len() / (32 * m_pad);
+    let j_end = ((g0 + ng) * 32).min(n_out);
+    for i0 in (0..m).step_by(32) {
+        for j0 in (g0 * 32..j_end).step_by(32) {
+            for i in i0..(i0 + 32).min(m) {
+                for j in j0..(j0 + 32).min(j_end) {
+                    // SAFETY: i < m, j < n_out: inside `y`; the caller owns column j.
+                    unsafe { *out.get().add(i * n_out + j) = chunk[(j - g0 * 32) * m_pad + i] };
+                }
+            }
+        }
+    }
 }
 
 /// Whether this process can run AMX-INT8 tiles (AMX-TILE and AMX-INT8, `CPUID.(7,0):EDX` bit
@@ -376,8 +402,6 @@ pub fn q_products(
         // f32 accumulators `[n_pad, m_pad]`, zeroed (every block adds to them).
         ct.clear();
         ct.resize(n_pad * m_pad, 0.0);
-        let groups = n_pad / 32;
-        let threads = rayon::current_num_threads();
         let out = OutPtr(y.as_mut_ptr());
         let (xp, dxt) = (&xp[..], &dxt[..]);
         let run = |g0: usize, chunk: &mut [f32]| {
@@ -433,28 +457,10 @@ pub fn q_products(
             }
             // SAFETY: releases this thread's tile state (configured above).
             unsafe { x86::release() };
-            let j_end = ((g0 + ng) * 32).min(n_out);
-            for i0 in (0..m).step_by(32) {
-                for j0 in (g0 * 32..j_end).step_by(32) {
-                    for i in i0..(i0 + 32).min(m) {
-                        for j in j0..(j0 + 32).min(j_end) {
-                            // SAFETY: i < m, j < n_out: inside `y`; column j is this task's alone.
-                            unsafe {
-                                *out.get().add(i * n_out + j) = chunk[(j - g0 * 32) * m_pad + i]
-                            };
-                        }
-                    }
-                }
-            }
+            // SAFETY: this task owns output columns 32 g0 .. 32 (g0 + ng) of `y` ([m, n_out]).
+            unsafe { write_columns(chunk, g0, m, m_pad, n_out, out) };
         };
-        if parallel && threads > 1 && groups > 1 {
-            let per_task = groups.div_ceil(threads * 4).max(1);
-            ct.par_chunks_mut(per_task * 32 * m_pad)
-                .enumerate()
-                .for_each(|(t, chunk)| run(t * per_task, chunk));
-        } else {
-            run(0, ct);
-        }
+        over_groups(ct, m_pad, parallel, run);
     });
     y
 }
