@@ -514,10 +514,15 @@ pub fn bf16_matmul_on(
             x, m, &w.data, n_out, n_in, parallel,
         )));
     }
-    let mut yt = vec![0f32; n_out * m];
     #[cfg(target_arch = "x86_64")]
-    bf16_products(x, m, w, parallel, &mut yt);
-    Ok(Some(untranspose(yt, m, n_out)))
+    {
+        let mut yt = vec![0f32; n_out * m];
+        bf16_products(x, m, w, parallel, &mut yt);
+        Ok(Some(untranspose(yt, m, n_out)))
+    }
+    // Unreachable off x86_64: `bf16_compute_available()` is false there.
+    #[cfg(not(target_arch = "x86_64"))]
+    Ok(None)
 }
 
 /// Activation bytes (bf16, `rows * n_in * 2`) of one block run against a task's weight rows
