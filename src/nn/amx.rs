@@ -329,15 +329,21 @@ unsafe fn write_columns(
 
 /// Whether this process can run AMX-INT8 tiles (AMX-TILE and AMX-INT8, `CPUID.(7,0):EDX` bit
 /// 25, on top of [`amx_bf16_available`]'s checks).
+///
+/// Checked once: `QKernel::detect` asks on every product, and `cpuid` traps to the
+/// hypervisor on a VM.
 pub fn amx_int8_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        amx_bf16_available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            amx_bf16_available() && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 25) != 0
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// `y [m, n_out] = dequant(w) · xᵀ` for `w` `[n_out, n]` in Q8_0 / Q4_0 blocks (read from the
