@@ -654,6 +654,9 @@ pub fn half_bench(
     )
 }
 
+/// The most bytes [`qmatmul_bench`]'s `rotate` copies may take (8 GiB).
+pub const ROTATE_MAX_BYTES: usize = 8 << 30;
+
 /// Packed-weight product [`crate::nn::qmatmul`] against f32: `x [m, n_in]` times a random
 /// `kind` weight `[n_out, n_in]` (random integers, f16 scales near 0.01: any bytes are valid
 /// blocks, so no quantizer is needed), median seconds over `reps` after one warm-up, for every
@@ -663,15 +666,18 @@ pub fn half_bench(
 /// weight bytes read once per product. `(m, n_out, n_in)` is the shape. With `dump`, the
 /// packed weight (`weight.bin`), `x` (`x.bin`) and the detected kernel's `y [m, n_out]`
 /// (`y.bin`, f32 little-endian) are written there, so that a peer can multiply the same bytes
-/// and check its output (`peers/candle-qmatmul`).
+/// and check its output (`peers/candle-qmatmul`). With `rotate > 0`, one pass over `rotate`
+/// copies of the weight (at most [`ROTATE_MAX_BYTES`] in all) is timed `reps` times with the
+/// detected kernel, the products split over [`crate::nn::spin_pool`] and over Rayon
+/// (`"rotate"` in the JSON: µs per product, GB/s).
 ///
 /// # Errors
-/// `n_in` not a positive multiple of 32, `m` or `n_out` zero, more than 2^31 weights; a dump
-/// file that cannot be written.
+/// `n_in` not a positive multiple of 32, `m` or `n_out` zero, more than 2^31 weights, copies
+/// over [`ROTATE_MAX_BYTES`]; a dump file that cannot be written.
 pub fn qmatmul_bench(
     kind: crate::nn::qmatmul::QuantKind,
     (m, n_out, n_in): (usize, usize, usize),
-    reps: usize,
+    (reps, rotate): (usize, usize),
     dump: Option<&Path>,
     device: &Device,
 ) -> Result<String, BenchError> {
@@ -714,6 +720,42 @@ pub fn qmatmul_bench(
         crate::io::write_atomic(&dir.join("x.bin"), &f32s(&x))?;
         crate::io::write_atomic(&dir.join("y.bin"), &f32s(&y))?;
     }
+    let rotated = if rotate > 0 {
+        ensure!(
+            bytes.len().saturating_mul(rotate) <= ROTATE_MAX_BYTES,
+            "--rotate {rotate} copies of {} bytes exceed {ROTATE_MAX_BYTES} bytes",
+            bytes.len()
+        );
+        let copies: Vec<u8> = bytes.repeat(rotate);
+        let ws = copies
+            .chunks_exact(bytes.len())
+            .map(|c| PackedMatrix::new(kind, n_out, n_in, c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BenchError::Check(e.to_string()))?;
+        let mut by = serde_json::Map::new();
+        for (name, spin) in [("spin_pool", true), ("rayon", false)] {
+            crate::nn::spin_pool::set_enabled(spin);
+            let mut all = Vec::new();
+            for _ in 0..reps.max(1) {
+                let t = Instant::now();
+                for w in &ws {
+                    qmatmul_with(&x, m, w, QKernel::detect())
+                        .map_err(|e| BenchError::Check(e.to_string()))?;
+                }
+                all.push(t.elapsed().as_secs_f64());
+            }
+            let med = median(all.clone());
+            by.insert(
+                name.into(),
+                json!({"pass_s": all, "median_us_per_product": med / rotate as f64 * 1e6,
+                    "weight_gb_per_s": copies.len() as f64 / med / 1e9}),
+            );
+        }
+        crate::nn::spin_pool::set_enabled(true);
+        json!({"copies": rotate, "bytes": copies.len(), "kernel": format!("{:?}", QKernel::detect()), "by": by})
+    } else {
+        serde_json::Value::Null
+    };
     let mut kernels = serde_json::Map::new();
     for kernel in QKernel::ALL.into_iter().filter(|k| k.available()) {
         let n = if kernel == QKernel::Scalar {
@@ -751,7 +793,7 @@ pub fn qmatmul_bench(
     let f32_bytes = (n_out * n_in * 4) as f64;
     Ok(json!({"mode": "qmatmul", "kind": kind.name(), "m": m, "n_out": n_out, "n_in": n_in,
         "reps": reps, "weight_bytes": bytes.len(), "detected_kernel": format!("{:?}", QKernel::detect()),
-        "kernels": kernels,
+        "kernels": kernels, "rotate": rotated,
         "f32": {"median_s": f32_med, "all_s": all, "weight_bytes": n_out * n_in * 4,
             "weight_gb_per_s": f32_bytes / f32_med / 1e9},
         "threads": rayon::current_num_threads(), "build": build_profile()})

@@ -109,6 +109,11 @@ pub enum BenchMode {
         /// `x.bin` and `y.bin` (the detected kernel's output), f32 little-endian, row-major.
         #[arg(long)]
         dump: Option<std::path::PathBuf>,
+        /// Also time one pass over this many different copies of the weight (so they come
+        /// from memory, not cache, as in a decoder step), with the detected kernel, split over
+        /// the spinning helpers (`nn::spin_pool`) and over Rayon: µs per product and GB/s.
+        #[arg(long, default_value_t = 0)]
+        rotate: usize,
     },
     /// BF16 weight product (`nn::half`): f32 compute, and bf16 compute on AVX-512 BF16 and on
     /// AMX tiles where present: median seconds, GFLOP/s and GB/s of weight bytes read.
@@ -158,10 +163,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             n_in,
             reps,
             dump,
+            rotate,
         } => bench::qmatmul_bench(
             kind.parse()?,
             (*m, *n_out, *n_in),
-            *reps,
+            (*reps, *rotate),
             dump.as_deref(),
             &device,
         )?,

@@ -15,6 +15,8 @@ pub mod qmatmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod spin_pool;
 
 pub use activation::gelu;
 pub use attention::{Attention, AttentionConfig, KvCache};
