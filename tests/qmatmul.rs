@@ -488,11 +488,17 @@ fn kind_names() {
 
 /// Enough activation rows for the AMX-INT8 tiles (`QKernel::AmxInt8` from
 /// `amx::AMX_INT8_MIN_ROWS`), with a partial 32-row weight group, activation rows padded to
-/// the tile pair, and more than one 1024-column k block: every kernel against the oracles.
+/// the tile pair, and more than one 1024-column k block; 24 and 39 rows (the threshold and the
+/// 39-row prompt prefill) fill one tile pair partly: every kernel against the oracles.
 #[test]
 fn tile_sized_batches_match_the_oracles() {
     for kind in [QuantKind::Q8_0, QuantKind::Q4_0] {
-        for &(m, n_out, n_in) in &[(70, 45, 1280), (129, 64, 2080)] {
+        for &(m, n_out, n_in) in &[
+            (24, 33, 1280),
+            (39, 45, 1280),
+            (70, 45, 1280),
+            (129, 64, 2080),
+        ] {
             let w = values(n_out * n_in, 19);
             let x = values(m * n_in, 20);
             check(kind, &quantize(kind, &w), &x, m, n_out, n_in);

@@ -37,11 +37,12 @@ use std::sync::OnceLock;
 pub const AMX_MIN_ROWS: usize = 2;
 
 /// Fewest activation rows [`super::qmatmul::qmatmul`] sends to the tiles (below, the VNNI
-/// kernel: decoder steps and the prompt prefill, the 8-frame streaming encoder). Unpacking a
-/// group's blocks and the per-block f32 scaling cost the same whatever the row count; at 64
-/// rows the tiles are 2.5x faster (`voxtrace bench qmatmul --kind q4_0 --m 64 --n-out 5120
-/// --n-in 1280`: 1.71 against 4.24 ms). Fewer rows were not measured.
-pub const AMX_INT8_MIN_ROWS: usize = 64;
+/// kernel: decoder steps, the 8-frame streaming encoder). Unpacking a group's blocks and the
+/// per-block f32 scaling cost the same whatever the row count, so the tiles pay from about 16
+/// rows: `voxtrace bench qmatmul --kind q4_0 --m M --n-out 9216 --n-in 3072` (2 threads), tiles
+/// against VNNI: 3.28 / 1.50 ms at 8 rows, 3.39 / 3.36 at 16, 3.88 / 6.89 at 32, 5.21 / 7.91 at
+/// the 39-row prompt prefill (Q8_0: 3.41 / 4.38 at 16, 5.28 / 10.26 at 39).
+pub const AMX_INT8_MIN_ROWS: usize = 24;
 
 /// Input columns one tile step covers (64 bytes of bf16 per tile row).
 pub const K_STEP: usize = 32;

@@ -451,8 +451,8 @@ pub enum QKernel {
     /// for the tail blocks.
     Avx512Vnni,
     /// AMX-INT8 tiles from [`super::amx::AMX_INT8_MIN_ROWS`] activation rows (a batched
-    /// encoder; [`super::amx::q_products`]: `tdpbssd` block sums, then the f32 scaling on
-    /// AVX-512), [`QKernel::Avx512Vnni`] below (decoder steps and prefill, the 8-frame
+    /// encoder, the prompt prefill; [`super::amx::q_products`]: `tdpbssd` block sums, then the
+    /// f32 scaling on AVX-512), [`QKernel::Avx512Vnni`] below (decoder steps, the 8-frame
     /// streaming encoder).
     AmxInt8,
 }
