@@ -40,8 +40,9 @@ pub const AMX_MIN_ROWS: usize = 2;
 /// kernel: decoder steps, the 8-frame streaming encoder). Unpacking a group's blocks and the
 /// per-block f32 scaling cost the same whatever the row count, so the tiles pay from about 16
 /// rows: `voxtrace bench qmatmul --kind q4_0 --m M --n-out 9216 --n-in 3072` (2 threads), tiles
-/// against VNNI: 3.28 / 1.50 ms at 8 rows, 3.39 / 3.36 at 16, 3.88 / 6.89 at 32, 5.21 / 7.91 at
-/// the 39-row prompt prefill (Q8_0: 3.41 / 4.38 at 16, 5.28 / 10.26 at 39).
+/// against VNNI: 3.88 / 6.89 ms at 32 rows, 5.21 / 7.91 at the 39-row prompt prefill (Q8_0:
+/// 5.28 / 10.26 at 39); with this threshold set to 8 for the measurement, 3.28 / 1.50 at 8
+/// rows and 3.39 / 3.36 at 16.
 pub const AMX_INT8_MIN_ROWS: usize = 24;
 
 /// Input columns one tile step covers (64 bytes of bf16 per tile row).

@@ -932,9 +932,10 @@ mod x86 {
     /// How far ahead of the group being multiplied [`dot_avx512`] asks for weight bytes
     /// (`prefetcht0`; past the row's end it reaches the task's next row). Without it a core
     /// alternated between waiting for memory and computing: `voxtrace bench qmatmul --kind
-    /// q4_0 --m 1 --n-out 131072 --n-in 3072` (2 threads, Intel Xeon) read 17.8 GB/s
-    /// without, 24.4 / 25.3 / 28.9 / 28.2 GB/s at 512 / 1024 / 2048 / 4096 bytes; Q8_0 21.4
-    /// without, 28.9 at 2048, against a 30.4 GB/s read bandwidth (`voxtrace bench bandwidth`).
+    /// q4_0 --m 1 --n-out 131072 --n-in 3072` (2 threads, Intel Xeon) read 18.8 GB/s before
+    /// this prefetch (commit fcaba86) and 28.9 GB/s with it; Q8_0 19.1 and 28.9 GB/s; the
+    /// read bandwidth (`voxtrace bench bandwidth`) was 30.4 GB/s. Of the distances tried
+    /// (256 to 4096 bytes) 2048 read fastest.
     const PREFETCH_BYTES: usize = 2048;
 
     /// 64 indices as a 512-bit vector.
