@@ -126,6 +126,76 @@ fn quantize_writes_what_the_reference_writes() {
     }
 }
 
+/// An HF folder (the fixture's `hf/`, which upstream's converter layout gives: f32
+/// `model.safetensors` with q/k rows permuted for half-split RoPE, `config.json`) with the
+/// checkpoint's `tekken.json` beside it quantizes to the file its Mistral folder gives: every
+/// tensor's name, type, shape and bytes (so the q/k rows are back in interleaved order), and
+/// every metadata key the HF config determines. The Mistral `params.json` keys that
+/// `config.json` has no counterpart for are the only ones missing.
+#[test]
+fn hf_folder_quantizes_to_the_mistral_folders_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(voxtral_fixture("hf").join(f), hf.join(f)).unwrap();
+    }
+    // Without the tokenizer the file would carry: refused, naming it.
+    let out = voxtrace(&[
+        "quantize",
+        "--model",
+        s(&hf),
+        "--type",
+        "q8_0",
+        "--out",
+        s(&tmp.path().join("x.gguf")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tekken.json"), "{err}");
+    assert!(!tmp.path().join("x.gguf").exists());
+    std::fs::copy(
+        voxtral_fixture("mistral").join("tekken.json"),
+        hf.join("tekken.json"),
+    )
+    .unwrap();
+    let only_in_params_json = [
+        "voxtral.params.model_max_length",
+        "voxtral.params.model_parallel",
+        "voxtral.params.multimodal.whisper_model_args.encoder_args.use_cache",
+    ];
+    for ty in ["f32", "bf16", "q8_0", "q4_0"] {
+        let m = ours(ty, tmp.path());
+        let h = tmp.path().join(format!("hf-{ty}.gguf"));
+        voxtrace_ok(&["quantize", "--model", s(&hf), "--type", ty, "--out", s(&h)]);
+        let (mm, hm) = (map_file(&m).unwrap(), map_file(&h).unwrap());
+        let (mg, hg) = (Gguf::parse(&mm, &m).unwrap(), Gguf::parse(&hm, &h).unwrap());
+        let names =
+            |g: &Gguf| -> Vec<String> { g.tensors().iter().map(|t| t.name.to_string()).collect() };
+        assert_eq!(names(&hg), names(&mg), "{ty}: tensor names and order");
+        for mt in mg.tensors() {
+            let ht = hg.tensor(mt.name).unwrap();
+            assert_eq!((ht.ty, &ht.dims), (mt.ty, &mt.dims), "{ty}: {}", mt.name);
+            assert!(ht.data == mt.data, "{ty}: tensor {} bytes differ", mt.name);
+        }
+        let mut missing = Vec::new();
+        for (k, mv) in mg.metadata() {
+            match hg.get(k) {
+                Some(hv) => assert_eq!(hv.to_value(), mv.to_value(), "{ty}: metadata {k}"),
+                None => missing.push(k.to_string()),
+            }
+        }
+        missing.sort();
+        assert_eq!(
+            missing, only_in_params_json,
+            "{ty}: keys only the Mistral file has"
+        );
+        for (k, _) in hg.metadata() {
+            assert!(mg.get(k).is_some(), "{ty}: extra key {k}");
+        }
+    }
+}
+
 /// A reference-written f32 file, and one `voxtrace quantize` wrote, load into the exact model: upstream's tokens on a corpus clip
 /// and the fixture's synthetic clip, through `voxtrace transcribe --json` (GGUF tokenizer).
 #[test]
@@ -259,4 +329,24 @@ fn bad_gguf_models_are_refused() {
         assert!(err.contains(needle), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `interleave_rope_rows` on a hand-sized case: per head, HF's half-split rows
+/// `[x0, x1, y0, y1]` become Mistral's pairs `[x0, y0, x1, y1]`; sizes that are not whole heads
+/// of an even width are errors.
+#[test]
+fn rope_rows_interleave_per_head() {
+    use voxtrace::models::voxtral::loader::interleave_rope_rows;
+    // 2 heads of 4 rows, 2 columns; value = 10 * row + column.
+    let hf: Vec<f32> = (0..8)
+        .flat_map(|r| [10.0 * r as f32, 10.0 * r as f32 + 1.0])
+        .collect();
+    let out = interleave_rope_rows(&hf, 8, 2, 2).unwrap();
+    let rows: Vec<f32> = out.chunks(2).map(|c| c[0] / 10.0).collect();
+    assert_eq!(rows, [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+    assert!(out.chunks(2).all(|c| c[1] == c[0] + 1.0));
+    assert!(interleave_rope_rows(&hf, 8, 2, 3).is_err());
+    assert!(interleave_rope_rows(&hf[..6], 6, 1, 2).is_err());
+    assert!(interleave_rope_rows(&hf, 8, 2, 0).is_err());
+    assert!(interleave_rope_rows(&hf, 8, 1, 2).is_err());
 }

@@ -1,7 +1,7 @@
 //! `voxtrace quantize`: write a checkpoint as GGUF (f32, f16, bf16, q8_0, q4_0).
 //!
-//! Voxtral Realtime (Mistral layout) is written in voxtral.cpp's names and metadata
-//! ([`crate::models::voxtral::gguf`]); Whisper (CTranslate2 folder) in transformers' names with
+//! Voxtral Realtime (a Mistral folder, or an HF folder written back in Mistral's order) is
+//! written in voxtral.cpp's names and metadata ([`crate::models::voxtral::gguf`]); Whisper (CTranslate2 folder) in transformers' names with
 //! its configuration and tokenizer ([`crate::models::whisper::gguf`]). The file loads in every
 //! command that takes `--model`.
 
@@ -14,8 +14,9 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
     /// Checkpoint folder: Voxtral Realtime in the Mistral layout (`consolidated.safetensors`,
-    /// `params.json`, `tekken.json`), or Whisper in the CTranslate2 layout (`model.bin`,
-    /// `config.json`, `tokenizer.json`).
+    /// `params.json`, `tekken.json`) or the HF layout (`model.safetensors`, `config.json`, and
+    /// `tekken.json`, the tokenizer the file carries), or Whisper in the CTranslate2 layout
+    /// (`model.bin`, `config.json`, `tokenizer.json`).
     #[arg(long)]
     pub model: PathBuf,
     /// Tensor type: f32, f16, bf16 (matrices; 1-D tensors stay f32), q8_0 or q4_0 (the linear
@@ -31,7 +32,8 @@ pub struct QuantizeArgs {
 /// Run `voxtrace quantize`; prints the tensor count per type and the data size.
 ///
 /// # Errors
-/// An unreadable or invalid checkpoint, a non-Mistral layout, an unwritable output (all named).
+/// An unreadable or invalid checkpoint, a Voxtral folder without `tekken.json`, an unwritable
+/// output (all named).
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let s = if crate::models::whisper::is_whisper_dir(&args.model) {

@@ -238,6 +238,71 @@ impl VoxtralConfig {
         Ok(cfg)
     }
 
+    /// This configuration as Mistral `params.json` (the keys
+    /// [`VoxtralConfig::from_params_value`] reads, plus the fixed ones the released file
+    /// carries: `use_biases`, `causal`, `ada_rms_norm_t_cond`, the encoder's `ffn_type`,
+    /// `norm_type`, `pos_embed`), with the spectrogram settings of `audio` and
+    /// `global_log_mel_max` (log10 units) under `audio_encoding_args`. What `voxtrace quantize`
+    /// stores as `voxtral.params.*` for an HF folder, which has no `params.json`; the RoPE style
+    /// is not part of it (Mistral files are interleaved).
+    pub fn to_params_json(
+        &self,
+        audio: &crate::audio::AudioConfig,
+        global_log_mel_max: f64,
+    ) -> serde_json::Value {
+        let e = &self.encoder;
+        let d = &self.decoder;
+        let sc = &audio.audio_encoding_config;
+        serde_json::json!({
+            "dim": d.d_model,
+            "n_layers": d.n_layers,
+            "head_dim": d.head_dim,
+            "hidden_dim": d.intermediate_size,
+            "n_heads": d.n_heads,
+            "n_kv_heads": d.n_kv_heads,
+            "use_biases": false,
+            "causal": true,
+            "rope_theta": d.rope_theta,
+            "norm_eps": d.norm_eps,
+            "vocab_size": d.vocab_size,
+            "tied_embeddings": d.tied_embeddings,
+            "sliding_window": d.sliding_window,
+            "ada_rms_norm_t_cond": true,
+            "ada_rms_norm_t_cond_dim": d.ada_t_cond_dim,
+            "multimodal": {
+                "whisper_model_args": {
+                    "encoder_args": {
+                        "audio_encoding_args": {
+                            "sampling_rate": audio.sampling_rate,
+                            "frame_rate": audio.frame_rate,
+                            "num_mel_bins": e.num_mel_bins,
+                            "hop_length": sc.hop_length,
+                            "window_size": sc.window_size,
+                            "global_log_mel_max": global_log_mel_max,
+                            "transcription_format": audio.transcription_format,
+                        },
+                        "dim": e.d_model,
+                        "n_layers": e.n_layers,
+                        "head_dim": e.head_dim,
+                        "hidden_dim": e.intermediate_size,
+                        "n_heads": e.n_heads,
+                        "n_kv_heads": e.n_heads,
+                        "vocab_size": d.vocab_size,
+                        "use_biases": true,
+                        "rope_theta": e.rope_theta,
+                        "causal": true,
+                        "norm_eps": e.norm_eps,
+                        "pos_embed": "rope",
+                        "ffn_type": "swiglu",
+                        "norm_type": "rms_norm",
+                        "sliding_window": e.sliding_window,
+                    },
+                    "downsample_args": { "downsample_factor": self.downsample_factor },
+                }
+            }
+        })
+    }
+
     /// Read HF `config.json` (`VoxtralRealtimeConfig`; layout: half-split RoPE).
     ///
     /// # Errors

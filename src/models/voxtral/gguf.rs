@@ -43,9 +43,13 @@
 //! embedding (which is also the tied LM head).
 
 use super::config::VoxtralConfig;
-use super::loader::{WeightLayout, detect_layout, expected_tensors, mistral_to_hf};
+use super::loader::{
+    WeightLayout, detect_layout, expected_tensors, hf_to_mistral, interleave_rope_rows,
+    mistral_to_hf, rope_permuted_heads,
+};
 use super::model::Voxtral;
 use crate::audio::AudioConfig;
+use crate::audio::mel::VOXTRAL_GLOBAL_LOG_MEL_MAX;
 use crate::models::checkpoint::{
     CheckpointError, ConfigJson, FoundTensor, StoredMatrix, no_problems, stored_matrix,
     tensor_problems,
@@ -597,33 +601,36 @@ fn tensor_f32(
     })
 }
 
-/// Write the Voxtral Realtime checkpoint in `dir` (Mistral layout: `consolidated.safetensors`,
-/// `params.json`, `tekken.json`) to `out` as a voxtral.cpp GGUF of `out_type`, one tensor at a
-/// time (memory: the largest tensor in f32 plus its encoding). The file is written atomically
-/// ([`crate::io::OutputFile`]).
+/// Write the Voxtral Realtime checkpoint in `dir` to `out` as a voxtral.cpp GGUF of
+/// `out_type`, one tensor at a time (memory: the largest tensor in f32 plus its encoding). The
+/// file is written atomically ([`crate::io::OutputFile`]).
+///
+/// `dir` is a Mistral folder (`consolidated.safetensors`, `params.json`, `tekken.json`) or an
+/// HF folder (`model.safetensors`, `config.json`, and the `tekken.json` the GGUF carries as its
+/// tokenizer; `preprocessor_config.json`'s `global_log_mel_max` when present, else 1.5). An HF
+/// folder is written as the Mistral one it was converted from: names mapped back
+/// ([`super::loader::hf_to_mistral`]), the q/k rows the transformers converter permuted for
+/// half-split RoPE put back in interleaved order ([`super::loader::interleave_rope_rows`]), a
+/// tied `lm_head.weight` dropped, and `voxtral.params.*` rebuilt from `config.json`
+/// ([`VoxtralConfig::to_params_json`]). `voxtral.tensor_name.src` holds Mistral names either way.
 ///
 /// # Errors
-/// [`CheckpointError`] naming the file: not a Mistral-layout folder (an HF folder is refused:
-/// its q/k weights are permuted for half-split RoPE, voxtral.cpp wants Mistral's), unreadable
-/// or invalid files, tensors missing or mis-shaped (all listed), a non-finite weight where a
-/// block type is requested, a write failure.
+/// [`CheckpointError`] naming the file: no checkpoint folder, a missing `tekken.json`,
+/// unreadable or invalid files, tensors missing or mis-shaped (all listed), a non-finite weight
+/// where a block type is requested, a write failure.
 pub fn write_gguf(
     dir: &Path,
     out_type: OutType,
     out: &Path,
 ) -> Result<WriteSummary, CheckpointError> {
-    if detect_layout(dir)? != WeightLayout::Mistral {
+    let layout = detect_layout(dir)?;
+    let tekken_path = dir.join("tekken.json");
+    if !tekken_path.is_file() {
         return Err(CheckpointError::invalid(
-            dir,
-            "GGUF export needs the Mistral layout (consolidated.safetensors + params.json + tekken.json): \
-             voxtral.cpp keeps Mistral's interleaved-RoPE q/k weights, which an HF folder has permuted",
+            &tekken_path,
+            "missing: the GGUF carries the tokenizer, so the folder needs the checkpoint's tekken.json",
         ));
     }
-    let params_path = dir.join("params.json");
-    let tekken_path = dir.join("tekken.json");
-    let weights = dir.join("consolidated.safetensors");
-    let cfg = VoxtralConfig::from_params_json(&params_path)?;
-    let params = read_json(&params_path)?;
     let tekken = read_json(&tekken_path)?;
     let tok = Tekken::from_file(&tekken_path)
         .map_err(|e| CheckpointError::invalid(&tekken_path, e.to_string()))?;
@@ -631,7 +638,31 @@ pub fn write_gguf(
         .audio()
         .cloned()
         .unwrap_or_else(AudioConfig::voxtral_realtime);
-    super::loader::check_header(&weights, &cfg, WeightLayout::Mistral)?;
+    let (cfg, params, weights) = match layout {
+        WeightLayout::Mistral => {
+            let params_path = dir.join("params.json");
+            (
+                VoxtralConfig::from_params_json(&params_path)?,
+                read_json(&params_path)?,
+                dir.join("consolidated.safetensors"),
+            )
+        }
+        WeightLayout::Hf => {
+            let cfg = VoxtralConfig::from_hf_config_json(&dir.join("config.json"))?;
+            let pre = dir.join("preprocessor_config.json");
+            let log_mel_max = if pre.is_file() {
+                read_json(&pre)?
+                    .get("global_log_mel_max")
+                    .and_then(Json::as_f64)
+                    .unwrap_or(f64::from(VOXTRAL_GLOBAL_LOG_MEL_MAX))
+            } else {
+                f64::from(VOXTRAL_GLOBAL_LOG_MEL_MAX)
+            };
+            let params = cfg.to_params_json(&audio, log_mel_max);
+            (cfg, params, dir.join("model.safetensors"))
+        }
+    };
+    super::loader::check_header(&weights, &cfg, layout)?;
 
     let file = std::fs::File::open(&weights)
         .map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
@@ -639,17 +670,47 @@ pub fn write_gguf(
         crate::io::map_file(&file).map_err(|e| CheckpointError::file(&weights, e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| CheckpointError::file(&weights, format!("invalid safetensors: {e}")))?;
-    let mut stored: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    stored.sort();
+    // (Mistral name, voxtral.cpp name), sorted by Mistral name; `stored_of` maps a Mistral name
+    // to the name in the file.
     let mut names = Vec::new();
+    let mut stored_of: HashMap<String, String> = HashMap::new();
     let mut unknown = Vec::new();
-    for s in &stored {
-        match mistral_to_compact(s) {
-            Some(c) => names.push((s.clone(), c)),
+    for s in st.names() {
+        let mistral = match layout {
+            WeightLayout::Mistral => Some(s.to_string()),
+            WeightLayout::Hf if s == "lm_head.weight" && cfg.decoder.tied_embeddings => continue,
+            WeightLayout::Hf => hf_to_mistral(s),
+        };
+        match mistral
+            .as_deref()
+            .and_then(|m| Some((m, mistral_to_compact(m)?)))
+        {
+            Some((m, c)) => {
+                names.push((m.to_string(), c));
+                stored_of.insert(m.to_string(), s.to_string());
+            }
             None => unknown.push(format!("unexpected tensor {s} (no voxtral.cpp name)")),
         }
     }
+    unknown.sort();
     no_problems(&weights, unknown)?;
+    names.sort();
+    // A tensor as f32 in Mistral order (HF q/k rows interleaved back).
+    let values_of = |m: &str| -> Result<(Vec<f32>, Vec<usize>), CheckpointError> {
+        let stored = stored_of.get(m).map_or(m, String::as_str);
+        let t = st
+            .tensor(stored)
+            .map_err(|e| CheckpointError::file(&weights, format!("{stored}: {e}")))?;
+        let mut v = tensor_f32(&t, &weights, stored)?;
+        if layout == WeightLayout::Hf
+            && let Some(heads) = rope_permuted_heads(&cfg, m)
+        {
+            let rows = t.shape()[0];
+            v = interleave_rope_rows(&v, rows, v.len() / rows.max(1), heads)
+                .map_err(|e| CheckpointError::file(&weights, format!("{stored}: {e}")))?;
+        }
+        Ok((v, t.shape().to_vec()))
+    };
 
     // The mel filter bank voxtral.cpp reads from the file: [n_fft / 2 + 1, n_mels].
     let sc = &audio.audio_encoding_config;
@@ -677,19 +738,17 @@ pub fn write_gguf(
     ];
     let mut checksums = Vec::new();
     for n in &checksum_names {
-        let t = st
-            .tensor(n)
-            .map_err(|e| CheckpointError::file(&weights, format!("{n}: {e}")))?;
-        let v = tensor_f32(&t, &weights, n)?;
+        let (v, _) = values_of(n)?;
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         checksums.push((n.clone(), sha256_hex(&bytes)));
     }
 
     let mut specs = Vec::new();
     for (m, c) in &names {
+        let stored = stored_of.get(m).map_or(m.as_str(), String::as_str);
         let t = st
-            .tensor(m)
-            .map_err(|e| CheckpointError::file(&weights, format!("{m}: {e}")))?;
+            .tensor(stored)
+            .map_err(|e| CheckpointError::file(&weights, format!("{stored}: {e}")))?;
         specs.push(TensorSpec::from_shape(
             c.clone(),
             out_type.tensor_type(c, t.shape()),
@@ -720,11 +779,8 @@ pub fn write_gguf(
         data_bytes: 0,
     };
     for ((m, _), spec) in names.iter().zip(&specs) {
-        let t = st
-            .tensor(m)
-            .map_err(|e| CheckpointError::file(&weights, format!("{m}: {e}")))?;
-        let values = tensor_f32(&t, &weights, m)?;
-        let row = *t.shape().last().unwrap_or(&1);
+        let (values, shape) = values_of(m)?;
+        let row = *shape.last().unwrap_or(&1);
         let bytes = quantize(&values, row.max(1), spec.ty)
             .map_err(|e| CheckpointError::file(&weights, format!("{m}: {e}")))?;
         summary.data_bytes += bytes.len() as u64;

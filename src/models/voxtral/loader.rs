@@ -188,6 +188,177 @@ pub fn mistral_to_hf(name: &str) -> Option<String> {
         .map(|(re, rep)| re.replace(name, *rep).into_owned())
 }
 
+/// HF-name -> Mistral-name rules (regex, replacement), first match wins: the inverse of
+/// [`mistral_to_hf_rules`] (the token table maps to its full Mistral name,
+/// `mm_streams_embeddings.embedding_module.tok_embeddings.weight`). Names only: an HF folder's
+/// q/k rows are also permuted for half-split RoPE, see [`interleave_rope_rows`].
+pub fn hf_to_mistral_rules() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (
+            r"^model\.audio_tower\.embedder\.conv1\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.conv_layers.0.conv.",
+        ),
+        (
+            r"^model\.audio_tower\.embedder\.conv2\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.conv_layers.1.conv.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.attention.w${2}.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.self_attn_layer_norm\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.attention_norm.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.final_layer_norm\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.ffn_norm.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.mlp\.gate_proj\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.feed_forward.w1.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.mlp\.down_proj\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.feed_forward.w2.",
+        ),
+        (
+            r"^model\.audio_tower\.layers\.(\d+)\.mlp\.up_proj\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.layers.${1}.feed_forward.w3.",
+        ),
+        (
+            r"^model\.audio_tower\.norm\.",
+            "mm_streams_embeddings.embedding_module.whisper_encoder.transformer.norm.",
+        ),
+        (
+            r"^model\.multi_modal_projector\.linear_1\.",
+            "mm_streams_embeddings.embedding_module.audio_language_projection.0.",
+        ),
+        (
+            r"^model\.multi_modal_projector\.linear_2\.",
+            "mm_streams_embeddings.embedding_module.audio_language_projection.2.",
+        ),
+        (
+            r"^model\.language_model\.embed_tokens\.",
+            "mm_streams_embeddings.embedding_module.tok_embeddings.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.",
+            "layers.${1}.attention.w${2}.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.input_layernorm\.",
+            "layers.${1}.attention_norm.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.post_attention_layernorm\.",
+            "layers.${1}.ffn_norm.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.mlp\.gate_proj\.",
+            "layers.${1}.feed_forward.w1.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.mlp\.down_proj\.",
+            "layers.${1}.feed_forward.w2.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.mlp\.up_proj\.",
+            "layers.${1}.feed_forward.w3.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.ada_rms_norm\.linear1\.",
+            "layers.${1}.ada_rms_norm_t_cond.0.",
+        ),
+        (
+            r"^model\.language_model\.layers\.(\d+)\.ada_rms_norm\.linear2\.",
+            "layers.${1}.ada_rms_norm_t_cond.2.",
+        ),
+        (r"^model\.language_model\.norm\.", "norm."),
+        (r"^lm_head\.", "output."),
+    ]
+}
+
+/// Map one HF tensor name to its Mistral name (`None` when no rule matches); the inverse of
+/// [`mistral_to_hf`].
+pub fn hf_to_mistral(name: &str) -> Option<String> {
+    static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            hf_to_mistral_rules()
+                .into_iter()
+                .map(|(pat, rep)| (Regex::new(pat).expect("static pattern"), rep))
+                .collect()
+        });
+    RULES
+        .iter()
+        .find(|(re, _)| re.is_match(name))
+        .map(|(re, rep)| re.replace(name, *rep).into_owned())
+}
+
+/// How many RoPE heads the rows of the tensor `mistral_name` hold, for the tensors whose rows
+/// the transformers converter permutes (`permute_for_rope`): the decoder's `wq` (n_heads) and
+/// `wk` (n_kv_heads), the encoder's `wq` weight and bias and `wk` weight (n_heads). `None` for
+/// every other tensor.
+pub fn rope_permuted_heads(cfg: &VoxtralConfig, mistral_name: &str) -> Option<usize> {
+    static DEC: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"^layers\.\d+\.attention\.w([qk])\.weight$").expect("static pattern")
+    });
+    static ENC: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(
+            r"^mm_streams_embeddings\.embedding_module\.whisper_encoder\.transformer\.layers\.\d+\.attention\.w(q\.(weight|bias)|k\.weight)$",
+        )
+        .expect("static pattern")
+    });
+    if let Some(c) = DEC.captures(mistral_name) {
+        return Some(if &c[1] == "q" {
+            cfg.decoder.n_heads
+        } else {
+            cfg.decoder.n_kv_heads
+        });
+    }
+    ENC.is_match(mistral_name).then_some(cfg.encoder.n_heads)
+}
+
+/// Undo the transformers converter's `permute_for_rope` on `values`, a row-major
+/// `[rows, cols]` tensor (`cols` = 1 for a bias) whose rows are `n_heads` heads of half-split
+/// RoPE channels: row `h * head_dim + j * head_dim / 2 + i` (HF) moves to
+/// `h * head_dim + 2 * i + j` (Mistral, interleaved pairs), `j` in {0, 1}.
+///
+/// # Errors
+/// A message when `rows` is not `n_heads` times an even head width or `values` is not
+/// `rows * cols` long.
+pub fn interleave_rope_rows(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    n_heads: usize,
+) -> Result<Vec<f32>, String> {
+    if n_heads == 0 || !rows.is_multiple_of(n_heads) || !(rows / n_heads).is_multiple_of(2) {
+        return Err(format!(
+            "{rows} rows are not {n_heads} RoPE heads of an even width"
+        ));
+    }
+    if values.len() != rows * cols {
+        return Err(format!(
+            "{} values for a [{rows}, {cols}] tensor",
+            values.len()
+        ));
+    }
+    let head_dim = rows / n_heads;
+    let half = head_dim / 2;
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..n_heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let src = (h * head_dim + j * half + i) * cols;
+                let dst = (h * head_dim + 2 * i + j) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every tensor the configuration implies, HF names with PyTorch shapes. With tied embeddings
 /// `lm_head.weight` may be present (transformers may save the tied copy) and is ignored.
 pub fn expected_tensors(cfg: &VoxtralConfig) -> ExpectedTensors {
