@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod half;
 pub mod linear;
 pub mod mlp;
+pub mod qgemm;
 pub mod qlinear;
 pub mod qmatmul;
 pub mod rms_norm;

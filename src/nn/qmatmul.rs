@@ -450,6 +450,11 @@ pub enum QKernel {
     /// four blocks' quants and scales gathered with one byte shuffle each), plus the AVX2 set
     /// for the tail blocks.
     Avx512Vnni,
+    /// [`super::qgemm::q_products`]' register tiles (32 activation rows x 4 weight rows) from
+    /// [`super::qgemm::VNNI_GEMM_MIN_ROWS`] activation rows (a batched encoder, the prompt
+    /// prefill, Whisper's encoder), [`QKernel::Avx512Vnni`] below: the batched kernel of CPUs
+    /// with AVX-512 VNNI but no AMX.
+    Avx512VnniGemm,
     /// AMX-INT8 tiles from [`super::amx::AMX_INT8_MIN_ROWS`] activation rows (a batched
     /// encoder, the prompt prefill; [`super::amx::q_products`]: `tdpbssd` block sums, then the
     /// f32 scaling on AVX-512), [`QKernel::Avx512Vnni`] below (decoder steps, the 8-frame
@@ -459,10 +464,11 @@ pub enum QKernel {
 
 impl QKernel {
     /// Every kernel, fastest last.
-    pub const ALL: [QKernel; 4] = [
+    pub const ALL: [QKernel; 5] = [
         QKernel::Scalar,
         QKernel::Avx2,
         QKernel::Avx512Vnni,
+        QKernel::Avx512VnniGemm,
         QKernel::AmxInt8,
     ];
 
@@ -485,6 +491,7 @@ impl QKernel {
                     && has!("avx512vnni")
                     && has!("avx512vbmi")
             }
+            QKernel::Avx512VnniGemm => QKernel::Avx512Vnni.available() && super::qgemm::available(),
             QKernel::AmxInt8 => QKernel::Avx512Vnni.available() && super::amx::amx_int8_available(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -544,6 +551,13 @@ pub fn qmatmul_with(
     let kernel = if kernel == QKernel::AmxInt8 {
         if m >= super::amx::AMX_INT8_MIN_ROWS {
             return Ok(super::amx::q_products(
+                w.kind, &w.data, n_out, &acts, parallel,
+            ));
+        }
+        QKernel::Avx512Vnni
+    } else if kernel == QKernel::Avx512VnniGemm {
+        if m >= super::qgemm::VNNI_GEMM_MIN_ROWS {
+            return Ok(super::qgemm::q_products(
                 w.kind, &w.data, n_out, &acts, parallel,
             ));
         }
@@ -759,7 +773,9 @@ fn row_dot(
                 }
             }
         }
-        QKernel::AmxInt8 => unreachable!("qmatmul_with sends AmxInt8 to the tiles or to VNNI"),
+        QKernel::AmxInt8 | QKernel::Avx512VnniGemm => {
+            unreachable!("qmatmul_with sends {kernel:?} to its tiles or to the row kernel")
+        }
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the scalar kernel is available off x86_64"),
     }
