@@ -385,37 +385,58 @@ pub struct QuantizedRows {
 /// `d = max|x| / 127`, `q = round(x * (1 / d))` (ties away from zero; `q = 0` when `d = 0`),
 /// so `|x - d * q| <= d / 2` up to f32 rounding of `d` and `1 / d`.
 ///
+/// Rows are split across the Rayon threads from [`PARALLEL_MIN_WEIGHTS`] values (a batched
+/// encoder's activations); every block is quantized alone, so the split changes nothing.
+///
 /// # Panics
 /// When `x.len() != m * n` or `n` is not a multiple of 32 (the caller checked both).
 pub fn quantize_activations(x: &[f32], m: usize, n: usize) -> QuantizedRows {
     assert!(n.is_multiple_of(BLOCK) && x.len() == m * n);
+    let nb = m * n / BLOCK;
+    let mut q = vec![0i8; m * n];
+    let mut d = vec![0f32; nb];
+    let mut sum = vec![0i32; nb];
+    let threads = rayon::current_num_threads();
+    if m * n >= PARALLEL_MIN_WEIGHTS && m > 1 && threads > 1 {
+        let rows = m.div_ceil(2 * threads);
+        let bpr = n / BLOCK;
+        x.par_chunks(rows * n)
+            .zip(q.par_chunks_mut(rows * n))
+            .zip(d.par_chunks_mut(rows * bpr))
+            .zip(sum.par_chunks_mut(rows * bpr))
+            .for_each(|(((x, q), d), s)| quantize_blocks(x, q, d, s));
+    } else {
+        quantize_blocks(x, &mut q, &mut d, &mut sum);
+    }
+    QuantizedRows { m, n, q, d, sum }
+}
+
+/// [`quantize_activations`]' blocks of `x` into `q`, `d`, `sum` (one block of 32 values
+/// each), with AVX-512F when the CPU has it.
+fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { quantize_activations_avx512(x, m, n) };
+        return unsafe { quantize_blocks_avx512(x, q, d, sum) };
     }
-    quantize_activations_portable(x, m, n)
+    quantize_blocks_portable(x, q, d, sum);
 }
 
-/// [`quantize_activations`] compiled for AVX-512F: the same code, so the same values
+/// [`quantize_blocks`] compiled for AVX-512F: the same code, so the same values
 /// (`f32::round` lowers to an exact vector sequence instead of a `roundf` call per value).
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn quantize_activations_avx512(x: &[f32], m: usize, n: usize) -> QuantizedRows {
-    quantize_activations_portable(x, m, n)
+unsafe fn quantize_blocks_avx512(x: &[f32], q: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+    quantize_blocks_portable(x, q, d, sum);
 }
 
-/// [`quantize_activations`]' body (inlined into each caller, so it is compiled per target
-/// feature set).
+/// [`quantize_blocks`]' body (inlined into each caller, so it is compiled per target feature
+/// set).
 #[inline(always)]
-fn quantize_activations_portable(x: &[f32], m: usize, n: usize) -> QuantizedRows {
-    let nb = m * n / BLOCK;
-    let mut q = vec![0i8; m * n];
-    let mut d = vec![0f32; nb];
-    let mut sum = vec![0i32; nb];
+fn quantize_blocks_portable(x: &[f32], q: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
     for (((xb, qb), db), sb) in x
         .chunks_exact(BLOCK)
         .zip(q.chunks_exact_mut(BLOCK))
@@ -436,7 +457,6 @@ fn quantize_activations_portable(x: &[f32], m: usize, n: usize) -> QuantizedRows
         *db = scale;
         *sb = s;
     }
-    QuantizedRows { m, n, q, d, sum }
 }
 
 /// A product kernel.
