@@ -173,19 +173,27 @@ impl WeightLayout {
     }
 }
 
-/// Map one Mistral tensor name to its HF name (`None` when no rule matches).
-pub fn mistral_to_hf(name: &str) -> Option<String> {
-    static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
-        std::sync::LazyLock::new(|| {
-            mistral_to_hf_rules()
-                .into_iter()
-                .map(|(pat, rep)| (Regex::new(pat).expect("static pattern"), rep))
-                .collect()
-        });
-    RULES
+/// `(pattern, replacement)` rules with their patterns compiled.
+fn compile_rules(rules: Vec<(&'static str, &'static str)>) -> Vec<(Regex, &'static str)> {
+    rules
+        .into_iter()
+        .map(|(pat, rep)| (Regex::new(pat).expect("static pattern"), rep))
+        .collect()
+}
+
+/// `name` renamed by the first rule whose pattern matches (`None`: none does).
+fn rename(rules: &[(Regex, &'static str)], name: &str) -> Option<String> {
+    rules
         .iter()
         .find(|(re, _)| re.is_match(name))
         .map(|(re, rep)| re.replace(name, *rep).into_owned())
+}
+
+/// Map one Mistral tensor name to its HF name (`None` when no rule matches).
+pub fn mistral_to_hf(name: &str) -> Option<String> {
+    static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
+        std::sync::LazyLock::new(|| compile_rules(mistral_to_hf_rules()));
+    rename(&RULES, name)
 }
 
 /// HF-name -> Mistral-name rules (regex, replacement), first match wins: the inverse of
@@ -283,16 +291,8 @@ pub fn hf_to_mistral_rules() -> Vec<(&'static str, &'static str)> {
 /// [`mistral_to_hf`].
 pub fn hf_to_mistral(name: &str) -> Option<String> {
     static RULES: std::sync::LazyLock<Vec<(Regex, &'static str)>> =
-        std::sync::LazyLock::new(|| {
-            hf_to_mistral_rules()
-                .into_iter()
-                .map(|(pat, rep)| (Regex::new(pat).expect("static pattern"), rep))
-                .collect()
-        });
-    RULES
-        .iter()
-        .find(|(re, _)| re.is_match(name))
-        .map(|(re, rep)| re.replace(name, *rep).into_owned())
+        std::sync::LazyLock::new(|| compile_rules(hf_to_mistral_rules()));
+    rename(&RULES, name)
 }
 
 /// How many RoPE heads the rows of the tensor `mistral_name` hold, for the tensors whose rows
