@@ -277,6 +277,7 @@ unsafe fn unpack_row(_: QuantKind, _: &[u8], _: &mut [i8], _: &mut [f32], _: &mu
 
 /// One register tile: up to [`NR`] weight rows x 32 activation rows over every block,
 /// written to `y`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile {
     /// `[NR][nb * 32]` unpacked weights.
     wq: *const i8,
